@@ -1,0 +1,268 @@
+//! Key material. A key knows its algorithm; nothing else gets a say in how it is used.
+
+use std::fmt;
+use std::str::FromStr;
+
+use aws_lc_rs::hmac;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, VerificationAlgorithm,
+};
+
+use super::JoseError;
+use crate::ids::KeyId;
+
+/// A JWS algorithm Tollgate signs or verifies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    HS256,
+    HS384,
+    HS512,
+    ES256,
+    EdDSA,
+}
+
+impl Algorithm {
+    /// The JOSE name, as it appears in `alg`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::HS256 => "HS256",
+            Algorithm::HS384 => "HS384",
+            Algorithm::HS512 => "HS512",
+            Algorithm::ES256 => "ES256",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    /// Whether keys of this algorithm are shared secrets.
+    #[must_use]
+    pub fn is_symmetric(self) -> bool {
+        matches!(self, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+    }
+
+    /// The smallest acceptable HMAC secret: the hash output size (RFC 7518 §3.2).
+    #[must_use]
+    pub fn min_secret_len(self) -> usize {
+        match self {
+            Algorithm::HS256 => 32,
+            Algorithm::HS384 => 48,
+            Algorithm::HS512 => 64,
+            Algorithm::ES256 | Algorithm::EdDSA => 0,
+        }
+    }
+
+    fn hmac(self) -> Option<hmac::Algorithm> {
+        match self {
+            Algorithm::HS256 => Some(hmac::HMAC_SHA256),
+            Algorithm::HS384 => Some(hmac::HMAC_SHA384),
+            Algorithm::HS512 => Some(hmac::HMAC_SHA512),
+            Algorithm::ES256 | Algorithm::EdDSA => None,
+        }
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = JoseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Exact, case-sensitive names only: "none", "NONE" and friends never match.
+        match s {
+            "HS256" => Ok(Algorithm::HS256),
+            "HS384" => Ok(Algorithm::HS384),
+            "HS512" => Ok(Algorithm::HS512),
+            "ES256" => Ok(Algorithm::ES256),
+            "EdDSA" => Ok(Algorithm::EdDSA),
+            _ => Err(JoseError::InvalidKey),
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+enum Signer {
+    Hmac(hmac::Key),
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+/// A private (or shared-secret) key pinned to one algorithm and one key id.
+pub struct SigningKey {
+    kid: KeyId,
+    alg: Algorithm,
+    signer: Signer,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Generates a fresh key. Returns the key and its secret encoding (PKCS#8 DER for
+    /// asymmetric keys, the raw secret for HMAC), which is what [`SigningKey::from_secret`]
+    /// takes back.
+    pub fn generate(alg: Algorithm, kid: KeyId) -> Result<(Self, Vec<u8>), JoseError> {
+        let secret = match alg {
+            Algorithm::HS256 => super::random_bytes::<32>().to_vec(),
+            Algorithm::HS384 => super::random_bytes::<48>().to_vec(),
+            Algorithm::HS512 => super::random_bytes::<64>().to_vec(),
+            Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &SystemRandom::new(),
+            )
+            .map_err(|_| JoseError::InvalidKey)?
+            .as_ref()
+            .to_vec(),
+            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .map_err(|_| JoseError::InvalidKey)?
+                .as_ref()
+                .to_vec(),
+        };
+        let key = Self::from_secret(alg, kid, &secret)?;
+        Ok((key, secret))
+    }
+
+    /// Rebuilds a key from its secret encoding.
+    pub fn from_secret(alg: Algorithm, kid: KeyId, secret: &[u8]) -> Result<Self, JoseError> {
+        let signer = match alg.hmac() {
+            Some(h) => {
+                if secret.len() < alg.min_secret_len() {
+                    return Err(JoseError::InvalidKey);
+                }
+                Signer::Hmac(hmac::Key::new(h, secret))
+            }
+            None => match alg {
+                Algorithm::ES256 => Signer::Ecdsa(
+                    EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, secret)
+                        .map_err(|_| JoseError::InvalidKey)?,
+                ),
+                _ => Signer::Ed25519(
+                    Ed25519KeyPair::from_pkcs8_maybe_unchecked(secret)
+                        .map_err(|_| JoseError::InvalidKey)?,
+                ),
+            },
+        };
+        Ok(Self { kid, alg, signer })
+    }
+
+    /// The key id.
+    #[must_use]
+    pub fn kid(&self) -> &KeyId {
+        &self.kid
+    }
+
+    /// The one algorithm this key signs with.
+    #[must_use]
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The matching verification key. For HMAC it holds the same secret.
+    #[must_use]
+    pub fn verifying_key(&self) -> VerifyingKey {
+        let verifier = match &self.signer {
+            Signer::Hmac(k) => Verifier::Hmac(k.clone()),
+            Signer::Ecdsa(k) => Verifier::Public(
+                &signature::ECDSA_P256_SHA256_FIXED,
+                k.public_key().as_ref().to_vec(),
+            ),
+            Signer::Ed25519(k) => {
+                Verifier::Public(&signature::ED25519, k.public_key().as_ref().to_vec())
+            }
+        };
+        VerifyingKey {
+            kid: self.kid.clone(),
+            alg: self.alg,
+            verifier,
+        }
+    }
+
+    pub(super) fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, JoseError> {
+        match &self.signer {
+            Signer::Hmac(k) => Ok(hmac::sign(k, msg).as_ref().to_vec()),
+            Signer::Ecdsa(k) => k
+                .sign(&SystemRandom::new(), msg)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| JoseError::InvalidKey),
+            Signer::Ed25519(k) => Ok(k.sign(msg).as_ref().to_vec()),
+        }
+    }
+}
+
+enum Verifier {
+    Hmac(hmac::Key),
+    Public(&'static dyn VerificationAlgorithm, Vec<u8>),
+}
+
+/// A key that checks signatures, pinned to one algorithm and one key id.
+pub struct VerifyingKey {
+    kid: KeyId,
+    alg: Algorithm,
+    verifier: Verifier,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    /// A verification key for a shared HMAC secret (e.g. Centrifugo's `hmac_secret_key`).
+    pub fn hmac(alg: Algorithm, kid: KeyId, secret: &[u8]) -> Result<Self, JoseError> {
+        let h = alg.hmac().ok_or(JoseError::InvalidKey)?;
+        if secret.len() < alg.min_secret_len() {
+            return Err(JoseError::InvalidKey);
+        }
+        Ok(Self {
+            kid,
+            alg,
+            verifier: Verifier::Hmac(hmac::Key::new(h, secret)),
+        })
+    }
+
+    /// The key id.
+    #[must_use]
+    pub fn kid(&self) -> &KeyId {
+        &self.kid
+    }
+
+    /// The one algorithm this key accepts.
+    #[must_use]
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The raw public key (uncompressed SEC1 point for ES256, 32 bytes for EdDSA), or
+    /// `None` for a shared secret, which must never be published.
+    #[must_use]
+    pub fn public_key_bytes(&self) -> Option<&[u8]> {
+        match &self.verifier {
+            Verifier::Hmac(_) => None,
+            Verifier::Public(_, bytes) => Some(bytes),
+        }
+    }
+
+    pub(super) fn verify(&self, msg: &[u8], signature: &[u8]) -> Result<(), JoseError> {
+        match &self.verifier {
+            Verifier::Hmac(k) => hmac::verify(k, msg, signature),
+            Verifier::Public(alg, public) => {
+                UnparsedPublicKey::new(*alg, public.as_slice()).verify(msg, signature)
+            }
+        }
+        .map_err(|_| JoseError::BadSignature)
+    }
+}
