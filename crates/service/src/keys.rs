@@ -1,0 +1,116 @@
+//! Signing keys: generation, sealing for storage, and an in-memory cache so that minting a
+//! token costs no database round trip and no key parsing after the first use.
+//!
+//! Keys are immutable once written, so cached entries never go stale; a rotation (a later
+//! issue) adds keys and changes states, and will invalidate the affected entries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use tollgate_store::{KeyState, SigningKeyRecord, Store};
+use tollgate_token::jose::{Algorithm, SigningKey, VerifyingKey};
+use tollgate_token::{KeyId, ProjectId, UnixTime};
+
+use crate::ServiceError;
+use crate::secrets::Secrets;
+
+/// The algorithm of the key every new project gets. ES256: asymmetric (so it can be
+/// published in a JWKS and verified by an external Centrifugo), supported by every
+/// Centrifugo verification path, and fast to sign with aws-lc.
+pub(crate) const DEFAULT_ALGORITHM: Algorithm = Algorithm::ES256;
+
+/// Generates a project's first signing key, sealed for storage.
+pub(crate) fn generate_record(
+    secrets: &Secrets,
+    project: ProjectId,
+    now: UnixTime,
+) -> Result<SigningKeyRecord, ServiceError> {
+    let kid = KeyId::new_random();
+    let (key, secret) = SigningKey::generate(DEFAULT_ALGORITHM, kid.clone())
+        .map_err(|e| ServiceError::Internal(format!("key generation failed: {e}")))?;
+    let sealed_secret = secrets
+        .seal(&kid, &secret)
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let public_key = key
+        .verifying_key()
+        .public_key_bytes()
+        .map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+    Ok(SigningKeyRecord {
+        kid,
+        project_id: project,
+        alg: DEFAULT_ALGORITHM,
+        state: KeyState::Active,
+        sealed_secret,
+        public_key,
+        created_at: now,
+        not_after: None,
+    })
+}
+
+fn open(secrets: &Secrets, record: &SigningKeyRecord) -> Result<SigningKey, ServiceError> {
+    let secret = secrets.open(&record.kid, &record.sealed_secret).map_err(|_| {
+        ServiceError::Internal(format!("signing key {} cannot be unsealed", record.kid))
+    })?;
+    SigningKey::from_secret(record.alg, record.kid.clone(), &secret)
+        .map_err(|e| ServiceError::Internal(format!("signing key {}: {e}", record.kid)))
+}
+
+/// Parsed keys, by project (the active signer) and by key id (verifiers).
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    active: RwLock<HashMap<ProjectId, Arc<SigningKey>>>,
+    verifying: RwLock<HashMap<KeyId, Arc<VerifyingKey>>>,
+}
+
+impl KeyCache {
+    /// The key that signs new tokens for `project`.
+    pub(crate) async fn active(
+        &self,
+        store: &dyn Store,
+        secrets: &Secrets,
+        project: ProjectId,
+    ) -> Result<Arc<SigningKey>, ServiceError> {
+        if let Some(k) = read(&self.active).get(&project) {
+            return Ok(k.clone());
+        }
+        let records = store.signing_keys(project, KeyState::Active).await?;
+        let record = records.first().ok_or_else(|| {
+            ServiceError::Internal(format!("project {project} has no active signing key"))
+        })?;
+        let key = Arc::new(open(secrets, record)?);
+        write(&self.active).insert(project, key.clone());
+        Ok(key)
+    }
+
+    /// The key that verifies tokens with `kid`, if that key is active or retiring.
+    pub(crate) async fn verifying(
+        &self,
+        store: &dyn Store,
+        secrets: &Secrets,
+        kid: &KeyId,
+    ) -> Result<Option<Arc<VerifyingKey>>, ServiceError> {
+        if let Some(k) = read(&self.verifying).get(kid) {
+            return Ok(Some(k.clone()));
+        }
+        let Some(record) = store.signing_key(kid).await? else {
+            return Ok(None);
+        };
+        if !matches!(record.state, KeyState::Active | KeyState::Retiring) {
+            return Ok(None);
+        }
+        let key = Arc::new(open(secrets, &record)?.verifying_key());
+        write(&self.verifying).insert(kid.clone(), key.clone());
+        Ok(Some(key))
+    }
+}
+
+// A poisoned lock only means another thread panicked mid-insert of an immutable value;
+// the map is still consistent, so keep serving.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

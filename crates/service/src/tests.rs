@@ -1,0 +1,178 @@
+//! Service behaviour against a real SQLite database.
+
+use serde_json::json;
+use tollgate_store::SqlStore;
+use tollgate_token::jose;
+
+use super::*;
+
+async fn service(dir: &tempfile::TempDir, master: [u8; 32]) -> Result<Tollgate, ServiceError> {
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+    Tollgate::new(
+        store,
+        &MasterKey::from_bytes(master),
+        Settings {
+            issuer: "tollgate-test".into(),
+            public_gateway_url: Some("ws://127.0.0.1:9".into()),
+        },
+        Arc::new(ManualClock::at(1_800_000_000)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn wrong_master_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    service(&dir, [1; 32]).await.unwrap();
+    let err = service(&dir, [2; 32]).await.unwrap_err();
+    assert!(matches!(err, ServiceError::InvalidInput(_)), "{err:?}");
+    service(&dir, [1; 32]).await.unwrap();
+}
+
+#[tokio::test]
+async fn authentication_requires_the_exact_token_of_that_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir, [1; 32]).await.unwrap();
+    let a = svc.create_project("A", Scopes::project_default()).await.unwrap();
+    let b = svc.create_project("B", Scopes::project_default()).await.unwrap();
+    let a_id = a.project.id.to_string();
+    let b_id = b.project.id.to_string();
+
+    let p = svc.authenticate(&a_id, a.api_token.expose()).await.unwrap();
+    assert_eq!(p.project_id, a.project.id);
+    assert_eq!(p.token_id, a.token_id);
+
+    for (project, token) in [
+        (a_id.as_str(), b.api_token.expose()),
+        (b_id.as_str(), a.api_token.expose()),
+        (a_id.as_str(), ""),
+        (a_id.as_str(), "PT00"),
+        ("not-a-uuid", a.api_token.expose()),
+        ("00000000-0000-0000-0000-000000000000", a.api_token.expose()),
+    ] {
+        assert!(
+            matches!(
+                svc.authenticate(project, token).await,
+                Err(ServiceError::Unauthorized)
+            ),
+            "{project} accepted a wrong token"
+        );
+    }
+    let upper = a.api_token.expose().to_uppercase();
+    assert!(svc.authenticate(&a_id, &upper).await.is_err());
+}
+
+#[tokio::test]
+async fn tokens_can_be_added_listed_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir, [1; 32]).await.unwrap();
+    let p = svc.create_project("P", Scopes::project_default()).await.unwrap();
+    let only_chat: Scopes = [Scope::Chat].into_iter().collect();
+    let (id, secret) = svc.create_api_token(p.project.id, "ci", only_chat).await.unwrap();
+    let principal = svc
+        .authenticate(&p.project.id.to_string(), secret.expose())
+        .await
+        .unwrap();
+    assert_eq!(principal.scopes, only_chat);
+    assert_eq!(svc.list_api_tokens(p.project.id).await.unwrap().len(), 2);
+
+    svc.revoke_api_token(p.project.id, id).await.unwrap();
+    assert!(
+        svc.authenticate(&p.project.id.to_string(), secret.expose())
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        svc.revoke_api_token(p.project.id, id).await,
+        Err(ServiceError::NotFound(_))
+    ));
+    assert!(matches!(
+        svc.create_api_token(ProjectId::new_random(), "x", only_chat).await,
+        Err(ServiceError::NotFound("project"))
+    ));
+    assert!(matches!(
+        svc.create_api_token(p.project.id, "x", Scopes::default()).await,
+        Err(ServiceError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        svc.create_project("  ", Scopes::project_default()).await,
+        Err(ServiceError::InvalidInput(_))
+    ));
+    assert_eq!(svc.list_projects().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn issued_tokens_verify_with_the_project_key_and_carry_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir, [1; 32]).await.unwrap();
+    let p = svc.create_project("P", Scopes::project_default()).await.unwrap();
+    let principal = svc
+        .authenticate(&p.project.id.to_string(), p.api_token.expose())
+        .await
+        .unwrap();
+    let body = json!({"ttl": 15, "channels": {"room": {"read": true, "write": true}},
+                      "member_id": "alice", "state": {"n": 1}});
+    let token = svc
+        .issue_realtime_token(&principal, Product::Chat, body.as_object().unwrap())
+        .await
+        .unwrap();
+
+    let header_kid: tollgate_token::KeyId = {
+        let unverified = token.split('.').next().unwrap();
+        use base64::Engine as _;
+        let h: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(unverified)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(h["alg"], "ES256");
+        assert_eq!(h["typ"], "CRT");
+        assert_eq!(h["ch"], "ws://127.0.0.1:9");
+        h["kid"].as_str().unwrap().parse().unwrap()
+    };
+    let vk = svc.verifying_key(&header_kid).await.unwrap().unwrap();
+    let verified = jose::verify(&token, 1 << 20, |_| Some(&*vk)).unwrap();
+    let c = &verified.claims;
+    assert_eq!(c["iss"], "tollgate-test");
+    assert_eq!(c["aud"], p.project.id.to_string());
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["iat"], 1_800_000_000);
+    assert_eq!(c["exp"], 1_800_000_000 + 900);
+    assert_eq!(c["info"], json!({"n": 1}));
+
+    // The key survives a restart: a new service over the same database verifies it.
+    let again = service(&dir, [1; 32]).await.unwrap();
+    let vk2 = again.verifying_key(&header_kid).await.unwrap().unwrap();
+    assert!(jose::verify(&token, 1 << 20, |_| Some(&*vk2)).is_ok());
+}
+
+#[tokio::test]
+async fn scope_and_validation_failures_mint_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir, [1; 32]).await.unwrap();
+    let p = svc.create_project("P", Scopes::project_default()).await.unwrap();
+    let (_, chat_only) = svc
+        .create_api_token(p.project.id, "chat", [Scope::Chat].into_iter().collect())
+        .await
+        .unwrap();
+    let principal = svc
+        .authenticate(&p.project.id.to_string(), chat_only.expose())
+        .await
+        .unwrap();
+    let body = json!({"ttl": 1, "channels": {"a": {"read": true}}});
+    assert!(matches!(
+        svc.issue_realtime_token(&principal, Product::PubSub, body.as_object().unwrap())
+            .await,
+        Err(ServiceError::Unauthorized)
+    ));
+    let bad = json!({"ttl": 0});
+    match svc
+        .issue_realtime_token(&principal, Product::Chat, bad.as_object().unwrap())
+        .await
+    {
+        Err(ServiceError::Validation(errors)) => assert_eq!(errors.len(), 2),
+        other => panic!("expected validation errors, got {other:?}"),
+    }
+}
