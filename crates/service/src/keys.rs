@@ -49,9 +49,11 @@ pub(crate) fn generate_record(
 }
 
 fn open(secrets: &Secrets, record: &SigningKeyRecord) -> Result<SigningKey, ServiceError> {
-    let secret = secrets.open(&record.kid, &record.sealed_secret).map_err(|_| {
-        ServiceError::Internal(format!("signing key {} cannot be unsealed", record.kid))
-    })?;
+    let secret = secrets
+        .open(&record.kid, &record.sealed_secret)
+        .map_err(|_| {
+            ServiceError::Internal(format!("signing key {} cannot be unsealed", record.kid))
+        })?;
     SigningKey::from_secret(record.alg, record.kid.clone(), &secret)
         .map_err(|e| ServiceError::Internal(format!("signing key {}: {e}", record.kid)))
 }
@@ -108,9 +110,11 @@ impl KeyCache {
 // A poisoned lock only means another thread panicked mid-insert of an immutable value;
 // the map is still consistent, so keep serving.
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -161,7 +161,11 @@ impl Tollgate {
     ///
     /// Unknown project, wrong token and revoked token are indistinguishable to the caller,
     /// and take the same path: one indexed lookup of the keyed hash scoped to the project.
-    pub async fn authenticate(&self, project: &str, token: &str) -> Result<Principal, ServiceError> {
+    pub async fn authenticate(
+        &self,
+        project: &str,
+        token: &str,
+    ) -> Result<Principal, ServiceError> {
         let project_id: ProjectId = project.parse().map_err(|_| ServiceError::Unauthorized)?;
         if token.is_empty() || token.len() > 256 {
             return Err(ServiceError::Unauthorized);
@@ -264,7 +268,11 @@ impl Tollgate {
         let key = self
             .inner
             .keys
-            .active(&*self.inner.store, &self.inner.secrets, principal.project_id)
+            .active(
+                &*self.inner.store,
+                &self.inner.secrets,
+                principal.project_id,
+            )
             .await?;
         let now = self.inner.clock.now();
         let claims = request.claims(&self.inner.settings.issuer, principal.project_id, now);

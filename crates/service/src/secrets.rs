@@ -127,10 +127,7 @@ impl Secrets {
     /// Whether `stored` is this key's check value (constant time).
     #[must_use]
     pub fn matches_check_value(&self, stored: &str) -> bool {
-        stored
-            .as_bytes()
-            .ct_eq(self.check_value.as_bytes())
-            .into()
+        stored.as_bytes().ct_eq(self.check_value.as_bytes()).into()
     }
 
     /// The keyed hash of an API token, hex. Stored and looked up instead of the token.
@@ -217,6 +214,9 @@ mod tests {
         let s2 = Secrets::new(&MasterKey::from_bytes([2; 32]));
         assert!(s1.matches_check_value(s1.check_value()));
         assert!(!s1.matches_check_value(s2.check_value()));
-        assert_eq!(format!("{:?}", MasterKey::from_bytes([9; 32])), "MasterKey([REDACTED])");
+        assert_eq!(
+            format!("{:?}", MasterKey::from_bytes([9; 32])),
+            "MasterKey([REDACTED])"
+        );
     }
 }

@@ -34,8 +34,14 @@ async fn wrong_master_key_is_refused() {
 async fn authentication_requires_the_exact_token_of_that_project() {
     let dir = tempfile::tempdir().unwrap();
     let svc = service(&dir, [1; 32]).await.unwrap();
-    let a = svc.create_project("A", Scopes::project_default()).await.unwrap();
-    let b = svc.create_project("B", Scopes::project_default()).await.unwrap();
+    let a = svc
+        .create_project("A", Scopes::project_default())
+        .await
+        .unwrap();
+    let b = svc
+        .create_project("B", Scopes::project_default())
+        .await
+        .unwrap();
     let a_id = a.project.id.to_string();
     let b_id = b.project.id.to_string();
 
@@ -67,9 +73,15 @@ async fn authentication_requires_the_exact_token_of_that_project() {
 async fn tokens_can_be_added_listed_and_revoked() {
     let dir = tempfile::tempdir().unwrap();
     let svc = service(&dir, [1; 32]).await.unwrap();
-    let p = svc.create_project("P", Scopes::project_default()).await.unwrap();
+    let p = svc
+        .create_project("P", Scopes::project_default())
+        .await
+        .unwrap();
     let only_chat: Scopes = [Scope::Chat].into_iter().collect();
-    let (id, secret) = svc.create_api_token(p.project.id, "ci", only_chat).await.unwrap();
+    let (id, secret) = svc
+        .create_api_token(p.project.id, "ci", only_chat)
+        .await
+        .unwrap();
     let principal = svc
         .authenticate(&p.project.id.to_string(), secret.expose())
         .await
@@ -88,11 +100,13 @@ async fn tokens_can_be_added_listed_and_revoked() {
         Err(ServiceError::NotFound(_))
     ));
     assert!(matches!(
-        svc.create_api_token(ProjectId::new_random(), "x", only_chat).await,
+        svc.create_api_token(ProjectId::new_random(), "x", only_chat)
+            .await,
         Err(ServiceError::NotFound("project"))
     ));
     assert!(matches!(
-        svc.create_api_token(p.project.id, "x", Scopes::default()).await,
+        svc.create_api_token(p.project.id, "x", Scopes::default())
+            .await,
         Err(ServiceError::InvalidInput(_))
     ));
     assert!(matches!(
@@ -106,7 +120,10 @@ async fn tokens_can_be_added_listed_and_revoked() {
 async fn issued_tokens_verify_with_the_project_key_and_carry_the_request() {
     let dir = tempfile::tempdir().unwrap();
     let svc = service(&dir, [1; 32]).await.unwrap();
-    let p = svc.create_project("P", Scopes::project_default()).await.unwrap();
+    let p = svc
+        .create_project("P", Scopes::project_default())
+        .await
+        .unwrap();
     let principal = svc
         .authenticate(&p.project.id.to_string(), p.api_token.expose())
         .await
@@ -152,7 +169,10 @@ async fn issued_tokens_verify_with_the_project_key_and_carry_the_request() {
 async fn scope_and_validation_failures_mint_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let svc = service(&dir, [1; 32]).await.unwrap();
-    let p = svc.create_project("P", Scopes::project_default()).await.unwrap();
+    let p = svc
+        .create_project("P", Scopes::project_default())
+        .await
+        .unwrap();
     let (_, chat_only) = svc
         .create_api_token(p.project.id, "chat", [Scope::Chat].into_iter().collect())
         .await

@@ -62,8 +62,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn insert_api_token(&self, token: &NewApiToken) -> Result<(), StoreError>;
 
     /// A project's API tokens, revoked ones included, oldest first.
-    async fn list_api_tokens(&self, project: ProjectId)
-    -> Result<Vec<ApiTokenRecord>, StoreError>;
+    async fn list_api_tokens(&self, project: ProjectId) -> Result<Vec<ApiTokenRecord>, StoreError>;
 
     /// Marks a token revoked. `Ok(false)` if it does not exist or was already revoked.
     async fn revoke_api_token(

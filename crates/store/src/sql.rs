@@ -31,8 +31,17 @@ impl SqlStore {
         sqlx::any::install_default_drivers();
         let (url, sqlite) = if let Some(path) = url.strip_prefix("sqlite://") {
             let (file, _) = path.split_once('?').unwrap_or((path, ""));
-            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
+            if let Some(dir) = Path::new(file)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                // The database holds sealed keys and token hashes: keep it private.
+                std::os::unix::fs::DirBuilderExt::mode(
+                    std::fs::DirBuilder::new().recursive(true),
+                    0o700,
+                )
+                .create(dir)
+                .map_err(|e| {
                     StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
@@ -124,7 +133,10 @@ fn token_from(row: &AnyRow) -> Result<ApiTokenRecord, StoreError> {
 fn key_from(row: &AnyRow) -> Result<SigningKeyRecord, StoreError> {
     Ok(SigningKeyRecord {
         kid: parse("signing_keys.kid", &get::<String>(row, "kid")?)?,
-        project_id: parse("signing_keys.project_id", &get::<String>(row, "project_id")?)?,
+        project_id: parse(
+            "signing_keys.project_id",
+            &get::<String>(row, "project_id")?,
+        )?,
         alg: Algorithm::from_str(&get::<String>(row, "alg")?)
             .map_err(|e| corrupt("signing_keys.alg")(e.to_string()))?,
         state: parse("signing_keys.state", &get::<String>(row, "state")?)?,
@@ -246,10 +258,7 @@ impl Store for SqlStore {
         insert_token(&self.pool, token).await
     }
 
-    async fn list_api_tokens(
-        &self,
-        project: ProjectId,
-    ) -> Result<Vec<ApiTokenRecord>, StoreError> {
+    async fn list_api_tokens(&self, project: ProjectId) -> Result<Vec<ApiTokenRecord>, StoreError> {
         sqlx::query(&format!(
             "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE project_id = $1 ORDER BY created_at, id"
         ))

@@ -66,13 +66,14 @@ async fn exercise(store: &dyn Store) {
     assert_eq!(store.list_projects().await.unwrap().len(), 1);
 
     // Token lookup needs both the project and the hash.
-    let found = store.active_api_token(p.id, "hash-1").await.unwrap().unwrap();
+    let found = store
+        .active_api_token(p.id, "hash-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.id, t.id);
     assert!(found.scopes.contains(Scope::Chat));
-    assert_eq!(
-        store.active_api_token(p2.id, "hash-1").await.unwrap(),
-        None
-    );
+    assert_eq!(store.active_api_token(p2.id, "hash-1").await.unwrap(), None);
     assert_eq!(store.active_api_token(p.id, "hash-2").await.unwrap(), None);
 
     // More tokens; revocation is immediate and idempotent.
@@ -110,7 +111,10 @@ async fn exercise(store: &dyn Store) {
         StoreError::NotFound
     ));
     assert!(matches!(
-        store.insert_api_token(&token(p.id, "hash-1")).await.unwrap_err(),
+        store
+            .insert_api_token(&token(p.id, "hash-1"))
+            .await
+            .unwrap_err(),
         StoreError::Conflict
     ));
 

@@ -35,7 +35,9 @@ impl FromStr for ProjectId {
         if s.len() != 36 {
             return Err(InvalidId("project id"));
         }
-        Uuid::try_parse(s).map(Self).map_err(|_| InvalidId("project id"))
+        Uuid::try_parse(s)
+            .map(Self)
+            .map_err(|_| InvalidId("project id"))
     }
 }
 
@@ -115,7 +117,9 @@ impl FromStr for ApiTokenId {
     type Err = InvalidId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::try_parse(s).map(Self).map_err(|_| InvalidId("API token id"))
+        Uuid::try_parse(s)
+            .map(Self)
+            .map_err(|_| InvalidId("API token id"))
     }
 }
 
@@ -138,10 +142,22 @@ mod tests {
     fn project_id_accepts_only_canonical_uuid() {
         let id = "11111111-2222-3333-4444-555555555555";
         assert_eq!(id.parse::<ProjectId>().unwrap().to_string(), id);
-        assert!("11111111222233334444555555555555".parse::<ProjectId>().is_err());
-        assert!("{11111111-2222-3333-4444-555555555555}".parse::<ProjectId>().is_err());
+        assert!(
+            "11111111222233334444555555555555"
+                .parse::<ProjectId>()
+                .is_err()
+        );
+        assert!(
+            "{11111111-2222-3333-4444-555555555555}"
+                .parse::<ProjectId>()
+                .is_err()
+        );
         assert!("".parse::<ProjectId>().is_err());
-        assert!("not-a-uuid-at-all-not-a-uuid-at-all!".parse::<ProjectId>().is_err());
+        assert!(
+            "not-a-uuid-at-all-not-a-uuid-at-all!"
+                .parse::<ProjectId>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -77,7 +77,9 @@ impl fmt::Display for Scope {
 
 /// A scope name that SignalWire does not define.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scope {0:?}; expected one of calling, chat, datasphere, fax, management, messaging, numbers, pubsub, storage, tasking, video")]
+#[error(
+    "unknown scope {0:?}; expected one of calling, chat, datasphere, fax, management, messaging, numbers, pubsub, storage, tasking, video"
+)]
 pub struct UnknownScope(pub String);
 
 /// A set of scopes.

@@ -85,7 +85,9 @@ impl fmt::Display for Algorithm {
 }
 
 enum Signer {
-    Hmac(hmac::Key),
+    // aws-lc's HMAC key embeds precomputed inner/outer states (~1.2 KB): box it so the
+    // asymmetric variants stay small.
+    Hmac(Box<hmac::Key>),
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
 }
@@ -139,7 +141,7 @@ impl SigningKey {
                 if secret.len() < alg.min_secret_len() {
                     return Err(JoseError::InvalidKey);
                 }
-                Signer::Hmac(hmac::Key::new(h, secret))
+                Signer::Hmac(Box::new(hmac::Key::new(h, secret)))
             }
             None => match alg {
                 Algorithm::ES256 => Signer::Ecdsa(
@@ -200,7 +202,7 @@ impl SigningKey {
 }
 
 enum Verifier {
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     Public(&'static dyn VerificationAlgorithm, Vec<u8>),
 }
 
@@ -230,7 +232,7 @@ impl VerifyingKey {
         Ok(Self {
             kid,
             alg,
-            verifier: Verifier::Hmac(hmac::Key::new(h, secret)),
+            verifier: Verifier::Hmac(Box::new(hmac::Key::new(h, secret))),
         })
     }
 

@@ -107,7 +107,10 @@ fn jwt03_unknown_or_hostile_kid_is_rejected_without_lookup() {
             Some(&vk)
         });
         assert_eq!(r.unwrap_err(), JoseError::UnknownKey);
-        assert!(!looked_up, "hostile kid reached the key lookup: {hostile:?}");
+        assert!(
+            !looked_up,
+            "hostile kid reached the key lookup: {hostile:?}"
+        );
     }
     let big = format!(r#"{{"alg":"HS256","kid":"{}"}}"#, "a".repeat(100_000));
     assert_eq!(
@@ -175,7 +178,9 @@ fn ecd01_ecd03_bad_ecdsa_signatures_are_rejected() {
         verify(&zero, MAX, |_| Some(&vk)).unwrap_err(),
         JoseError::BadSignature
     );
-    let sig = URL_SAFE_NO_PAD.decode(good.rsplit_once('.').unwrap().1).unwrap();
+    let sig = URL_SAFE_NO_PAD
+        .decode(good.rsplit_once('.').unwrap().1)
+        .unwrap();
     let mut long = sig.clone();
     long.push(0);
     let t = format!("{input}.{}", b64(&long));

@@ -80,7 +80,10 @@ fn channel_rules_and_boundaries() {
         (json!("[1]"), &[("not_a_hash", "channels")]),
         (channels(1), OK),
         (channels(500), OK),
-        (channels(501), &[("channel_size_limit_exceeded", "channels")]),
+        (
+            channels(501),
+            &[("channel_size_limit_exceeded", "channels")],
+        ),
         (json!({ long(250): {"read": true} }), OK),
         (
             json!({ long(251): {"read": true} }),
@@ -135,7 +138,10 @@ fn many_bad_channels_yield_a_bounded_error_list() {
     let map: Map<String, Value> = (0..400).map(|i| (format!("c{i}"), json!({}))).collect();
     let err = parse(Product::PubSub, json!({"ttl": 5, "channels": map})).unwrap_err();
     assert_eq!(err.len(), MAX_LISTED_PER_CODE + 1);
-    assert!(err.iter().all(|e| e.code == "channel_has_missing_properties"));
+    assert!(
+        err.iter()
+            .all(|e| e.code == "channel_has_missing_properties")
+    );
     assert_eq!(
         err.last().unwrap().message,
         "380 more channels have the same problem"
@@ -148,7 +154,10 @@ fn member_id_rules_and_boundaries() {
     let cases: &[(Value, &[(&str, &str)])] = &[
         (json!("x".repeat(250)), OK),
         (json!("ж".repeat(250)), OK),
-        (json!("x".repeat(251)), &[("invalid_parameter", "member_id")]),
+        (
+            json!("x".repeat(251)),
+            &[("invalid_parameter", "member_id")],
+        ),
         (json!(42), &[("not_a_string", "member_id")]),
         (json!(["a"]), &[("not_a_string", "member_id")]),
         (json!(""), OK),

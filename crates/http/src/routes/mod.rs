@@ -1,0 +1,25 @@
+//! Endpoints, one module per API family.
+
+pub mod health;
+pub mod signalwire;
+
+use axum::Router;
+
+use crate::{ApiError, AppState};
+
+/// Every route, without the cross-cutting layers.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .merge(health::routes())
+        .merge(signalwire::routes())
+}
+
+/// 404 for any unknown path, in the API's error shape.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// 405 for a known path with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

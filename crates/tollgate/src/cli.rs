@@ -1,0 +1,287 @@
+//! The command line: `serve` plus administrative commands that act on the same database
+//! (safe while a server is running on it).
+//!
+//! Commands print results on stdout (one JSON object with `--json`) and logs on stderr, so
+//! scripts can pipe stdout straight into a JSON parser.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tollgate_token::ids::ApiTokenId;
+use tollgate_token::{ProjectId, Scopes};
+
+use crate::App;
+use crate::config::{self, Config, LogFormat};
+
+/// Tollgate issues short-lived access tokens for real-time channels and enforces them at
+/// its own WebSocket gateway.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+pub struct Cli {
+    /// TOML configuration file. Every setting can also be given as a TOLLGATE_* variable.
+    #[arg(long, global = true, env = "TOLLGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: token APIs, admin API, WebSocket gateway and health endpoints on one
+    /// listener.
+    Serve,
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Manage a project's API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project with its first API token and signing key. The token is shown once.
+    Create {
+        /// Human-readable project name.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes for the first API token.
+        #[arg(long, default_value = "pubsub,chat,calling,messaging,fax,video")]
+        scopes: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List projects.
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create another API token for a project. The token is shown once.
+    Create {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// A name to recognise the token by.
+        #[arg(long, default_value = "api token")]
+        name: String,
+        /// Comma-separated scopes: calling, chat, datasphere, fax, management, messaging,
+        /// numbers, pubsub, storage, tasking, video.
+        #[arg(long, default_value = "pubsub,chat,calling,messaging,fax,video")]
+        scopes: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List a project's API tokens (never their secrets).
+    List {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Revoke an API token; requests using it fail from the next one on.
+    Revoke {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// The API token's id (from `token list`).
+        token_id: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print exactly one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command line. Returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let loaded = match config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            return 2;
+        }
+    };
+    init_logging(&loaded.config);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    match execute(cli.command, loaded.config).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tollgate: {e:#}");
+            1
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // A second initialisation (tests calling `run` twice) is harmless; ignore it.
+    let _ = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn parse_project(s: &str) -> anyhow::Result<ProjectId> {
+    s.parse()
+        .map_err(|_| anyhow::anyhow!("--project {s:?} is not a project id (a UUID)"))
+}
+
+fn parse_scopes(s: &str) -> anyhow::Result<Scopes> {
+    let scopes = Scopes::parse_list(s).map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+    anyhow::ensure!(!scopes.is_empty(), "--scopes: name at least one scope");
+    Ok(scopes)
+}
+
+fn print(output: Output, value: &serde_json::Value, text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if output.json {
+        writeln!(out, "{value}")?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
+    Ok(())
+}
+
+async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
+    if let Command::Serve = command {
+        return serve(config).await;
+    }
+    let app = App::build(config).await?;
+    let svc = &app.tollgate;
+    let svc_err = |e: tollgate_service::ServiceError| anyhow::anyhow!("{e}");
+    match command {
+        Command::Serve => unreachable!("handled above"),
+        Command::Project(ProjectCommand::Create {
+            name,
+            scopes,
+            output,
+        }) => {
+            let created = svc
+                .create_project(&name, parse_scopes(&scopes)?)
+                .await
+                .map_err(svc_err)?;
+            let id = created.project.id.to_string();
+            let token = created.api_token.expose();
+            print(
+                output,
+                &json!({"project_id": id, "api_token": token}),
+                &format!(
+                    "project_id: {id}\napi_token:  {token}\n\nThe API token is shown only this once; store it now."
+                ),
+            )
+        }
+        Command::Project(ProjectCommand::List { output }) => {
+            let projects = svc.list_projects().await.map_err(svc_err)?;
+            let list: Vec<_> = projects
+                .iter()
+                .map(|p| json!({"project_id": p.id.to_string(), "name": p.name, "created_at": p.created_at.seconds()}))
+                .collect();
+            let text = projects
+                .iter()
+                .map(|p| format!("{}  {}", p.id, p.name))
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(output, &json!({ "projects": list }), &text)
+        }
+        Command::Token(TokenCommand::Create {
+            project,
+            name,
+            scopes,
+            output,
+        }) => {
+            let project = parse_project(&project)?;
+            let (id, secret) = svc
+                .create_api_token(project, &name, parse_scopes(&scopes)?)
+                .await
+                .map_err(svc_err)?;
+            print(
+                output,
+                &json!({"project_id": project.to_string(), "token_id": id.to_string(), "api_token": secret.expose()}),
+                &format!(
+                    "token_id:  {id}\napi_token: {}\n\nThe API token is shown only this once; store it now.",
+                    secret.expose()
+                ),
+            )
+        }
+        Command::Token(TokenCommand::List { project, output }) => {
+            let project = parse_project(&project)?;
+            let tokens = svc.list_api_tokens(project).await.map_err(svc_err)?;
+            let list: Vec<_> = tokens
+                .iter()
+                .map(|t| {
+                    json!({
+                        "token_id": t.id.to_string(),
+                        "name": t.name,
+                        "scopes": t.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                        "created_at": t.created_at.seconds(),
+                        "revoked_at": t.revoked_at.map(|r| r.seconds()),
+                    })
+                })
+                .collect();
+            let text = tokens
+                .iter()
+                .map(|t| {
+                    let state = if t.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    format!("{}  {:<8} {}  [{}]", t.id, state, t.name, t.scopes)
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(output, &json!({ "tokens": list }), &text)
+        }
+        Command::Token(TokenCommand::Revoke {
+            project,
+            token_id,
+            output,
+        }) => {
+            let project = parse_project(&project)?;
+            let id: ApiTokenId = token_id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{token_id:?} is not an API token id"))?;
+            svc.revoke_api_token(project, id).await.map_err(svc_err)?;
+            print(
+                output,
+                &json!({"token_id": id.to_string(), "revoked": true}),
+                &format!("revoked {id}"),
+            )
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let app = App::build(config).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (TOLLGATE_LISTEN)"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "tollgate listening");
+    app.serve(listener, crate::shutdown_signal()).await?;
+    tracing::info!("tollgate stopped");
+    Ok(())
+}

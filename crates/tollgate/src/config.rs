@@ -1,0 +1,527 @@
+//! Typed configuration: defaults, then an optional TOML file, then `TOLLGATE_*` environment
+//! variables (`TOLLGATE_<SECTION>__<KEY>`), validated once at start-up into [`Config`].
+//!
+//! Validation errors name the setting in both spellings (`TOLLGATE_LISTEN (listen)`), so
+//! the one line an operator sees says exactly what to fix.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A secret setting. Its `Debug` never shows the value.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// The settings file as written, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub listen: String,
+    pub database_url: String,
+    pub broker_url: String,
+    pub log: String,
+    pub log_format: String,
+    pub secret_key: Option<Secret>,
+    pub secret_key_file: Option<PathBuf>,
+    pub tokens: RawTokens,
+    pub gateway: RawGateway,
+    pub centrifugo: RawCentrifugo,
+    pub http: RawHttp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokens {
+    pub issuer: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGateway {
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCentrifugo {
+    pub token_hmac_secret_key: Option<Secret>,
+    pub api_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub max_body_bytes: u64,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            database_url: "sqlite://tollgate-data/tollgate.db".into(),
+            broker_url: "memory".into(),
+            log: "info".into(),
+            log_format: "text".into(),
+            secret_key: None,
+            secret_key_file: None,
+            tokens: RawTokens::default(),
+            gateway: RawGateway::default(),
+            centrifugo: RawCentrifugo::default(),
+            http: RawHttp::default(),
+        }
+    }
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        Self {
+            issuer: "tollgate".into(),
+        }
+    }
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Every setting's TOML path. An environment variable is its upper-cased path with `.`
+/// spelled `__` and the `TOLLGATE_` prefix.
+pub const SETTINGS: &[&str] = &[
+    "listen",
+    "database_url",
+    "broker_url",
+    "log",
+    "log_format",
+    "secret_key",
+    "secret_key_file",
+    "tokens.issuer",
+    "gateway.public_url",
+    "centrifugo.token_hmac_secret_key",
+    "centrifugo.api_key",
+    "http.max_body_bytes",
+];
+
+/// `TOLLGATE_*` variables that are not settings but are still expected.
+const OTHER_KNOWN_VARS: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_TEST_POSTGRES_URL"];
+
+/// The environment variable for a setting path.
+#[must_use]
+pub fn env_name(path: &str) -> String {
+    format!("TOLLGATE_{}", path.replace('.', "__").to_uppercase())
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server (the URL may hold a password: never log it).
+    Postgres(Secret),
+}
+
+impl Database {
+    /// The URL to connect with.
+    #[must_use]
+    pub fn url(&self) -> String {
+        match self {
+            Database::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Database::Postgres(url) => url.expose().to_owned(),
+        }
+    }
+}
+
+/// Log output style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the master key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// Given inline (base64 of 32 bytes).
+    Inline(Secret),
+    /// A file, created with mode 0600 on first start if missing.
+    File(PathBuf),
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database: Database,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub master_key: MasterKeySource,
+    pub issuer: String,
+    pub public_gateway_url: Option<String>,
+    pub centrifugo_hmac_secret: Option<Secret>,
+    pub centrifugo_api_key: Option<Secret>,
+    pub max_body_bytes: usize,
+}
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn bad(path: &str, why: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("{} ({path}): {why}", env_name(path)))
+}
+
+/// Result of loading: the configuration plus warnings to log once logging is up.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// Loads defaults, then `file` if given, then the environment `vars`.
+pub fn load(
+    file: Option<&Path>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+    if let Some(file) = file {
+        if !file.is_file() {
+            return Err(ConfigError(format!(
+                "--config {}: no such file",
+                file.display()
+            )));
+        }
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    let mut warnings = Vec::new();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix("TOLLGATE_") else {
+            continue;
+        };
+        let path = rest.to_lowercase().replace("__", ".");
+        if SETTINGS.contains(&path.as_str()) {
+            // Values are inserted as strings and converted by `extract_lossy`, so a secret
+            // that happens to look like a number stays a string.
+            figment = figment.merge(Serialized::default(&path, value));
+        } else if !OTHER_KNOWN_VARS.contains(&name.as_str()) {
+            warnings.push(format!("unknown setting {name} is ignored"));
+        }
+    }
+    let raw: RawConfig = figment
+        .extract_lossy()
+        .map_err(|e| ConfigError(one_line(&e)))?;
+    Ok(Loaded {
+        config: validate(raw)?,
+        warnings,
+    })
+}
+
+fn one_line(e: &figment::Error) -> String {
+    let path = e.path.join(".");
+    let msg = e.kind.to_string();
+    if path.is_empty() {
+        msg
+    } else {
+        format!("{} ({path}): {msg}", env_name(&path))
+    }
+}
+
+/// Checks every setting and builds the typed configuration.
+pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let listen: SocketAddr = raw
+        .listen
+        .parse()
+        .map_err(|_| bad("listen", format!("{:?} is not an address:port", raw.listen)))?;
+
+    let database = if let Some(path) = raw.database_url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(bad("database_url", "sqlite:// needs a file path"));
+        }
+        Database::Sqlite(PathBuf::from(path))
+    } else if raw.database_url.starts_with("postgres://")
+        || raw.database_url.starts_with("postgresql://")
+    {
+        Database::Postgres(Secret(raw.database_url.clone()))
+    } else {
+        return Err(bad(
+            "database_url",
+            "must start with sqlite:// or postgres://",
+        ));
+    };
+
+    match raw.broker_url.as_str() {
+        "memory" => {}
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            return Err(bad(
+                "broker_url",
+                "the Redis broker is not available in this version; use \"memory\"",
+            ));
+        }
+        _ => return Err(bad("broker_url", "must be \"memory\" or redis://…")),
+    }
+
+    tracing_subscriber::EnvFilter::try_new(&raw.log)
+        .map_err(|e| bad("log", format!("{:?} is not a log filter: {e}", raw.log)))?;
+    let log_format = match raw.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        _ => return Err(bad("log_format", "must be \"text\" or \"json\"")),
+    };
+
+    let master_key = match (raw.secret_key, raw.secret_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "secret_key",
+                "set either TOLLGATE_SECRET_KEY or TOLLGATE_SECRET_KEY_FILE, not both",
+            ));
+        }
+        (Some(key), None) => {
+            crate::master_key::decode(key.expose()).map_err(|e| bad("secret_key", e))?;
+            MasterKeySource::Inline(key)
+        }
+        (None, Some(file)) => MasterKeySource::File(file),
+        (None, None) => match &database {
+            Database::Sqlite(path) => MasterKeySource::File(
+                path.parent()
+                    .unwrap_or_else(|| Path::new("."))
+                    .join("tollgate.key"),
+            ),
+            Database::Postgres(_) => {
+                return Err(bad(
+                    "secret_key",
+                    "required with a PostgreSQL database (every node must share it); \
+                     or set TOLLGATE_SECRET_KEY_FILE",
+                ));
+            }
+        },
+    };
+
+    let issuer = raw.tokens.issuer.trim().to_owned();
+    if issuer.is_empty() || issuer.len() > 256 {
+        return Err(bad("tokens.issuer", "must be 1 to 256 characters"));
+    }
+
+    let public_gateway_url = match raw.gateway.public_url {
+        None => None,
+        Some(url) if url.is_empty() => None,
+        Some(url) => {
+            let ok = (url.starts_with("ws://") || url.starts_with("wss://"))
+                && url.len() <= 512
+                && url.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(bad(
+                    "gateway.public_url",
+                    "must be a ws:// or wss:// URL, e.g. wss://rt.example.com",
+                ));
+            }
+            Some(url)
+        }
+    };
+
+    let centrifugo_hmac_secret = match raw.centrifugo.token_hmac_secret_key {
+        Some(s) if s.expose().len() < 32 => {
+            // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
+            return Err(bad(
+                "centrifugo.token_hmac_secret_key",
+                "must be at least 32 bytes (RFC 7518 §3.2); generate it randomly",
+            ));
+        }
+        other => other.filter(|s| !s.expose().is_empty()),
+    };
+    let centrifugo_api_key = match raw.centrifugo.api_key {
+        Some(k) if k.expose().trim().is_empty() => {
+            return Err(bad("centrifugo.api_key", "must not be blank"));
+        }
+        other => other,
+    };
+
+    let max_body_bytes = usize::try_from(raw.http.max_body_bytes)
+        .ok()
+        .filter(|n| (64 * 1024..=64 * 1024 * 1024).contains(n))
+        .ok_or_else(|| bad("http.max_body_bytes", "must be between 65536 and 67108864"))?;
+
+    Ok(Config {
+        listen,
+        database,
+        log: raw.log,
+        log_format,
+        master_key,
+        issuer,
+        public_gateway_url,
+        centrifugo_hmac_secret,
+        centrifugo_api_key,
+        max_body_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let c = load(None, env(&[])).unwrap().config;
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(
+            c.database,
+            Database::Sqlite(PathBuf::from("tollgate-data/tollgate.db"))
+        );
+        assert_eq!(
+            c.master_key,
+            MasterKeySource::File(PathBuf::from("tollgate-data/tollgate.key"))
+        );
+        assert_eq!(c.max_body_bytes, 1024 * 1024);
+        assert!(c.public_gateway_url.is_none());
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_vars_warn() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[http]\nmax_body_bytes = 200000\n[gateway]\npublic_url = \"wss://rt.example.com\"\n",
+        )
+        .unwrap();
+        let loaded = load(
+            Some(&file),
+            env(&[
+                ("TOLLGATE_LISTEN", "0.0.0.0:7000"),
+                ("TOLLGATE_HTTP__MAX_BODY_BYTES", "300000"),
+                (
+                    "TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY",
+                    &"1".repeat(40),
+                ),
+                ("TOLLGATE_NOPE", "x"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.max_body_bytes, 300_000);
+        assert_eq!(
+            c.public_gateway_url.as_deref(),
+            Some("wss://rt.example.com")
+        );
+        assert_eq!(
+            c.centrifugo_hmac_secret.unwrap().expose(),
+            "1".repeat(40),
+            "a numeric-looking secret stays a string"
+        );
+        assert_eq!(
+            loaded.warnings,
+            ["unknown setting TOLLGATE_NOPE is ignored"]
+        );
+    }
+
+    #[test]
+    fn every_bad_setting_is_named() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("TOLLGATE_LISTEN", "nope", "TOLLGATE_LISTEN (listen)"),
+            (
+                "TOLLGATE_DATABASE_URL",
+                "mysql://x",
+                "TOLLGATE_DATABASE_URL",
+            ),
+            ("TOLLGATE_BROKER_URL", "kafka://x", "TOLLGATE_BROKER_URL"),
+            ("TOLLGATE_LOG", "info,[", "TOLLGATE_LOG"),
+            ("TOLLGATE_LOG_FORMAT", "xml", "TOLLGATE_LOG_FORMAT"),
+            ("TOLLGATE_SECRET_KEY", "short", "TOLLGATE_SECRET_KEY"),
+            (
+                "TOLLGATE_GATEWAY__PUBLIC_URL",
+                "http://x",
+                "TOLLGATE_GATEWAY__PUBLIC_URL",
+            ),
+            (
+                "TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY",
+                "secret",
+                "TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY",
+            ),
+            (
+                "TOLLGATE_CENTRIFUGO__API_KEY",
+                " ",
+                "TOLLGATE_CENTRIFUGO__API_KEY",
+            ),
+            (
+                "TOLLGATE_HTTP__MAX_BODY_BYTES",
+                "10",
+                "TOLLGATE_HTTP__MAX_BODY_BYTES",
+            ),
+            (
+                "TOLLGATE_HTTP__MAX_BODY_BYTES",
+                "lots",
+                "TOLLGATE_HTTP__MAX_BODY_BYTES",
+            ),
+            ("TOLLGATE_TOKENS__ISSUER", " ", "TOLLGATE_TOKENS__ISSUER"),
+        ];
+        for (var, value, named) in cases {
+            let err = load(None, env(&[(var, value)])).unwrap_err().to_string();
+            assert!(err.contains(named), "{var}={value:?} gave {err:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+        let err = load(
+            None,
+            env(&[("TOLLGATE_DATABASE_URL", "postgres://u:pw@h/db")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TOLLGATE_SECRET_KEY"), "{err}");
+        assert!(
+            !err.contains("pw"),
+            "the database password must not leak: {err}"
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[http]\nmax_body = 1\n").unwrap();
+        let err = load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("max_body"), "{err}");
+        let missing = load(Some(&dir.path().join("none.toml")), env(&[]));
+        assert!(missing.unwrap_err().to_string().contains("none.toml"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = load(
+            None,
+            env(&[("TOLLGATE_CENTRIFUGO__API_KEY", "super-secret-api-key")]),
+        )
+        .unwrap()
+        .config;
+        assert!(!format!("{c:?}").contains("super-secret-api-key"));
+    }
+}

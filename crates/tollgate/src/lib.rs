@@ -1,0 +1,88 @@
+//! The `tollgate` binary's library half: configuration, the command line, and assembling
+//! the store, services and HTTP front end into a running server.
+//!
+//! `main.rs` only parses arguments and calls [`cli::run`]; tests call [`App::build`] and
+//! [`App::serve`] directly with a listener on port 0.
+
+pub mod cli;
+pub mod config;
+pub mod master_key;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tollgate_http::{AppState, HttpSettings};
+use tollgate_service::{Settings, SystemClock, Tollgate};
+use tollgate_store::SqlStore;
+
+use crate::config::Config;
+
+/// A configured Tollgate, ready to serve or to run administrative commands.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub tollgate: Tollgate,
+    config: Config,
+}
+
+impl App {
+    /// Opens the database (creating and migrating it if needed), loads the master key and
+    /// builds the services.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let master = master_key::load(&config.master_key)?;
+        let store = SqlStore::connect(&config.database.url())
+            .await
+            .context("cannot open the database (TOLLGATE_DATABASE_URL)")?;
+        let settings = Settings {
+            issuer: config.issuer.clone(),
+            public_gateway_url: config.public_gateway_url.clone(),
+        };
+        let tollgate = Tollgate::new(Arc::new(store), &master, settings, Arc::new(SystemClock))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self { tollgate, config })
+    }
+
+    /// Serves every endpoint on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = tollgate_http::router(
+            AppState {
+                tollgate: self.tollgate,
+            },
+            &HttpSettings {
+                max_body_bytes: self.config.max_body_bytes,
+            },
+        );
+        tollgate_http::serve(listener, router, shutdown)
+            .await
+            .context("server failed")
+    }
+}
+
+/// Resolves when the process receives SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}
