@@ -6,16 +6,19 @@
 //!
 //! - [`error`]: `ApiError`, the one place errors become responses.
 //! - [`extract`]: `BasicAuth` (SignalWire HTTP Basic) and `JsonObject` (bounded JSON body).
-//! - [`middleware`]: request ids and access logs.
+//! - [`middleware`]: request ids, access logs and request metrics.
+//! - [`metrics`]: Prometheus metrics served at `/metrics`.
 //! - [`routes`]: the endpoints, grouped by API family.
 
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod middleware;
 pub mod routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -45,6 +48,18 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub tollgate: Tollgate,
+    pub metrics: Arc<metrics::HttpMetrics>,
+}
+
+impl AppState {
+    /// State around a service, with fresh metrics.
+    #[must_use]
+    pub fn new(tollgate: Tollgate) -> Self {
+        Self {
+            tollgate,
+            metrics: Arc::default(),
+        }
+    }
 }
 
 /// The complete router: every endpoint on one listener.
@@ -56,7 +71,10 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             middleware::panic_response,
         ))
-        .layer(axum::middleware::from_fn(middleware::request_id_and_log))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::request_id_and_log,
+        ))
         .with_state(state)
 }
 

@@ -5,13 +5,13 @@
 use std::any::Any;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 
-use crate::ApiError;
+use crate::{ApiError, AppState};
 
 /// The response (and request) header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -27,9 +27,13 @@ fn acceptable(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
-/// Assigns the request id, runs the request inside a span carrying it, logs the outcome and
-/// echoes the id in `X-Request-Id`.
-pub async fn request_id_and_log(mut req: Request, next: Next) -> Response {
+/// Assigns the request id, runs the request inside a span carrying it, logs and counts the
+/// outcome and echoes the id in `X-Request-Id`.
+pub async fn request_id_and_log(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -40,21 +44,27 @@ pub async fn request_id_and_log(mut req: Request, next: Next) -> Response {
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
         });
     req.extensions_mut().insert(RequestId(id.clone()));
+    // The route template, not the raw path: bounded for metrics, free of user input in logs.
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
         request_id = %String::from_utf8_lossy(id.as_bytes()),
-        method = %req.method(),
+        method = %method,
         route = %route,
     );
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| tracing::info!(status, elapsed_ms, "request finished"));
+    state
+        .metrics
+        .observe(&route, method.as_str(), status, elapsed);
     response.headers_mut().insert(REQUEST_ID_HEADER, id);
     response
 }

@@ -12,6 +12,7 @@ pub mod secrets;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use subtle::ConstantTimeEq as _;
 use tollgate_store::{ApiTokenRecord, NewApiToken, ProjectRecord, Store, StoreError};
 use tollgate_token::ids::ApiTokenId;
 use tollgate_token::jose::{self, HeaderExtras};
@@ -160,7 +161,10 @@ impl Tollgate {
     /// Checks HTTP Basic credentials `project:token`.
     ///
     /// Unknown project, wrong token and revoked token are indistinguishable to the caller,
-    /// and take the same path: one indexed lookup of the keyed hash scoped to the project.
+    /// and take the same path: one indexed lookup of the keyed hash scoped to the project,
+    /// then a constant-time comparison of the hashes. (The index lookup compares keyed
+    /// hashes, whose bytes an attacker cannot steer without the key; the explicit
+    /// constant-time check keeps the guarantee independent of the database.)
     pub async fn authenticate(
         &self,
         project: &str,
@@ -177,6 +181,9 @@ impl Tollgate {
             .active_api_token(project_id, &hash)
             .await?
             .ok_or(ServiceError::Unauthorized)?;
+        if !bool::from(record.token_hash.as_bytes().ct_eq(hash.as_bytes())) {
+            return Err(ServiceError::Unauthorized);
+        }
         Ok(Principal {
             project_id: record.project_id,
             token_id: record.id,

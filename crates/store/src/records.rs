@@ -26,12 +26,14 @@ pub struct NewApiToken {
     pub created_at: UnixTime,
 }
 
-/// A stored API token, without its hash.
+/// A stored API token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiTokenRecord {
     pub id: ApiTokenId,
     pub project_id: ProjectId,
     pub name: String,
+    /// The keyed hash (not the token).
+    pub token_hash: String,
     pub scopes: Scopes,
     pub created_at: UnixTime,
     pub revoked_at: Option<UnixTime>,

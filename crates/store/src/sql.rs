@@ -123,6 +123,7 @@ fn token_from(row: &AnyRow) -> Result<ApiTokenRecord, StoreError> {
         id: parse("api_tokens.id", &get::<String>(row, "id")?)?,
         project_id: parse("api_tokens.project_id", &get::<String>(row, "project_id")?)?,
         name: get(row, "name")?,
+        token_hash: get(row, "token_hash")?,
         scopes: Scopes::parse_list(&get::<String>(row, "scopes")?)
             .map_err(|e| corrupt("api_tokens.scopes")(e.to_string()))?,
         created_at: UnixTime(get(row, "created_at")?),
@@ -147,7 +148,7 @@ fn key_from(row: &AnyRow) -> Result<SigningKeyRecord, StoreError> {
     })
 }
 
-const TOKEN_COLUMNS: &str = "id, project_id, name, scopes, created_at, revoked_at";
+const TOKEN_COLUMNS: &str = "id, project_id, name, token_hash, scopes, created_at, revoked_at";
 const KEY_COLUMNS: &str =
     "kid, project_id, alg, state, sealed_secret, public_key, created_at, not_after";
 

@@ -107,6 +107,9 @@ pub struct Output {
     pub json: bool,
 }
 
+/// How long `serve` waits for in-flight requests after SIGTERM (Centrifugo's default).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs a parsed command line. Returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     let loaded = match config::load(cli.config.as_deref(), std::env::vars()) {
@@ -281,7 +284,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen} (TOLLGATE_LISTEN)"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "tollgate listening");
-    app.serve(listener, crate::shutdown_signal()).await?;
+    // Drain for at most SHUTDOWN_GRACE after the signal, then stop regardless, so a client
+    // holding a request open cannot keep the process alive forever.
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        crate::shutdown_signal().await;
+        let _ = signalled.send(());
+    };
+    let server = app.serve(listener, shutdown);
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = async {
+            if on_signal.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+    }
     tracing::info!("tollgate stopped");
     Ok(())
 }

@@ -51,9 +51,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = tollgate_http::router(
-            AppState {
-                tollgate: self.tollgate,
-            },
+            AppState::new(self.tollgate),
             &HttpSettings {
                 max_body_bytes: self.config.max_body_bytes,
             },

@@ -1,6 +1,8 @@
-//! Liveness and readiness.
+//! Liveness, readiness and metrics.
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -11,6 +13,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 /// 200 whenever the process is serving.
@@ -22,4 +25,15 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.tollgate.ready().await?;
     Ok(Json(json!({"status": "ok"})))
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }

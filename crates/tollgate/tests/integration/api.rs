@@ -406,3 +406,36 @@ async fn runs_on_postgresql_and_reports_unreadiness() {
         .await;
     assert_eq!(status, 503);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let s = TestServer::start().await;
+    let (project, token) = s.project().await;
+    let body = json!({"ttl": 5, "channels": {"a": {"read": true}}});
+    s.post("/api/pubsub/tokens", (&project, &token), &body)
+        .await;
+    s.post("/api/pubsub/tokens", (&project, "wrong"), &body)
+        .await;
+    s.client.get(s.url("/scan/me/123")).send().await.unwrap();
+    let res = s.client.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = res.text().await.unwrap();
+    for line in [
+        r#"tollgate_http_requests_total{route="/api/pubsub/tokens",method="POST",status="200"} 1"#,
+        r#"tollgate_http_requests_total{route="/api/pubsub/tokens",method="POST",status="401"} 1"#,
+        r#"tollgate_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        r#"tollgate_http_request_duration_seconds_count{route="/api/pubsub/tokens"} 2"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert!(
+        !text.contains("/scan/me"),
+        "raw paths must not become labels"
+    );
+}

@@ -1,0 +1,153 @@
+//! Prometheus metrics for the HTTP layer, rendered in the text exposition format at
+//! `GET /metrics`.
+//!
+//! Labels are bounded by construction: the route is the matched route template (or
+//! `unmatched`), never the raw path, so a scanner cannot create unbounded series.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the request-duration histogram buckets.
+const BUCKETS: [f64; 11] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    requests: BTreeMap<(String, String, u16), u64>,
+    durations: BTreeMap<String, Histogram>,
+}
+
+/// Request counters and latency histograms.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    series: Mutex<Series>,
+}
+
+impl HttpMetrics {
+    /// Records one finished request.
+    pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let mut s = self
+            .series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *s.requests
+            .entry((route.to_owned(), method.to_owned(), status))
+            .or_default() += 1;
+        let h = s.durations.entry(route.to_owned()).or_default();
+        for (bound, count) in BUCKETS.iter().zip(h.counts.iter_mut()) {
+            if secs <= *bound {
+                *count += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// The exposition text.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let s = self
+            .series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP tollgate_build_info Tollgate version.");
+        let _ = writeln!(out, "# TYPE tollgate_build_info gauge");
+        let _ = writeln!(
+            out,
+            "tollgate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_http_requests_total HTTP requests served."
+        );
+        let _ = writeln!(out, "# TYPE tollgate_http_requests_total counter");
+        for ((route, method, status), n) in &s.requests {
+            let _ = writeln!(
+                out,
+                "tollgate_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
+                escape(route),
+                escape(method)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_http_request_duration_seconds Time to answer HTTP requests."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE tollgate_http_request_duration_seconds histogram"
+        );
+        for (route, h) in &s.durations {
+            let route = escape(route);
+            for (bound, count) in BUCKETS.iter().zip(h.counts.iter()) {
+                let _ = writeln!(
+                    out,
+                    "tollgate_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "tollgate_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "tollgate_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "tollgate_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
+        }
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = HttpMetrics::default();
+        m.observe("/a", "POST", 200, Duration::from_micros(700));
+        m.observe("/a", "POST", 200, Duration::from_millis(30));
+        m.observe("/a", "POST", 401, Duration::from_secs(2));
+        let text = m.render();
+        assert!(text.contains(
+            "tollgate_http_requests_total{route=\"/a\",method=\"POST\",status=\"200\"} 2"
+        ));
+        assert!(text.contains(
+            "tollgate_http_requests_total{route=\"/a\",method=\"POST\",status=\"401\"} 1"
+        ));
+        assert!(text.contains("_bucket{route=\"/a\",le=\"0.0005\"} 0"));
+        assert!(text.contains("_bucket{route=\"/a\",le=\"0.001\"} 1"));
+        assert!(text.contains("_bucket{route=\"/a\",le=\"0.05\"} 2"));
+        assert!(text.contains("_bucket{route=\"/a\",le=\"1\"} 2"));
+        assert!(text.contains("_bucket{route=\"/a\",le=\"+Inf\"} 3"));
+        assert!(text.contains("_count{route=\"/a\"} 3"));
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}
