@@ -7,6 +7,8 @@
 
 mod records;
 mod sql;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use records::{ApiTokenRecord, KeyState, NewApiToken, ProjectRecord, SigningKeyRecord};
 pub use sql::SqlStore;

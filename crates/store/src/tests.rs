@@ -149,23 +149,12 @@ async fn sqlite_store_behaves() {
 
 #[tokio::test]
 async fn postgres_store_behaves() {
-    let Ok(admin_url) = std::env::var("TOLLGATE_TEST_POSTGRES_URL") else {
-        eprintln!("TOLLGATE_TEST_POSTGRES_URL is not set; PostgreSQL run skipped");
+    let Some(admin) = testing::PgTestDatabase::admin_url_from_env() else {
         return;
     };
-    use sqlx::Connection as _;
-    let db = format!("tollgate_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let store = SqlStore::connect(&format!("{base}/{db}")).await.unwrap();
+    let db = testing::PgTestDatabase::create(&admin).await;
+    let store = SqlStore::connect(&db.url).await.unwrap();
     exercise(&store).await;
     store.close().await;
-    sqlx::query(&format!("DROP DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    db.drop_now().await;
 }

@@ -84,6 +84,15 @@ impl fmt::Display for Algorithm {
     }
 }
 
+/// An HMAC key for `alg`, refusing secrets shorter than the hash output (RFC 7518 §3.2).
+fn hmac_key(alg: Algorithm, secret: &[u8]) -> Result<Box<hmac::Key>, JoseError> {
+    let h = alg.hmac().ok_or(JoseError::InvalidKey)?;
+    if secret.len() < alg.min_secret_len() {
+        return Err(JoseError::InvalidKey);
+    }
+    Ok(Box::new(hmac::Key::new(h, secret)))
+}
+
 enum Signer {
     // aws-lc's HMAC key embeds precomputed inner/outer states (~1.2 KB): box it so the
     // asymmetric variants stay small.
@@ -137,12 +146,7 @@ impl SigningKey {
     /// Rebuilds a key from its secret encoding.
     pub fn from_secret(alg: Algorithm, kid: KeyId, secret: &[u8]) -> Result<Self, JoseError> {
         let signer = match alg.hmac() {
-            Some(h) => {
-                if secret.len() < alg.min_secret_len() {
-                    return Err(JoseError::InvalidKey);
-                }
-                Signer::Hmac(Box::new(hmac::Key::new(h, secret)))
-            }
+            Some(_) => Signer::Hmac(hmac_key(alg, secret)?),
             None => match alg {
                 Algorithm::ES256 => Signer::Ecdsa(
                     EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, secret)
@@ -225,14 +229,10 @@ impl fmt::Debug for VerifyingKey {
 impl VerifyingKey {
     /// A verification key for a shared HMAC secret (e.g. Centrifugo's `hmac_secret_key`).
     pub fn hmac(alg: Algorithm, kid: KeyId, secret: &[u8]) -> Result<Self, JoseError> {
-        let h = alg.hmac().ok_or(JoseError::InvalidKey)?;
-        if secret.len() < alg.min_secret_len() {
-            return Err(JoseError::InvalidKey);
-        }
         Ok(Self {
             kid,
             alg,
-            verifier: Verifier::Hmac(Box::new(hmac::Key::new(h, secret))),
+            verifier: Verifier::Hmac(hmac_key(alg, secret)?),
         })
     }
 

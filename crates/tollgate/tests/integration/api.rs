@@ -352,19 +352,12 @@ async fn the_database_never_holds_an_api_token_in_clear() {
 
 #[tokio::test]
 async fn runs_on_postgresql_and_reports_unreadiness() {
-    let Ok(admin_url) = std::env::var("TOLLGATE_TEST_POSTGRES_URL") else {
-        eprintln!("TOLLGATE_TEST_POSTGRES_URL is not set; PostgreSQL run skipped");
+    use tollgate_store::testing::PgTestDatabase;
+    let Some(admin) = PgTestDatabase::admin_url_from_env() else {
         return;
     };
-    use sqlx::Connection as _;
-    let db = format!("tollgate_it_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let url = format!("{base}/{db}");
+    let db = PgTestDatabase::create(&admin).await;
+    let url = db.url.clone();
     let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [5u8; 32]);
     let s = TestServer::start_with(&[
         ("TOLLGATE_DATABASE_URL", &url),
@@ -384,10 +377,7 @@ async fn runs_on_postgresql_and_reports_unreadiness() {
     assert_eq!(res.status(), 200);
 
     // Take the database away: readiness must say so, liveness must not.
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    db.drop_now().await;
     let res = s.client.get(s.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     assert_eq!(
