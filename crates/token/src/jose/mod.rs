@@ -12,6 +12,7 @@
 //! - HMAC keys are at least as long as the hash output (JWT-05) and compared by the crypto
 //!   library's constant-time verify.
 
+pub mod jwe;
 mod keys;
 
 pub use keys::{Algorithm, SigningKey, VerifyingKey};
