@@ -236,6 +236,52 @@ impl VerifyingKey {
         })
     }
 
+    /// A verification key from raw public-key bytes: an uncompressed SEC1 P-256 point
+    /// (65 bytes) for ES256, 32 bytes for EdDSA.
+    pub fn public(alg: Algorithm, kid: KeyId, bytes: &[u8]) -> Result<Self, JoseError> {
+        let (verify_alg, len): (&'static dyn VerificationAlgorithm, usize) = match alg {
+            Algorithm::ES256 => (&signature::ECDSA_P256_SHA256_FIXED, 65),
+            Algorithm::EdDSA => (&signature::ED25519, 32),
+            _ => return Err(JoseError::InvalidKey),
+        };
+        if bytes.len() != len || (alg == Algorithm::ES256 && bytes[0] != 0x04) {
+            return Err(JoseError::InvalidKey);
+        }
+        Ok(Self {
+            kid,
+            alg,
+            verifier: Verifier::Public(verify_alg, bytes.to_vec()),
+        })
+    }
+
+    /// The public key as a JWK (RFC 7517) with `kid`, `alg` and `use: sig`; `None` for a
+    /// shared secret, which must never be published.
+    #[must_use]
+    pub fn to_jwk(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let public = self.public_key_bytes()?;
+        let mut jwk = serde_json::Map::new();
+        match self.alg {
+            Algorithm::ES256 => {
+                jwk.insert("kty".into(), "EC".into());
+                jwk.insert("crv".into(), "P-256".into());
+                jwk.insert("x".into(), b64(&public[1..33]).into());
+                jwk.insert("y".into(), b64(&public[33..65]).into());
+            }
+            Algorithm::EdDSA => {
+                jwk.insert("kty".into(), "OKP".into());
+                jwk.insert("crv".into(), "Ed25519".into());
+                jwk.insert("x".into(), b64(public).into());
+            }
+            _ => return None,
+        }
+        jwk.insert("kid".into(), self.kid.as_str().into());
+        jwk.insert("alg".into(), self.alg.as_str().into());
+        jwk.insert("use".into(), "sig".into());
+        Some(jwk)
+    }
+
     /// The key id.
     #[must_use]
     pub fn kid(&self) -> &KeyId {

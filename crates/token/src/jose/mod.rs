@@ -12,6 +12,7 @@
 //! - HMAC keys are at least as long as the hash output (JWT-05) and compared by the crypto
 //!   library's constant-time verify.
 
+pub mod dpop;
 pub mod jwe;
 mod keys;
 
@@ -162,7 +163,7 @@ pub fn verify<'k>(
 }
 
 /// Splits `h.p.s`, accepting only the base64url alphabet and exactly three non-empty parts.
-fn split_compact(token: &str) -> Result<(&str, &str, &str), JoseError> {
+pub(crate) fn split_compact(token: &str) -> Result<(&str, &str, &str), JoseError> {
     let ok_charset = token
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -178,7 +179,7 @@ fn split_compact(token: &str) -> Result<(&str, &str, &str), JoseError> {
     }
 }
 
-fn decode_object(b64: &str) -> Result<Map<String, Value>, JoseError> {
+pub(crate) fn decode_object(b64: &str) -> Result<Map<String, Value>, JoseError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(b64)
         .map_err(|_| JoseError::Malformed)?;
