@@ -221,6 +221,17 @@ mod tests {
     }
 
     #[test]
+    fn rfc9449_example_thumbprint() {
+        // The proof key and `jkt` of RFC 9449's examples (§6.1).
+        let jwk = json!({"kty": "EC", "x": "l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs",
+                         "y": "9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA", "crv": "P-256"});
+        assert_eq!(
+            thumbprint(jwk.as_object().unwrap()).unwrap(),
+            "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+        );
+    }
+
+    #[test]
     fn thumbprint_is_canonical() {
         // The thumbprint depends only on crv/kty/x/y, not on member order or extra members.
         let a = json!({"kty":"EC","crv":"P-256","x":"AAAA","y":"BBBB","kid":"1"});
