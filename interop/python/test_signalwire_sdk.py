@@ -77,11 +77,19 @@ def test_validation_errors_surface_as_422(client):
 
     with pytest.raises(SignalWireRestError) as e:
         client.pubsub.create_token(ttl=5, channels={f"c{i}": {"read": True} for i in range(501)})
-    assert e.value.body["errors"][0]["code"] == "channel_size_limit_exceeded"
+    assert e.value.status_code == 422
+    assert [(x["code"], x["attribute"]) for x in e.value.body["errors"]] == [
+        ("channel_size_limit_exceeded", "channels")
+    ]
+    # The boundary itself is fine.
+    client.pubsub.create_token(ttl=5, channels={f"c{i}": {"read": True} for i in range(500)})
 
     with pytest.raises(SignalWireRestError) as e:
-        client.pubsub.create_token(ttl=5, channels={"a": {"read": True}}, state={"k": "x" * 2000})
-    assert e.value.body["errors"][0]["code"] == "state_size_limit_exceeded"
+        client.pubsub.create_token(ttl=5, channels={"a": {"read": True}}, state={"k": "x" * 1993})
+    assert [(x["code"], x["attribute"]) for x in e.value.body["errors"]] == [
+        ("state_size_limit_exceeded", "state")
+    ]
+    client.pubsub.create_token(ttl=5, channels={"a": {"read": True}}, state={"k": "x" * 1992})
 
 
 def test_bad_credentials_and_missing_scope_are_401(tollgate, project):

@@ -7,32 +7,75 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine as _;
 use serde_json::{Map, Value};
+use std::marker::PhantomData;
+
 use tollgate_service::Principal;
+use tollgate_token::Scope;
 
 use crate::{ApiError, AppState};
 
 /// Longest `Authorization` header considered; anything longer is refused unread.
 const MAX_AUTHORIZATION_LEN: usize = 4096;
 
-/// A request authenticated with HTTP Basic `project_id:api_token`.
-#[derive(Debug, Clone)]
-pub struct BasicAuth(pub Principal);
+/// Which API-token scopes an endpoint accepts (any one of them suffices).
+pub trait ScopePolicy: Send + Sync + 'static {
+    /// The accepted scopes.
+    const ANY_OF: &'static [Scope];
+}
 
-impl FromRequestParts<AppState> for BasicAuth {
+/// Scope policy of `POST /api/pubsub/tokens`.
+#[derive(Debug)]
+pub struct PubSubScope;
+impl ScopePolicy for PubSubScope {
+    const ANY_OF: &'static [Scope] = &[Scope::Pubsub];
+}
+
+/// Scope policy of `POST /api/chat/tokens`.
+#[derive(Debug)]
+pub struct ChatScope;
+impl ScopePolicy for ChatScope {
+    const ANY_OF: &'static [Scope] = &[Scope::Chat];
+}
+
+/// A request authenticated with HTTP Basic `project_id:api_token` whose token holds one of
+/// `P`'s scopes.
+///
+/// Authentication *and* the scope check happen here, before the body is read, so a caller
+/// without the right credentials learns nothing from body validation: any failure is 401
+/// `{"error":"Unauthorized"}` (SignalWire answers 401, not 403, for a missing scope).
+#[derive(Debug, Clone)]
+pub struct BasicAuth<P> {
+    pub principal: Principal,
+    policy: PhantomData<P>,
+}
+
+impl<P: ScopePolicy> FromRequestParts<AppState> for BasicAuth<P> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (user, password) = basic_credentials(parts).ok_or(ApiError::Unauthorized)?;
+        let (user, password) = basic_credentials(parts)?;
         let principal = state.tollgate.authenticate(&user, &password).await?;
-        Ok(Self(principal))
+        principal.require_any(P::ANY_OF)?;
+        Ok(Self {
+            principal,
+            policy: PhantomData,
+        })
     }
 }
 
-/// Parses exactly one `Authorization: Basic …` header strictly (RFC 7617).
-fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
+/// Parses exactly one `Authorization: Basic …` header strictly (RFC 7617). Two
+/// `Authorization` headers are a malformed request (400); anything else wrong is 401.
+fn basic_credentials(parts: &Parts) -> Result<(String, String), ApiError> {
     let mut values = parts.headers.get_all(AUTHORIZATION).iter();
-    let value = values.next()?;
-    if values.next().is_some() || value.len() > MAX_AUTHORIZATION_LEN {
+    let value = values.next().ok_or(ApiError::Unauthorized)?;
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest);
+    }
+    parse_basic(value).ok_or(ApiError::Unauthorized)
+}
+
+fn parse_basic(value: &axum::http::HeaderValue) -> Option<(String, String)> {
+    if value.len() > MAX_AUTHORIZATION_LEN {
         return None;
     }
     let value = value.to_str().ok()?;
@@ -54,7 +97,7 @@ fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
 /// A request body that is a JSON object, within the configured size limit.
 ///
 /// Any content type is accepted (SignalWire's clients all send JSON); a body that is not a
-/// JSON object is a 400, an oversized one a 413.
+/// JSON object, or repeats a member, is a 400; an oversized one a 413.
 #[derive(Debug)]
 pub struct JsonObject(pub Map<String, Value>);
 
@@ -69,7 +112,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                 ApiError::BadRequest
             }
         })?;
-        match serde_json::from_slice::<Value>(&bytes) {
+        // Duplicate members are refused rather than resolved last-wins, so what was sent and
+        // what was validated can never differ.
+        match tollgate_token::json::parse_strict(&bytes) {
             Ok(Value::Object(map)) => Ok(Self(map)),
             _ => Err(ApiError::BadRequest),
         }
@@ -102,7 +147,16 @@ mod tests {
         let got = basic_credentials(&parts(&[&basic("p:t:with:colons")])).unwrap();
         assert_eq!(got, ("p".to_owned(), "t:with:colons".to_owned()));
         let lower = basic("p:t").replace("Basic", "basic");
-        assert!(basic_credentials(&parts(&[&lower])).is_some());
+        assert!(basic_credentials(&parts(&[&lower])).is_ok());
+    }
+
+    #[test]
+    fn two_authorization_headers_are_a_bad_request() {
+        let twice = parts(&[&basic("a:b"), &basic("a:b")]);
+        assert!(matches!(
+            basic_credentials(&twice),
+            Err(ApiError::BadRequest)
+        ));
     }
 
     #[test]
@@ -118,12 +172,17 @@ mod tests {
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode([0xff, b':', b'x'])
             )],
-            vec![basic("a:b"), basic("a:b")],
             vec![basic(&format!("a:{}", "x".repeat(5000)))],
         ];
         for headers in cases {
             let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
-            assert!(basic_credentials(&parts(&refs)).is_none(), "{headers:?}");
+            assert!(
+                matches!(
+                    basic_credentials(&parts(&refs)),
+                    Err(ApiError::Unauthorized)
+                ),
+                "{headers:?}"
+            );
         }
     }
 }

@@ -29,24 +29,9 @@ impl SqlStore {
     /// pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let (url, sqlite) = if let Some(path) = url.strip_prefix("sqlite://") {
-            let (file, _) = path.split_once('?').unwrap_or((path, ""));
-            if let Some(dir) = Path::new(file)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                // The database holds sealed keys and token hashes: keep it private.
-                std::os::unix::fs::DirBuilderExt::mode(
-                    std::fs::DirBuilder::new().recursive(true),
-                    0o700,
-                )
-                .create(dir)
-                .map_err(|e| {
-                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
-            let sep = if path.contains('?') { '&' } else { '?' };
-            (format!("{url}{sep}mode=rwc"), true)
+        let (url, sqlite) = if let Some(file) = url.strip_prefix("sqlite://") {
+            create_private_sqlite_file(file)?;
+            (format!("{url}?mode=rwc"), true)
         } else {
             (url.to_owned(), false)
         };
@@ -81,6 +66,34 @@ impl SqlStore {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Creates the SQLite file (and its directory) owner-only if it does not exist yet. The
+/// database holds sealed keys and token hashes; SQLite gives its `-wal` and `-shm` files the
+/// main file's permissions, so all three stay private.
+fn create_private_sqlite_file(file: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let fail = |what: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot create {}: {e}", what.display()))
+    };
+    let path = Path::new(file);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail(dir, e))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(fail(path, e)),
     }
 }
 

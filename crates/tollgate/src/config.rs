@@ -12,8 +12,9 @@ use figment::Figment;
 use figment::providers::{Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-/// A secret setting. Its `Debug` never shows the value.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A secret setting. Its `Debug` never shows the value, and it has no `PartialEq`: a
+/// comparison with a secret must be written as a constant-time one.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -134,7 +135,7 @@ pub fn env_name(path: &str) -> String {
 }
 
 /// Where the database lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Database {
     /// A SQLite file.
     Sqlite(PathBuf),
@@ -161,7 +162,7 @@ pub enum LogFormat {
 }
 
 /// Where the master key comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum MasterKeySource {
     /// Given inline (base64 of 32 bytes).
     Inline(Secret),
@@ -238,14 +239,55 @@ pub fn load(
     })
 }
 
+/// Settings whose values must never appear in an error message.
+const SECRET_SETTINGS: &[&str] = &[
+    "secret_key",
+    "centrifugo.token_hmac_secret_key",
+    "centrifugo.api_key",
+    "database_url",
+];
+
+/// Renders a figment error as one line naming the setting, without echoing secret values.
 fn one_line(e: &figment::Error) -> String {
     let path = e.path.join(".");
-    let msg = e.kind.to_string();
-    if path.is_empty() {
-        msg
+    let msg = if SECRET_SETTINGS.contains(&path.as_str()) {
+        "has the wrong type (expected a string)".to_owned()
     } else {
-        format!("{} ({path}): {msg}", env_name(&path))
+        e.kind.to_string()
+    };
+    // TOML syntax errors come with a multi-line source excerpt: fold it onto one line.
+    let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    let source = e
+        .metadata
+        .as_ref()
+        .and_then(|m| m.source.as_ref())
+        .map(|s| format!(" in {s}"))
+        .unwrap_or_default();
+    if path.is_empty() {
+        format!("{msg}{source}")
+    } else {
+        format!("{} ({path}){source}: {msg}", env_name(&path))
     }
+}
+
+/// `ws://…`, `wss://…`, or a bare `host[:port]` (which `@signalwire/js` prefixes with
+/// `wss://` itself).
+fn valid_gateway_url(url: &str) -> bool {
+    if url.len() > 512 || !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
+    if let Some(rest) = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+    {
+        return !rest.is_empty();
+    }
+    let (host, port) = url.split_once(':').unwrap_or((url, "80"));
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        && port.parse::<u16>().is_ok()
 }
 
 /// Checks every setting and builds the typed configuration.
@@ -256,9 +298,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .map_err(|_| bad("listen", format!("{:?} is not an address:port", raw.listen)))?;
 
     let database = if let Some(path) = raw.database_url.strip_prefix("sqlite://") {
-        let path = path.split('?').next().unwrap_or_default();
         if path.is_empty() {
             return Err(bad("database_url", "sqlite:// needs a file path"));
+        }
+        if path.contains('?') {
+            return Err(bad(
+                "database_url",
+                "sqlite:// takes a plain file path; query options are not supported",
+            ));
         }
         Database::Sqlite(PathBuf::from(path))
     } else if raw.database_url.starts_with("postgres://")
@@ -328,20 +375,22 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         None => None,
         Some(url) if url.is_empty() => None,
         Some(url) => {
-            let ok = (url.starts_with("ws://") || url.starts_with("wss://"))
-                && url.len() <= 512
-                && url.bytes().all(|b| b.is_ascii_graphic());
-            if !ok {
+            if !valid_gateway_url(&url) {
                 return Err(bad(
                     "gateway.public_url",
-                    "must be a ws:// or wss:// URL, e.g. wss://rt.example.com",
+                    "must be a ws:// or wss:// URL or a bare host[:port], e.g. wss://rt.example.com",
                 ));
             }
             Some(url)
         }
     };
 
-    let centrifugo_hmac_secret = match raw.centrifugo.token_hmac_secret_key {
+    // An empty value is how environments "unset" a variable: treat it as absent.
+    let centrifugo_hmac_secret = match raw
+        .centrifugo
+        .token_hmac_secret_key
+        .filter(|s| !s.expose().is_empty())
+    {
         Some(s) if s.expose().len() < 32 => {
             // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
             return Err(bad(
@@ -349,7 +398,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 "must be at least 32 bytes (RFC 7518 §3.2); generate it randomly",
             ));
         }
-        other => other.filter(|s| !s.expose().is_empty()),
+        other => other,
     };
     let centrifugo_api_key = match raw.centrifugo.api_key {
         Some(k) if k.expose().trim().is_empty() => {
@@ -392,14 +441,13 @@ mod tests {
     fn defaults_are_the_embedded_setup() {
         let c = load(None, env(&[])).unwrap().config;
         assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
-        assert_eq!(
-            c.database,
-            Database::Sqlite(PathBuf::from("tollgate-data/tollgate.db"))
+        assert!(
+            matches!(&c.database, Database::Sqlite(p) if p == Path::new("tollgate-data/tollgate.db"))
         );
-        assert_eq!(
-            c.master_key,
-            MasterKeySource::File(PathBuf::from("tollgate-data/tollgate.key"))
-        );
+        assert!(matches!(
+            &c.master_key,
+            MasterKeySource::File(p) if p == Path::new("tollgate-data/tollgate.key")
+        ));
         assert_eq!(c.max_body_bytes, 1024 * 1024);
         assert!(c.public_gateway_url.is_none());
     }
@@ -418,9 +466,10 @@ mod tests {
             env(&[
                 ("TOLLGATE_LISTEN", "0.0.0.0:7000"),
                 ("TOLLGATE_HTTP__MAX_BODY_BYTES", "300000"),
+                // 32 digits parse as a u128; the secret must still arrive as a string.
                 (
                     "TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY",
-                    &"1".repeat(40),
+                    &"1".repeat(32),
                 ),
                 ("TOLLGATE_NOPE", "x"),
                 ("OTHER", "ignored"),
@@ -436,7 +485,7 @@ mod tests {
         );
         assert_eq!(
             c.centrifugo_hmac_secret.unwrap().expose(),
-            "1".repeat(40),
+            "1".repeat(32),
             "a numeric-looking secret stays a string"
         );
         assert_eq!(
@@ -501,6 +550,34 @@ mod tests {
             !err.contains("pw"),
             "the database password must not leak: {err}"
         );
+    }
+
+    #[test]
+    fn empty_values_unset_and_bare_hosts_are_accepted() {
+        let c = load(
+            None,
+            env(&[
+                ("TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY", ""),
+                ("TOLLGATE_GATEWAY__PUBLIC_URL", "rt.example.com:8443"),
+            ]),
+        )
+        .unwrap()
+        .config;
+        assert!(c.centrifugo_hmac_secret.is_none());
+        assert_eq!(c.public_gateway_url.as_deref(), Some("rt.example.com:8443"));
+    }
+
+    #[test]
+    fn file_errors_are_one_line_and_never_echo_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "listen = \n[[broken\n").unwrap();
+        let err = load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(!err.contains('\n'), "{err:?}");
+        std::fs::write(&file, "secret_key = 12345678\n").unwrap();
+        let err = load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("TOLLGATE_SECRET_KEY"), "{err}");
+        assert!(!err.contains("12345678"), "{err}");
     }
 
     #[test]

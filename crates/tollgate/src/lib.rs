@@ -30,10 +30,12 @@ impl App {
     /// Opens the database (creating and migrating it if needed), loads the master key and
     /// builds the services.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let master = master_key::load(&config.master_key)?;
+        // The database first (the store creates a SQLite file and its directory owner-only):
+        // a wrong URL must not leave a fresh key file behind.
         let store = SqlStore::connect(&config.database.url())
             .await
             .context("cannot open the database (TOLLGATE_DATABASE_URL)")?;
+        let master = master_key::load(&config.master_key)?;
         let settings = Settings {
             issuer: config.issuer.clone(),
             public_gateway_url: config.public_gateway_url.clone(),

@@ -7,18 +7,22 @@ use serde::Serialize;
 use tollgate_service::Principal;
 use tollgate_token::pubsub::Product;
 
-use crate::extract::{BasicAuth, JsonObject};
+use crate::extract::{BasicAuth, ChatScope, JsonObject, PubSubScope};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/api/pubsub/tokens",
-            post(|State(s), BasicAuth(p), JsonObject(b)| issue(Product::PubSub, s, p, b)),
+            post(|State(s), auth: BasicAuth<PubSubScope>, JsonObject(b)| {
+                issue(Product::PubSub, s, auth.principal, b)
+            }),
         )
         .route(
             "/api/chat/tokens",
-            post(|State(s), BasicAuth(p), JsonObject(b)| issue(Product::Chat, s, p, b)),
+            post(|State(s), auth: BasicAuth<ChatScope>, JsonObject(b)| {
+                issue(Product::Chat, s, auth.principal, b)
+            }),
         )
 }
 

@@ -489,13 +489,16 @@ pub const READ_CAPS: [&str; 3] = ["sub", "prs", "hst"];
 pub const WRITE_CAPS: [&str; 1] = ["pub"];
 
 /// Groups channel grants into capability objects, one per distinct permission set, so every
-/// channel appears exactly once.
+/// channel appears exactly once (Centrifugo applies the first object that lists a channel).
 #[must_use]
 pub fn capabilities(channels: &BTreeMap<ChannelName, Access>) -> Vec<Capability> {
-    let mut groups: [(bool, bool, Vec<String>); 3] = [
+    // A channel granted neither read nor write is still listed, with no capabilities:
+    // the token then says so explicitly instead of silently dropping the channel.
+    let mut groups: [(bool, bool, Vec<String>); 4] = [
         (true, true, Vec::new()),
         (true, false, Vec::new()),
         (false, true, Vec::new()),
+        (false, false, Vec::new()),
     ];
     for (name, access) in channels {
         if let Some(g) = groups

@@ -251,6 +251,7 @@ fn claims_carry_grants_as_centrifugo_capabilities() {
             {"channels": ["both"], "allow": ["sub", "prs", "hst", "pub"]},
             {"channels": ["ro"], "allow": ["sub", "prs", "hst"]},
             {"channels": ["wo"], "allow": ["pub"]},
+            {"channels": ["none"], "allow": []},
         ])
     );
     assert!(Uuid::parse_str(v["jti"].as_str().unwrap()).is_ok());

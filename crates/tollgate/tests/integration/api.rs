@@ -201,7 +201,15 @@ async fn malformed_bodies_get_400_and_oversized_ones_413() {
     let s = TestServer::start().await;
     let (project, token) = s.project().await;
     let auth = Some((project.as_str(), token.as_str()));
-    for body in ["", "not json", "[1,2]", "\"ttl\"", "null", "{\"ttl\":"] {
+    for body in [
+        "",
+        "not json",
+        "[1,2]",
+        "\"ttl\"",
+        "null",
+        "{\"ttl\":",
+        r#"{"ttl":0,"ttl":5,"channels":{"a":{"read":true}}}"#,
+    ] {
         let (status, _, res) = s.post_raw("/api/pubsub/tokens", auth, body).await;
         assert_eq!(status, 400, "{body:?}");
         assert_eq!(res, json!({"error": "Bad Request"}));

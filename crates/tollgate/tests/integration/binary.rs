@@ -45,6 +45,8 @@ fn serve(dir: &Path) -> Served {
     let mut child = tollgate(dir)
         .arg("serve")
         .env("TOLLGATE_LISTEN", "127.0.0.1:0")
+        // The most verbose level, so the no-secrets-in-logs check covers every log line.
+        .env("TOLLGATE_LOG", "trace")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -84,9 +86,18 @@ fn project_create_prints_exactly_the_contract_json() {
     assert!(uuid::Uuid::parse_str(v["project_id"].as_str().unwrap()).is_ok());
     let token = v["api_token"].as_str().unwrap();
     assert!(token.starts_with("PT") && token.len() == 66, "{token}");
-    // The embedded default layout was created next to the working directory.
-    assert!(dir.path().join("tollgate-data/tollgate.db").exists());
-    assert!(dir.path().join("tollgate-data/tollgate.key").exists());
+    // The embedded default layout was created next to the working directory, private.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &str| {
+        std::fs::metadata(dir.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("tollgate-data"), 0o700);
+    assert_eq!(mode("tollgate-data/tollgate.db"), 0o600);
+    assert_eq!(mode("tollgate-data/tollgate.key"), 0o600);
 
     let list = json_out(dir.path(), &["project", "list", "--json"]);
     assert_eq!(list["projects"][0]["project_id"], v["project_id"]);
@@ -124,16 +135,25 @@ fn invalid_configuration_stops_with_one_line_naming_the_setting() {
 #[test]
 fn help_describes_every_subcommand() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [
-        vec!["--help"],
-        vec!["serve", "--help"],
-        vec!["project", "--help"],
-        vec!["project", "create", "--help"],
-        vec!["token", "revoke", "--help"],
-    ] {
-        let (code, stdout, _) = run(dir.path(), &args);
+    let cases: &[(&[&str], &str)] = &[
+        (&["--help"], "Run the server"),
+        (&["serve", "--help"], "one listener"),
+        (&["project", "--help"], "Create a project"),
+        (&["project", "create", "--help"], "--scopes"),
+        (&["project", "list", "--help"], "--json"),
+        (&["token", "--help"], "Revoke an API token"),
+        (&["token", "create", "--help"], "--project"),
+        (&["token", "list", "--help"], "--project"),
+        (&["token", "revoke", "--help"], "TOKEN_ID"),
+    ];
+    for (args, mentions) in cases {
+        let (code, stdout, _) = run(dir.path(), args);
         assert_eq!(code, 0, "{args:?}");
         assert!(stdout.contains("Usage"), "{args:?}: {stdout}");
+        assert!(
+            stdout.contains(mentions),
+            "{args:?} should mention {mentions}: {stdout}"
+        );
     }
 }
 
