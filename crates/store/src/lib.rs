@@ -7,11 +7,18 @@
 
 mod records;
 mod sql;
+mod sql_subscribers;
+mod subscribers;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use records::{ApiTokenRecord, KeyState, NewApiToken, ProjectRecord, SigningKeyRecord};
+pub use records::{
+    AddressRecord, ApiTokenRecord, EncryptionKeyRecord, FamilyRecord, KeyState, NewApiToken,
+    NewRefreshToken, ProjectRecord, Rotation, SigningKeyRecord, SubscriberProfile,
+    SubscriberRecord,
+};
 pub use sql::SqlStore;
+pub use subscribers::SubscriberStore;
 
 use async_trait::async_trait;
 use tollgate_token::ids::ApiTokenId;
@@ -38,7 +45,7 @@ pub enum StoreError {
 ///
 /// Every method is atomic: it either happens completely or not at all.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: SubscriberStore + Send + Sync + std::fmt::Debug + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

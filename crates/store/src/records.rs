@@ -108,3 +108,104 @@ impl fmt::Debug for SigningKeyRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// A subscriber-token encryption key as stored (its secret sealed by the service layer).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptionKeyRecord {
+    pub kid: KeyId,
+    pub project_id: ProjectId,
+    pub state: KeyState,
+    pub sealed_secret: String,
+    pub created_at: UnixTime,
+    pub not_after: Option<UnixTime>,
+}
+
+impl fmt::Debug for EncryptionKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptionKeyRecord")
+            .field("kid", &self.kid)
+            .field("project_id", &self.project_id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Subscriber profile fields. In an update, `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriberProfile {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub display_name: Option<String>,
+    pub job_title: Option<String>,
+    pub timezone: Option<String>,
+    pub country: Option<String>,
+    pub company_name: Option<String>,
+}
+
+/// A subscriber.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SubscriberRecord {
+    pub id: uuid::Uuid,
+    pub project_id: ProjectId,
+    /// The token API's `reference`, the CRUD API's `email`.
+    pub reference: String,
+    pub profile: SubscriberProfile,
+    /// Argon2id PHC string.
+    pub password_hash: Option<String>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl fmt::Debug for SubscriberRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriberRecord")
+            .field("id", &self.id)
+            .field("project_id", &self.project_id)
+            .field("reference", &self.reference)
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A subscriber's address (what guest and invite tokens point at).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressRecord {
+    pub id: uuid::Uuid,
+    pub project_id: ProjectId,
+    pub subscriber_id: uuid::Uuid,
+    pub name: String,
+    pub display_name: String,
+    pub created_at: UnixTime,
+}
+
+/// A refresh-token family: every token descended from one token request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyRecord {
+    pub id: uuid::Uuid,
+    pub project_id: ProjectId,
+    pub subscriber_id: Option<uuid::Uuid>,
+    pub kind: String,
+    pub created_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// A refresh token to record (by id only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefreshToken {
+    pub jti: uuid::Uuid,
+    pub family_id: uuid::Uuid,
+    pub parent_jti: Option<uuid::Uuid>,
+    pub expires_at: UnixTime,
+    pub created_at: UnixTime,
+}
+
+/// What happened to a refresh token presented for rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was unused: it is now used, and its successor is recorded.
+    Rotated,
+    /// It had been used before (or its family was revoked): the family is now revoked.
+    Reused,
+    /// No such token is recorded.
+    Unknown,
+}

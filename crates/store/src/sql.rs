@@ -21,7 +21,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// A SQL database: `sqlite://PATH` or `postgres://…`.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
 }
 
 impl SqlStore {
@@ -97,7 +97,7 @@ fn create_private_sqlite_file(file: &str) -> Result<(), StoreError> {
     }
 }
 
-fn unavailable(e: sqlx::Error) -> StoreError {
+pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
@@ -105,18 +105,18 @@ fn unavailable(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn corrupt(what: &str) -> impl FnOnce(String) -> StoreError + '_ {
+pub(crate) fn corrupt(what: &str) -> impl FnOnce(String) -> StoreError + '_ {
     move |detail| StoreError::Corrupt(format!("{what}: {detail}"))
 }
 
-fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError>
+pub(crate) fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,
 {
     s.parse::<T>().map_err(|e| corrupt(what)(e.to_string()))
 }
 
-fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T, StoreError>
+pub(crate) fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {

@@ -2,6 +2,8 @@
 //! PostgreSQL server when `TOLLGATE_TEST_POSTGRES_URL` names one (the project's test script
 //! sets it to the local server).
 
+use std::sync::Arc;
+
 use tollgate_token::Scope;
 
 use super::*;
@@ -36,6 +38,247 @@ fn key(project: ProjectId) -> SigningKeyRecord {
         created_at: UnixTime(10),
         not_after: None,
     }
+}
+
+fn subscriber(project: ProjectId, reference: &str, at: i64) -> (SubscriberRecord, AddressRecord) {
+    let id = uuid::Uuid::new_v4();
+    (
+        SubscriberRecord {
+            id,
+            project_id: project,
+            reference: reference.into(),
+            profile: SubscriberProfile {
+                first_name: Some("Ada".into()),
+                ..SubscriberProfile::default()
+            },
+            password_hash: None,
+            created_at: UnixTime(at),
+            updated_at: UnixTime(at),
+        },
+        AddressRecord {
+            id: uuid::Uuid::new_v4(),
+            project_id: project,
+            subscriber_id: id,
+            name: format!("/private/{reference}"),
+            display_name: reference.into(),
+            created_at: UnixTime(at),
+        },
+    )
+}
+
+fn refresh(family: uuid::Uuid, parent: Option<uuid::Uuid>) -> NewRefreshToken {
+    NewRefreshToken {
+        jti: uuid::Uuid::new_v4(),
+        family_id: family,
+        parent_jti: parent,
+        expires_at: UnixTime(10_000),
+        created_at: UnixTime(10),
+    }
+}
+
+async fn exercise_subscribers(store: Arc<dyn Store>) {
+    let p = project("subs", 1);
+    store
+        .create_project(&p, &token(p.id, "hash-subs"), &key(p.id))
+        .await
+        .unwrap();
+
+    // Upsert creates once, then updates only the given fields, keeping the id.
+    let (s, a) = subscriber(p.id, "ada@example.com", 5);
+    let created = store.upsert_subscriber(&s, &a).await.unwrap();
+    assert_eq!(created.id, s.id);
+    let (mut again, a2) = subscriber(p.id, "ada@example.com", 6);
+    again.profile = SubscriberProfile {
+        last_name: Some("Lovelace".into()),
+        ..SubscriberProfile::default()
+    };
+    again.password_hash = Some("$argon2id$x".into());
+    let updated = store.upsert_subscriber(&again, &a2).await.unwrap();
+    assert_eq!(
+        updated.id, s.id,
+        "the same reference keeps its subscriber id"
+    );
+    assert_eq!(updated.profile.first_name.as_deref(), Some("Ada"));
+    assert_eq!(updated.profile.last_name.as_deref(), Some("Lovelace"));
+    assert_eq!(updated.password_hash.as_deref(), Some("$argon2id$x"));
+    assert_eq!(
+        store.subscriber_addresses(p.id, s.id).await.unwrap(),
+        vec![a.clone()],
+        "exactly the first address"
+    );
+    assert_eq!(store.address(p.id, a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        store.address(ProjectId::new_random(), a.id).await.unwrap(),
+        None
+    );
+
+    // Insert refuses a taken reference.
+    let (dup, dup_a) = subscriber(p.id, "ada@example.com", 7);
+    assert!(matches!(
+        store.insert_subscriber(&dup, &dup_a).await.unwrap_err(),
+        StoreError::Conflict
+    ));
+
+    // Pagination walks every subscriber once, in creation order.
+    let mut ids = vec![s.id];
+    for i in 0..4 {
+        let (x, xa) = subscriber(p.id, &format!("u{i}@example.com"), 10 + i);
+        store.insert_subscriber(&x, &xa).await.unwrap();
+        ids.push(x.id);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_subscribers(p.id, after, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|r| r.id);
+        seen.extend(page.iter().map(|r| r.id));
+    }
+    assert_eq!(seen, ids);
+
+    // Updates: partial, reference conflicts refused, unknown id is None.
+    let patch = SubscriberProfile {
+        country: Some("UK".into()),
+        ..SubscriberProfile::default()
+    };
+    let u = store
+        .update_subscriber(
+            p.id,
+            s.id,
+            Some("ada@new.example"),
+            &patch,
+            None,
+            UnixTime(50),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(u.reference, "ada@new.example");
+    assert_eq!(u.profile.country.as_deref(), Some("UK"));
+    assert_eq!(u.profile.last_name.as_deref(), Some("Lovelace"));
+    assert_eq!(u.updated_at, UnixTime(50));
+    assert!(matches!(
+        store
+            .update_subscriber(
+                p.id,
+                s.id,
+                Some("u0@example.com"),
+                &patch,
+                None,
+                UnixTime(51)
+            )
+            .await
+            .unwrap_err(),
+        StoreError::Conflict
+    ));
+    assert_eq!(
+        store
+            .update_subscriber(p.id, uuid::Uuid::new_v4(), None, &patch, None, UnixTime(1))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Refresh rotation: once, then a replay revokes the family.
+    let fam = FamilyRecord {
+        id: uuid::Uuid::new_v4(),
+        project_id: p.id,
+        subscriber_id: Some(s.id),
+        kind: "subscriber".into(),
+        created_at: UnixTime(10),
+        revoked_at: None,
+    };
+    let rt1 = refresh(fam.id, None);
+    store.insert_family(&fam, Some(&rt1)).await.unwrap();
+    let rt2 = refresh(fam.id, Some(rt1.jti));
+    assert_eq!(
+        store
+            .rotate_refresh_token(fam.id, rt1.jti, &rt2, UnixTime(20))
+            .await
+            .unwrap(),
+        Rotation::Rotated
+    );
+    let rt3 = refresh(fam.id, Some(rt1.jti));
+    assert_eq!(
+        store
+            .rotate_refresh_token(fam.id, rt1.jti, &rt3, UnixTime(21))
+            .await
+            .unwrap(),
+        Rotation::Reused
+    );
+    assert_eq!(
+        store.family(fam.id).await.unwrap().unwrap().revoked_at,
+        Some(UnixTime(21))
+    );
+    // The legitimate successor dies with its family.
+    assert_eq!(
+        store
+            .rotate_refresh_token(fam.id, rt2.jti, &rt3, UnixTime(22))
+            .await
+            .unwrap(),
+        Rotation::Reused
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(fam.id, uuid::Uuid::new_v4(), &rt3, UnixTime(22))
+            .await
+            .unwrap(),
+        Rotation::Unknown
+    );
+
+    // Concurrent rotations of one token: exactly one wins.
+    let fam2 = FamilyRecord {
+        id: uuid::Uuid::new_v4(),
+        ..fam.clone()
+    };
+    let first = refresh(fam2.id, None);
+    store.insert_family(&fam2, Some(&first)).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        let next = refresh(fam2.id, Some(first.jti));
+        let (f, j) = (fam2.id, first.jti);
+        tasks.push(tokio::spawn(async move {
+            store.rotate_refresh_token(f, j, &next, UnixTime(30)).await
+        }));
+    }
+    let mut rotated = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() == Rotation::Rotated {
+            rotated += 1;
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one concurrent rotation wins");
+
+    // DPoP proof ids: fresh once, then a replay.
+    assert!(
+        store
+            .record_dpop_proof("jkt:p1", UnixTime(100), UnixTime(10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_dpop_proof("jkt:p1", UnixTime(100), UnixTime(11))
+            .await
+            .unwrap()
+    );
+    // Expired ids are forgotten.
+    assert!(
+        store
+            .record_dpop_proof("jkt:p1", UnixTime(300), UnixTime(200))
+            .await
+            .unwrap()
+    );
+
+    // Deleting a subscriber removes its addresses and families.
+    assert!(store.delete_subscriber(p.id, s.id).await.unwrap());
+    assert!(!store.delete_subscriber(p.id, s.id).await.unwrap());
+    assert_eq!(store.subscriber(p.id, s.id).await.unwrap(), None);
+    assert_eq!(store.address(p.id, a.id).await.unwrap(), None);
+    assert_eq!(store.family(fam.id).await.unwrap(), None);
 }
 
 async fn exercise(store: &dyn Store) {
@@ -140,11 +383,12 @@ async fn sqlite_store_behaves() {
     let url = format!("sqlite://{}/nested/db.sqlite", dir.path().display());
     let store = SqlStore::connect(&url).await.unwrap();
     exercise(&store).await;
+    exercise_subscribers(Arc::new(store.clone())).await;
     store.close().await;
 
     // Reopening applies no migration twice and keeps the data.
     let again = SqlStore::connect(&url).await.unwrap();
-    assert_eq!(again.list_projects().await.unwrap().len(), 1);
+    assert_eq!(again.list_projects().await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -155,6 +399,7 @@ async fn postgres_store_behaves() {
     let db = testing::PgTestDatabase::create(&admin).await;
     let store = SqlStore::connect(&db.url).await.unwrap();
     exercise(&store).await;
+    exercise_subscribers(Arc::new(store.clone())).await;
     store.close().await;
     db.drop_now().await;
 }

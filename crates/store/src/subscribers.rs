@@ -1,0 +1,118 @@
+//! The subscriber half of the store interface: subscribers and their addresses,
+//! subscriber-token encryption keys, refresh-token families and DPoP proof ids.
+
+use async_trait::async_trait;
+use tollgate_token::{KeyId, ProjectId, UnixTime};
+use uuid::Uuid;
+
+use crate::{
+    AddressRecord, EncryptionKeyRecord, FamilyRecord, KeyState, NewRefreshToken, Rotation,
+    StoreError, SubscriberProfile, SubscriberRecord,
+};
+
+/// Persistence for subscribers and their tokens. Every method is atomic.
+#[async_trait]
+pub trait SubscriberStore: Send + Sync {
+    /// Adds an encryption key.
+    async fn insert_encryption_key(&self, key: &EncryptionKeyRecord) -> Result<(), StoreError>;
+
+    /// The encryption key with this id.
+    async fn encryption_key(&self, kid: &KeyId) -> Result<Option<EncryptionKeyRecord>, StoreError>;
+
+    /// A project's encryption keys in `state`, newest first.
+    async fn encryption_keys(
+        &self,
+        project: ProjectId,
+        state: KeyState,
+    ) -> Result<Vec<EncryptionKeyRecord>, StoreError>;
+
+    /// Creates a subscriber with its first address. `Conflict` if the reference (email) is
+    /// taken in the project.
+    async fn insert_subscriber(
+        &self,
+        subscriber: &SubscriberRecord,
+        address: &AddressRecord,
+    ) -> Result<(), StoreError>;
+
+    /// The subscriber with this reference, created (with `address`) if there is none, else
+    /// updated with the given profile fields and password hash. Returns it as stored.
+    async fn upsert_subscriber(
+        &self,
+        subscriber: &SubscriberRecord,
+        address: &AddressRecord,
+    ) -> Result<SubscriberRecord, StoreError>;
+
+    /// One subscriber of a project.
+    async fn subscriber(
+        &self,
+        project: ProjectId,
+        id: Uuid,
+    ) -> Result<Option<SubscriberRecord>, StoreError>;
+
+    /// A page of a project's subscribers in creation order, after the subscriber `after`.
+    async fn list_subscribers(
+        &self,
+        project: ProjectId,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<SubscriberRecord>, StoreError>;
+
+    /// Updates the given fields (and, when `Some`, the reference and password hash).
+    /// `Ok(None)` if there is no such subscriber; `Conflict` if the new reference is taken.
+    async fn update_subscriber(
+        &self,
+        project: ProjectId,
+        id: Uuid,
+        reference: Option<&str>,
+        profile: &SubscriberProfile,
+        password_hash: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Option<SubscriberRecord>, StoreError>;
+
+    /// Deletes a subscriber with its addresses and token families. `false` if absent.
+    async fn delete_subscriber(&self, project: ProjectId, id: Uuid) -> Result<bool, StoreError>;
+
+    /// A subscriber's addresses, oldest first.
+    async fn subscriber_addresses(
+        &self,
+        project: ProjectId,
+        subscriber: Uuid,
+    ) -> Result<Vec<AddressRecord>, StoreError>;
+
+    /// One address of a project.
+    async fn address(
+        &self,
+        project: ProjectId,
+        id: Uuid,
+    ) -> Result<Option<AddressRecord>, StoreError>;
+
+    /// Records a new family and, if given, its first refresh token.
+    async fn insert_family(
+        &self,
+        family: &FamilyRecord,
+        first: Option<&NewRefreshToken>,
+    ) -> Result<(), StoreError>;
+
+    /// One family.
+    async fn family(&self, id: Uuid) -> Result<Option<FamilyRecord>, StoreError>;
+
+    /// Spends refresh token `jti` of `family` and records `next`, atomically: exactly one
+    /// of any number of concurrent callers gets `Rotated`. A token already spent, or one of
+    /// a revoked family, revokes the whole family (`Reused`).
+    async fn rotate_refresh_token(
+        &self,
+        family: Uuid,
+        jti: Uuid,
+        next: &NewRefreshToken,
+        now: UnixTime,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Records a DPoP proof id until `expires_at`. `false` if it was already recorded
+    /// (a replay). Also forgets ids that expired before `now`.
+    async fn record_dpop_proof(
+        &self,
+        id: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+}
