@@ -9,15 +9,19 @@
 //! - [`scope`]: SignalWire API-token scopes.
 //! - [`time`]: `UnixTime`, the only notion of time the core knows.
 //! - [`pubsub`]: the SignalWire-compatible PubSub/Chat token request grammar and claims.
+//! - [`fabric`]: the Fabric subscriber, guest and invite token and Subscribers grammar.
+//! - [`validation`]: `FieldError`, the 422 vocabulary shared by every API family.
 //! - [`jose`]: compact JWS signing and strict verification with algorithm-pinned keys.
 //! - [`json`]: a duplicate-rejecting JSON reader used on untrusted token parts.
 
+pub mod fabric;
 pub mod ids;
 pub mod jose;
 pub mod json;
 pub mod pubsub;
 pub mod scope;
 pub mod time;
+pub mod validation;
 
 pub use ids::{KeyId, ProjectId};
 pub use scope::{Scope, Scopes};

@@ -156,29 +156,7 @@ pub struct TokenRequest {
     pub state: MemberState,
 }
 
-/// One failed field, in SignalWire's catalogue terms.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// Catalogue code, e.g. `invalid_parameter`.
-    pub code: &'static str,
-    /// Human-readable message.
-    pub message: String,
-    /// The request field at fault.
-    pub attribute: &'static str,
-}
-
-impl FieldError {
-    fn new(code: &'static str, attribute: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            attribute,
-        }
-    }
-}
-
-/// The message SignalWire uses for a missing required parameter.
-pub const MISSING_MESSAGE: &str = "A required parameter is missing from the request. Please refer to the technical reference for a complete list of parameters.";
+pub use crate::validation::{FieldError, MISSING_MESSAGE};
 
 /// Channel problems of one kind listed individually before the rest are summarised, so a
 /// hostile request cannot make the error response arbitrarily large.
