@@ -13,7 +13,7 @@ mod subscribers;
 pub mod testing;
 
 pub use records::{
-    AddressRecord, ApiTokenRecord, EncryptionKeyRecord, FamilyRecord, KeyState, NewApiToken,
+    AddressRecord, ApiTokenRecord, EncryptionKeyRecord, FamilyRecord, KeyState, Login, NewApiToken,
     NewRefreshToken, ProjectRecord, Rotation, SigningKeyRecord, SubscriberProfile,
     SubscriberRecord,
 };

@@ -209,3 +209,11 @@ pub enum Rotation {
     /// No such token is recorded.
     Unknown,
 }
+
+/// A new token family for a subscriber, recorded together with the subscriber upsert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub family_id: uuid::Uuid,
+    pub kind: String,
+    pub first_refresh: NewRefreshToken,
+}

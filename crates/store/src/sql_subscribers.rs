@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::sql::{corrupt, get, parse, unavailable};
 use crate::{
-    AddressRecord, EncryptionKeyRecord, FamilyRecord, KeyState, NewRefreshToken, Rotation,
+    AddressRecord, EncryptionKeyRecord, FamilyRecord, KeyState, Login, NewRefreshToken, Rotation,
     SqlStore, StoreError, SubscriberProfile, SubscriberRecord, SubscriberStore,
 };
 
@@ -231,6 +231,7 @@ impl SubscriberStore for SqlStore {
         &self,
         s: &SubscriberRecord,
         address: &AddressRecord,
+        login: Option<&Login>,
     ) -> Result<SubscriberRecord, StoreError> {
         // Update-then-insert, retried once: a concurrent first request for the same
         // reference makes our insert conflict, and the retry then updates its row.
@@ -262,6 +263,18 @@ impl SubscriberStore for SqlStore {
             .await
             .map_err(unavailable)?;
             let stored = subscriber_from(&row)?;
+            if let Some(login) = login {
+                let family = FamilyRecord {
+                    id: login.family_id,
+                    project_id: stored.project_id,
+                    subscriber_id: Some(stored.id),
+                    kind: login.kind.clone(),
+                    created_at: s.updated_at,
+                    revoked_at: None,
+                };
+                insert_family_rows(&mut tx, &family).await?;
+                insert_refresh(&mut tx, &login.first_refresh).await?;
+            }
             tx.commit().await.map_err(unavailable)?;
             return Ok(stored);
         }
@@ -405,18 +418,7 @@ impl SubscriberStore for SqlStore {
         first: Option<&NewRefreshToken>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query(&format!(
-            "INSERT INTO token_families ({FAMILY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-        ))
-        .bind(family.id.to_string())
-        .bind(family.project_id.to_string())
-        .bind(family.subscriber_id.map(|s| s.to_string()))
-        .bind(&family.kind)
-        .bind(family.created_at.seconds())
-        .bind(family.revoked_at.map(UnixTime::seconds))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        insert_family_rows(&mut tx, family).await?;
         if let Some(rt) = first {
             insert_refresh(&mut tx, rt).await?;
         }
@@ -511,6 +513,25 @@ impl SubscriberStore for SqlStore {
             Err(e) => Err(e),
         }
     }
+}
+
+async fn insert_family_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    family: &FamilyRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO token_families ({FAMILY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+    ))
+    .bind(family.id.to_string())
+    .bind(family.project_id.to_string())
+    .bind(family.subscriber_id.map(|s| s.to_string()))
+    .bind(&family.kind)
+    .bind(family.created_at.seconds())
+    .bind(family.revoked_at.map(UnixTime::seconds))
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 async fn insert_refresh(

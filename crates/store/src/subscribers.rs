@@ -6,7 +6,7 @@ use tollgate_token::{KeyId, ProjectId, UnixTime};
 use uuid::Uuid;
 
 use crate::{
-    AddressRecord, EncryptionKeyRecord, FamilyRecord, KeyState, NewRefreshToken, Rotation,
+    AddressRecord, EncryptionKeyRecord, FamilyRecord, KeyState, Login, NewRefreshToken, Rotation,
     StoreError, SubscriberProfile, SubscriberRecord,
 };
 
@@ -35,11 +35,14 @@ pub trait SubscriberStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// The subscriber with this reference, created (with `address`) if there is none, else
-    /// updated with the given profile fields and password hash. Returns it as stored.
+    /// updated with the given profile fields and password hash; in the same transaction,
+    /// `login` (if given) records a new token family for it with its first refresh token.
+    /// Returns the subscriber as stored.
     async fn upsert_subscriber(
         &self,
         subscriber: &SubscriberRecord,
         address: &AddressRecord,
+        login: Option<&Login>,
     ) -> Result<SubscriberRecord, StoreError>;
 
     /// One subscriber of a project.

@@ -85,7 +85,7 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
 
     // Upsert creates once, then updates only the given fields, keeping the id.
     let (s, a) = subscriber(p.id, "ada@example.com", 5);
-    let created = store.upsert_subscriber(&s, &a).await.unwrap();
+    let created = store.upsert_subscriber(&s, &a, None).await.unwrap();
     assert_eq!(created.id, s.id);
     let (mut again, a2) = subscriber(p.id, "ada@example.com", 6);
     again.profile = SubscriberProfile {
@@ -93,7 +93,22 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
         ..SubscriberProfile::default()
     };
     again.password_hash = Some("$argon2id$x".into());
-    let updated = store.upsert_subscriber(&again, &a2).await.unwrap();
+    let family_id = uuid::Uuid::new_v4();
+    let login = Login {
+        family_id,
+        kind: "subscriber".into(),
+        first_refresh: refresh(family_id, None),
+    };
+    let updated = store
+        .upsert_subscriber(&again, &a2, Some(&login))
+        .await
+        .unwrap();
+    let fam_of_login = store.family(login.family_id).await.unwrap().unwrap();
+    assert_eq!(
+        fam_of_login.subscriber_id,
+        Some(s.id),
+        "the login joins the existing subscriber"
+    );
     assert_eq!(
         updated.id, s.id,
         "the same reference keeps its subscriber id"
