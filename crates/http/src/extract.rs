@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use std::marker::PhantomData;
 
 use tollgate_service::Principal;
+use tollgate_service::fabric::{FabricCaller, SatInfo};
 use tollgate_token::Scope;
 
 use crate::{ApiError, AppState};
@@ -35,6 +36,99 @@ impl ScopePolicy for PubSubScope {
 pub struct ChatScope;
 impl ScopePolicy for ChatScope {
     const ANY_OF: &'static [Scope] = &[Scope::Chat];
+}
+
+/// Scope policy of every Fabric endpoint: any of calling, messaging, fax, video.
+#[derive(Debug)]
+pub struct FabricScope;
+impl ScopePolicy for FabricScope {
+    const ANY_OF: &'static [Scope] = &tollgate_service::fabric::FABRIC_SCOPES;
+}
+
+/// A request authenticated with `Authorization: Bearer <SAT>`: a subscriber access token
+/// Tollgate issued, unexpired, whose family and subscriber are still alive.
+#[derive(Debug, Clone)]
+pub struct BearerSat(pub SatInfo);
+
+impl FromRequestParts<AppState> for BearerSat {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?.ok_or(ApiError::Unauthorized)?;
+        Ok(Self(state.tollgate.authenticate_sat(&token).await?))
+    }
+}
+
+/// Either credential a guest or invite endpoint accepts: project Basic auth (with a Fabric
+/// scope) or a subscriber's Bearer SAT.
+#[derive(Debug, Clone)]
+pub struct FabricAuth(pub FabricCaller);
+
+impl FromRequestParts<AppState> for FabricAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(token) = bearer(parts)? {
+            let sat = state.tollgate.authenticate_sat(&token).await?;
+            return Ok(Self(FabricCaller::Subscriber(sat)));
+        }
+        let auth = BasicAuth::<FabricScope>::from_request_parts(parts, state).await?;
+        Ok(Self(FabricCaller::Project(auth.principal)))
+    }
+}
+
+/// The refresh endpoint's caller: project Basic auth if present, and the `DPoP` proof
+/// header if present. Which of them a given refresh token needs is the service's decision.
+#[derive(Debug, Clone)]
+pub struct RefreshAuth {
+    pub principal: Option<Principal>,
+    pub dpop: Option<String>,
+}
+
+impl FromRequestParts<AppState> for RefreshAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = if parts.headers.contains_key(AUTHORIZATION) {
+            Some(
+                BasicAuth::<FabricScope>::from_request_parts(parts, state)
+                    .await?
+                    .principal,
+            )
+        } else {
+            None
+        };
+        let mut proofs = parts.headers.get_all("dpop").iter();
+        let dpop = match (proofs.next(), proofs.next()) {
+            (None, _) => None,
+            (Some(v), None) => Some(v.to_str().map_err(|_| ApiError::Unauthorized)?.to_owned()),
+            (Some(_), Some(_)) => return Err(ApiError::BadRequest),
+        };
+        Ok(Self { principal, dpop })
+    }
+}
+
+/// The token of a single `Authorization: Bearer …` header; `None` without one.
+fn bearer(parts: &Parts) -> Result<Option<String>, ApiError> {
+    let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest);
+    }
+    let Ok(value) = value.to_str() else {
+        return Err(ApiError::Unauthorized);
+    };
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            if token.is_empty() || token.len() > MAX_AUTHORIZATION_LEN {
+                return Err(ApiError::Unauthorized);
+            }
+            Ok(Some(token.trim().to_owned()))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// A request authenticated with HTTP Basic `project_id:api_token` whose token holds one of

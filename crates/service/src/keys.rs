@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
-use tollgate_store::{KeyState, SigningKeyRecord, Store};
+use tollgate_store::{EncryptionKeyRecord, KeyState, SigningKeyRecord, Store};
+use tollgate_token::jose::jwe::EncryptionKey;
 use tollgate_token::jose::{Algorithm, SigningKey, VerifyingKey};
 use tollgate_token::{KeyId, ProjectId, UnixTime};
 
@@ -58,11 +59,14 @@ fn open(secrets: &Secrets, record: &SigningKeyRecord) -> Result<SigningKey, Serv
         .map_err(|e| ServiceError::Internal(format!("signing key {}: {e}", record.kid)))
 }
 
-/// Parsed keys, by project (the active signer) and by key id (verifiers).
+/// Parsed keys, by project (the active signer and encrypter) and by key id (verifiers and
+/// decrypters).
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
     active: RwLock<HashMap<ProjectId, Arc<SigningKey>>>,
     verifying: RwLock<HashMap<KeyId, Arc<VerifyingKey>>>,
+    encrypting: RwLock<HashMap<ProjectId, Arc<EncryptionKey>>>,
+    decrypting: RwLock<HashMap<KeyId, (Arc<EncryptionKey>, ProjectId)>>,
 }
 
 impl KeyCache {
@@ -105,6 +109,84 @@ impl KeyCache {
         write(&self.verifying).insert(kid.clone(), key.clone());
         Ok(Some(key))
     }
+}
+
+impl KeyCache {
+    /// The key that encrypts new subscriber tokens for `project`, created on first use.
+    pub(crate) async fn active_encryption(
+        &self,
+        store: &dyn Store,
+        secrets: &Secrets,
+        project: ProjectId,
+        now: UnixTime,
+    ) -> Result<Arc<EncryptionKey>, ServiceError> {
+        if let Some(k) = read(&self.encrypting).get(&project) {
+            return Ok(k.clone());
+        }
+        let mut records = store.encryption_keys(project, KeyState::Active).await?;
+        if records.is_empty() {
+            // Concurrent first uses may each add a key; all stay valid for decryption (by
+            // kid), and everyone then signs with the newest.
+            let kid = KeyId::new_random();
+            let (_, secret) = EncryptionKey::generate(kid.clone())
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let record = EncryptionKeyRecord {
+                sealed_secret: secrets
+                    .seal(&kid, &secret)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?,
+                kid,
+                project_id: project,
+                state: KeyState::Active,
+                created_at: now,
+                not_after: None,
+            };
+            store.insert_encryption_key(&record).await?;
+            records = store.encryption_keys(project, KeyState::Active).await?;
+        }
+        let record = records.first().ok_or_else(|| {
+            ServiceError::Internal(format!("project {project} has no encryption key"))
+        })?;
+        let key = Arc::new(open_encryption(secrets, record)?);
+        write(&self.encrypting).insert(project, key.clone());
+        Ok(key)
+    }
+
+    /// The key that decrypts tokens with `kid`, and its project, if that key is live.
+    pub(crate) async fn decryption(
+        &self,
+        store: &dyn Store,
+        secrets: &Secrets,
+        kid: &KeyId,
+    ) -> Result<Option<(Arc<EncryptionKey>, ProjectId)>, ServiceError> {
+        if let Some(k) = read(&self.decrypting).get(kid) {
+            return Ok(Some(k.clone()));
+        }
+        let Some(record) = store.encryption_key(kid).await? else {
+            return Ok(None);
+        };
+        if !matches!(record.state, KeyState::Active | KeyState::Retiring) {
+            return Ok(None);
+        }
+        let entry = (
+            Arc::new(open_encryption(secrets, &record)?),
+            record.project_id,
+        );
+        write(&self.decrypting).insert(kid.clone(), entry.clone());
+        Ok(Some(entry))
+    }
+}
+
+fn open_encryption(
+    secrets: &Secrets,
+    record: &EncryptionKeyRecord,
+) -> Result<EncryptionKey, ServiceError> {
+    let secret = secrets
+        .open(&record.kid, &record.sealed_secret)
+        .map_err(|_| {
+            ServiceError::Internal(format!("encryption key {} cannot be unsealed", record.kid))
+        })?;
+    EncryptionKey::from_bytes(record.kid.clone(), &secret)
+        .map_err(|e| ServiceError::Internal(format!("encryption key {}: {e}", record.kid)))
 }
 
 // A poisoned lock only means another thread panicked mid-insert of an immutable value;

@@ -6,7 +6,9 @@
 //! [`ServiceError`] to their own error shape.
 
 pub mod clock;
+pub mod fabric;
 mod keys;
+mod password;
 pub mod secrets;
 
 use std::sync::Arc;
@@ -31,6 +33,8 @@ pub struct Settings {
     /// The public WebSocket address clients should connect to, written into the `ch`
     /// header of PubSub/Chat tokens so `@signalwire/js` needs no `host` option.
     pub public_gateway_url: Option<String>,
+    /// Longest lifetime (seconds) a subscriber, guest or invite token may be given.
+    pub max_subscriber_token_lifetime: i64,
 }
 
 impl Default for Settings {
@@ -38,6 +42,7 @@ impl Default for Settings {
         Self {
             issuer: "tollgate".to_owned(),
             public_gateway_url: None,
+            max_subscriber_token_lifetime: 24 * 60 * 60,
         }
     }
 }

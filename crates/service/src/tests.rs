@@ -15,6 +15,7 @@ async fn service(dir: &tempfile::TempDir, master: [u8; 32]) -> Result<Tollgate, 
         Settings {
             issuer: "tollgate-test".into(),
             public_gateway_url: Some("ws://127.0.0.1:9".into()),
+            ..Settings::default()
         },
         Arc::new(ManualClock::at(1_800_000_000)),
     )

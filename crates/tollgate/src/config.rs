@@ -47,6 +47,7 @@ pub struct RawConfig {
     pub gateway: RawGateway,
     pub centrifugo: RawCentrifugo,
     pub http: RawHttp,
+    pub fabric: RawFabric,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +71,20 @@ pub struct RawCentrifugo {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RawFabric {
+    pub max_token_lifetime: i64,
+}
+
+impl Default for RawFabric {
+    fn default() -> Self {
+        Self {
+            max_token_lifetime: 24 * 60 * 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawHttp {
     pub max_body_bytes: u64,
 }
@@ -88,6 +103,7 @@ impl Default for RawConfig {
             gateway: RawGateway::default(),
             centrifugo: RawCentrifugo::default(),
             http: RawHttp::default(),
+            fabric: RawFabric::default(),
         }
     }
 }
@@ -123,6 +139,7 @@ pub const SETTINGS: &[&str] = &[
     "centrifugo.token_hmac_secret_key",
     "centrifugo.api_key",
     "http.max_body_bytes",
+    "fabric.max_token_lifetime",
 ];
 
 /// `TOLLGATE_*` variables that are not settings but are still expected.
@@ -183,6 +200,7 @@ pub struct Config {
     pub centrifugo_hmac_secret: Option<Secret>,
     pub centrifugo_api_key: Option<Secret>,
     pub max_body_bytes: usize,
+    pub max_subscriber_token_lifetime: i64,
 }
 
 /// A configuration problem, naming the setting.
@@ -412,6 +430,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         .filter(|n| (64 * 1024..=64 * 1024 * 1024).contains(n))
         .ok_or_else(|| bad("http.max_body_bytes", "must be between 65536 and 67108864"))?;
 
+    let max_subscriber_token_lifetime = raw.fabric.max_token_lifetime;
+    if !(60..=30 * 24 * 60 * 60).contains(&max_subscriber_token_lifetime) {
+        return Err(bad(
+            "fabric.max_token_lifetime",
+            "must be between 60 and 2592000 seconds (30 days)",
+        ));
+    }
+
     Ok(Config {
         listen,
         database,
@@ -423,6 +449,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         centrifugo_hmac_secret,
         centrifugo_api_key,
         max_body_bytes,
+        max_subscriber_token_lifetime,
     })
 }
 
@@ -533,6 +560,11 @@ mod tests {
                 "TOLLGATE_HTTP__MAX_BODY_BYTES",
             ),
             ("TOLLGATE_TOKENS__ISSUER", " ", "TOLLGATE_TOKENS__ISSUER"),
+            (
+                "TOLLGATE_FABRIC__MAX_TOKEN_LIFETIME",
+                "59",
+                "TOLLGATE_FABRIC__MAX_TOKEN_LIFETIME",
+            ),
         ];
         for (var, value, named) in cases {
             let err = load(None, env(&[(var, value)])).unwrap_err().to_string();

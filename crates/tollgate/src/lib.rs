@@ -39,6 +39,7 @@ impl App {
         let settings = Settings {
             issuer: config.issuer.clone(),
             public_gateway_url: config.public_gateway_url.clone(),
+            max_subscriber_token_lifetime: config.max_subscriber_token_lifetime,
         };
         let tollgate = Tollgate::new(Arc::new(store), &master, settings, Arc::new(SystemClock))
             .await

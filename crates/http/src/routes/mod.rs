@@ -1,5 +1,6 @@
 //! Endpoints, one module per API family.
 
+pub mod fabric;
 pub mod health;
 pub mod signalwire;
 
@@ -12,6 +13,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(health::routes())
         .merge(signalwire::routes())
+        .merge(fabric::routes())
 }
 
 /// 404 for any unknown path, in the API's error shape.
