@@ -368,10 +368,10 @@ impl Tollgate {
         let Some((typ, old)) = self.decrypt(token).await? else {
             return Err(token_invalid());
         };
-        if let Some(p) = caller {
-            if p.project_id != old.prj {
-                return Err(ServiceError::Unauthorized);
-            }
+        if let Some(p) = caller
+            && p.project_id != old.prj
+        {
+            return Err(ServiceError::Unauthorized);
         }
         if typ != TYP_REFRESH {
             return Err(invalid_refresh(
@@ -404,10 +404,10 @@ impl Tollgate {
             (None, None) => return Err(ServiceError::Unauthorized),
             (None, Some(_)) => {}
         }
-        if let Some(sub) = old.sub {
-            if self.inner.store.subscriber(old.prj, sub).await?.is_none() {
-                return Err(token_invalid());
-            }
+        if let Some(sub) = old.sub
+            && self.inner.store.subscriber(old.prj, sub).await?.is_none()
+        {
+            return Err(token_invalid());
         }
 
         let lifetime = if old.refreshable() && old.cnf.is_none() {
@@ -465,16 +465,15 @@ impl Tollgate {
         if family.revoked_at.is_some() || family.project_id != payload.prj {
             return Err(ServiceError::Unauthorized);
         }
-        if let Some(sub) = payload.sub {
-            if self
+        if let Some(sub) = payload.sub
+            && self
                 .inner
                 .store
                 .subscriber(payload.prj, sub)
                 .await?
                 .is_none()
-            {
-                return Err(ServiceError::Unauthorized);
-            }
+        {
+            return Err(ServiceError::Unauthorized);
         }
         Ok(SatInfo { payload })
     }
