@@ -193,7 +193,8 @@ impl SigningKey {
         }
     }
 
-    pub(super) fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, JoseError> {
+    /// Signs raw bytes (a JWS signing input) with this key's algorithm.
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, JoseError> {
         match &self.signer {
             Signer::Hmac(k) => Ok(hmac::sign(k, msg).as_ref().to_vec()),
             Signer::Ecdsa(k) => k

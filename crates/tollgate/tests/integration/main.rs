@@ -7,4 +7,5 @@
 
 mod api;
 mod binary;
+mod fabric;
 mod support;
