@@ -197,3 +197,131 @@ async fn scope_and_validation_failures_mint_nothing() {
         other => panic!("expected validation errors, got {other:?}"),
     }
 }
+
+mod fabric {
+    use serde_json::{Map, Value, json};
+    use tollgate_token::jose::{Algorithm, SigningKey, dpop};
+
+    use super::*;
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    async fn setup() -> (tempfile::TempDir, Tollgate, Arc<ManualClock>, Principal) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+        let clock = Arc::new(ManualClock::at(1_800_000_000));
+        let svc = Tollgate::new(
+            store,
+            &MasterKey::from_bytes([1; 32]),
+            Settings::default(),
+            clock.clone(),
+        )
+        .await
+        .unwrap();
+        let p = svc
+            .create_project("P", Scopes::project_default())
+            .await
+            .unwrap();
+        let principal = svc
+            .authenticate(&p.project.id.to_string(), p.api_token.expose())
+            .await
+            .unwrap();
+        (dir, svc, clock, principal)
+    }
+
+    fn codes(e: ServiceError) -> Vec<&'static str> {
+        match e {
+            ServiceError::Validation(v) => v.iter().map(|e| e.code).collect(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_refused_with_token_expired() {
+        let (_dir, svc, clock, p) = setup().await;
+        let t = svc
+            .create_subscriber_token(
+                &p,
+                &body(json!({"reference": "a", "expire_at": 1_800_000_100})),
+            )
+            .await
+            .unwrap();
+        let rt = t.refresh_token.unwrap();
+        // The refresh token outlives the access token by five minutes.
+        clock.set(1_800_000_100);
+        assert!(svc.authenticate_sat(&t.token).await.is_err(), "SAT expired");
+        clock.set(1_800_000_399);
+        let again = svc
+            .refresh_subscriber_token(Some(&p), None, &body(json!({"refresh_token": rt})))
+            .await
+            .unwrap();
+        clock.set(1_800_000_399 + 7200 + 300);
+        let err = svc
+            .refresh_subscriber_token(
+                Some(&p),
+                None,
+                &body(json!({"refresh_token": again.refresh_token.unwrap()})),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(codes(err), ["token_expired"]);
+    }
+
+    #[tokio::test]
+    async fn stale_device_proofs_are_refused_and_burn_nothing() {
+        let (_dir, svc, clock, p) = setup().await;
+        let key = SigningKey::generate(Algorithm::EdDSA, "d".parse().unwrap())
+            .unwrap()
+            .0;
+        let jwk = key.verifying_key().to_jwk().unwrap();
+        let jkt = dpop::thumbprint(&jwk).unwrap();
+        let t = svc
+            .create_subscriber_token(&p, &body(json!({"reference": "a", "fingerprint": jkt})))
+            .await
+            .unwrap();
+        let rt = t.refresh_token.unwrap();
+        let proof = |iat: i64, jti: &str| {
+            use base64::Engine as _;
+            let b64 =
+                |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+            let mut public = jwk.clone();
+            public.remove("kid");
+            let input = format!(
+                "{}.{}",
+                b64(json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": public})),
+                b64(json!({"jti": jti, "htm": "POST",
+                           "htu": format!("http://x{}", crate::fabric::REFRESH_PATH), "iat": iat}))
+            );
+            let sig = key.sign(input.as_bytes()).unwrap();
+            format!(
+                "{input}.{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+            )
+        };
+        let refresh = |proof: String| {
+            let svc = svc.clone();
+            let p = p.clone();
+            let rt = rt.clone();
+            async move {
+                svc.refresh_subscriber_token(
+                    Some(&p),
+                    Some(&proof),
+                    &body(json!({"refresh_token": rt})),
+                )
+                .await
+            }
+        };
+        let now = clock.now().seconds();
+        for stale in [now - 61, now + 61] {
+            assert!(matches!(
+                refresh(proof(stale, &format!("s{stale}"))).await,
+                Err(ServiceError::Unauthorized)
+            ));
+        }
+        // The refused attempts spent nothing: a good proof still refreshes.
+        assert!(refresh(proof(now, "ok")).await.is_ok());
+    }
+}

@@ -51,6 +51,26 @@ impl PgTestDatabase {
         .await;
     }
 
+    /// Simulates an outage (`false`) or its end (`true`): refuses new connections and cuts
+    /// the existing ones.
+    pub async fn set_available(&self, available: bool) {
+        Self::admin(
+            &self.admin_url,
+            &format!("ALTER DATABASE {} ALLOW_CONNECTIONS {available}", self.name),
+        )
+        .await;
+        if !available {
+            Self::admin(
+                &self.admin_url,
+                &format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                    self.name
+                ),
+            )
+            .await;
+        }
+    }
+
     async fn admin(admin_url: &str, sql: &str) {
         let mut conn = sqlx::PgConnection::connect(admin_url)
             .await

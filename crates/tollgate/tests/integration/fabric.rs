@@ -687,3 +687,41 @@ async fn no_password_sat_or_refresh_token_is_stored_in_clear() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_store_outage_never_burns_a_refresh_token() {
+    use tollgate_store::testing::PgTestDatabase;
+    let Some(admin) = PgTestDatabase::admin_url_from_env() else {
+        return;
+    };
+    let db = PgTestDatabase::create(&admin).await;
+    let key = URL_SAFE_NO_PAD.encode([9u8; 32]);
+    let s = TestServer::start_with(&[
+        ("TOLLGATE_DATABASE_URL", &db.url),
+        ("TOLLGATE_SECRET_KEY", &key),
+    ])
+    .await;
+    let (project, token) = s.project().await;
+    let f = Fabric { s, project, token };
+    let login = f.login(json!({"reference": "outage@example.com"})).await;
+    let (status, next) = f
+        .refresh(login["refresh_token"].as_str().unwrap(), None, true)
+        .await;
+    assert_eq!(status, 201);
+    let rt = next["refresh_token"].as_str().unwrap();
+
+    db.set_available(false).await;
+    let (status, res) = f.refresh(rt, None, true).await;
+    assert_eq!(
+        (status, res),
+        (503, json!({"error": "Service Unavailable"}))
+    );
+
+    db.set_available(true).await;
+    let (status, res) = f.refresh(rt, None, true).await;
+    assert_eq!(
+        status, 201,
+        "the outage must not have spent the token: {res}"
+    );
+    db.drop_now().await;
+}
