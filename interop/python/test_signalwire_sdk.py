@@ -2,6 +2,7 @@
 
 import base64
 import json
+import time
 import uuid
 
 import pytest
@@ -124,6 +125,10 @@ def test_revoked_token_is_refused(tollgate, project, client):
 
 def test_no_secret_reaches_the_logs(tollgate, project, client):
     minted = client.pubsub.create_token(ttl=5, channels={"a": {"read": True}})["token"]
+    # The log line is read from the server's stderr by a thread: give it a moment.
+    deadline = time.time() + 5
+    while "/api/pubsub/tokens" not in "".join(tollgate.logs) and time.time() < deadline:
+        time.sleep(0.05)
     logs = "".join(tollgate.logs)
     assert "/api/pubsub/tokens" in logs
     assert project["api_token"] not in logs
