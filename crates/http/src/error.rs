@@ -22,6 +22,8 @@ pub enum ApiError {
     BadRequest,
     /// 401: credentials missing, wrong, revoked or lacking scope.
     Unauthorized,
+    /// 403: a credential that grants nothing here.
+    Forbidden,
     /// 404.
     NotFound,
     /// 405.
@@ -56,6 +58,7 @@ impl IntoResponse for ApiError {
         let (status, body): (StatusCode, Option<Response>) = match self {
             ApiError::BadRequest => (StatusCode::BAD_REQUEST, None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, None),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, None),
             ApiError::NotFound => (StatusCode::NOT_FOUND, None),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, None),
@@ -101,6 +104,7 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Unauthorized => ApiError::Unauthorized,
+            ServiceError::Forbidden => ApiError::Forbidden,
             ServiceError::Validation(errors) => ApiError::Validation(errors),
             ServiceError::InvalidInput(_) => ApiError::BadRequest,
             ServiceError::NotFound(_) => ApiError::NotFound,

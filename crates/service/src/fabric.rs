@@ -9,8 +9,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tollgate_store::{
-    AddressRecord, FamilyRecord, Login, NewRefreshToken, Rotation, StoreError, SubscriberProfile,
-    SubscriberRecord,
+    AddressRecord, EmbedKeyRecord, FamilyRecord, Login, NewRefreshToken, Rotation, StoreError,
+    SubscriberProfile, SubscriberRecord,
 };
 use tollgate_token::fabric::{self, Profile, SCOPE_SAT_REFRESH};
 use tollgate_token::jose::{dpop, jwe};
@@ -39,6 +39,7 @@ pub enum TokenKind {
     Subscriber,
     Guest,
     Invite,
+    Embed,
 }
 
 impl TokenKind {
@@ -47,6 +48,7 @@ impl TokenKind {
             TokenKind::Subscriber => "subscriber",
             TokenKind::Guest => "guest",
             TokenKind::Invite => "invite",
+            TokenKind::Embed => "embed",
         }
     }
 }
@@ -727,6 +729,128 @@ impl Tollgate {
             .store
             .subscriber_addresses(principal.project_id, id)
             .await?)
+    }
+}
+
+/// Lifetime of an embed (click-to-call) SAT: one hour, as SignalWire's SDK assumes.
+pub const EMBED_LIFETIME: i64 = 60 * 60;
+
+/// A click-to-call embed token (`c2c_` + 32 hex digits), shown once when created.
+pub struct EmbedSecret(String);
+
+impl EmbedSecret {
+    fn generate() -> Self {
+        let bytes: [u8; 16] = tollgate_token::jose::random_bytes();
+        Self(format!("c2c_{}", hex::encode(bytes)))
+    }
+
+    /// The token text, for showing once. It is public by design (it ships in web pages);
+    /// it can only mint short-lived tokens for one address.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for EmbedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbedSecret([REDACTED])")
+    }
+}
+
+impl Tollgate {
+    /// Creates a click-to-call embed key for one address of `project`.
+    pub async fn create_embed_key(
+        &self,
+        project: ProjectId,
+        address: Uuid,
+    ) -> Result<(Uuid, EmbedSecret), ServiceError> {
+        let secret = EmbedSecret::generate();
+        let record = EmbedKeyRecord {
+            id: Uuid::new_v4(),
+            project_id: project,
+            address_id: address,
+            token_hash: self.inner.secrets.hash_api_token(secret.expose()),
+            created_at: self.inner.clock.now(),
+            revoked_at: None,
+        };
+        match self.inner.store.insert_embed_key(&record).await {
+            Ok(()) => Ok((record.id, secret)),
+            Err(StoreError::NotFound) => Err(ServiceError::NotFound("address in this project")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A project's embed keys.
+    pub async fn list_embed_keys(
+        &self,
+        project: ProjectId,
+    ) -> Result<Vec<EmbedKeyRecord>, ServiceError> {
+        Ok(self.inner.store.list_embed_keys(project).await?)
+    }
+
+    /// Revokes an embed key; its `c2c_` token stops minting at once.
+    pub async fn revoke_embed_key(&self, project: ProjectId, id: Uuid) -> Result<(), ServiceError> {
+        let now = self.inner.clock.now();
+        if self.inner.store.revoke_embed_key(project, id, now).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound("active embed key"))
+        }
+    }
+
+    /// `POST /api/fabric/embeds/tokens` (no authentication): exchanges a `c2c_` embed token
+    /// for a one-hour SAT that reaches the embed's address. An unknown or revoked token is
+    /// 403, as SignalWire answers.
+    pub async fn create_embed_token(
+        &self,
+        body: &Map<String, Value>,
+    ) -> Result<IssuedTokens, ServiceError> {
+        let token = match body.get("token") {
+            Some(Value::String(t)) if !t.is_empty() => t,
+            _ => {
+                return Err(ServiceError::Validation(vec![FieldError::new(
+                    "missing_required_parameter",
+                    "token",
+                    "token is required",
+                )]));
+            }
+        };
+        if !token.starts_with("c2c_") || token.len() > 128 {
+            return Err(ServiceError::Forbidden);
+        }
+        let hash = self.inner.secrets.hash_api_token(token);
+        let key = self
+            .inner
+            .store
+            .active_embed_key(&hash)
+            .await?
+            .ok_or(ServiceError::Forbidden)?;
+        let now = self.inner.clock.now();
+        let family = FamilyRecord {
+            id: Uuid::new_v4(),
+            project_id: key.project_id,
+            subscriber_id: None,
+            kind: TokenKind::Embed.as_str().into(),
+            created_at: now,
+            revoked_at: None,
+        };
+        self.inner.store.insert_family(&family, None).await?;
+        let sat = SatPayload {
+            jti: Uuid::new_v4(),
+            iat: now.seconds(),
+            exp: now.plus(EMBED_LIFETIME.min(self.max_lifetime())).seconds(),
+            prj: key.project_id,
+            fam: family.id,
+            kind: TokenKind::Embed,
+            sub: None,
+            reference: None,
+            scope: Vec::new(),
+            cnf: None,
+            app: None,
+            addr: vec![key.address_id],
+        };
+        self.mint(&sat, None).await
     }
 }
 

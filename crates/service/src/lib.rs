@@ -53,6 +53,10 @@ pub enum ServiceError {
     /// Credentials are missing, wrong, revoked, or lack the needed scope.
     #[error("unauthorized")]
     Unauthorized,
+    /// The credential is understood but grants nothing here (SignalWire uses this only for a
+    /// bad click-to-call embed token).
+    #[error("forbidden")]
+    Forbidden,
     /// The request named fields that failed validation (all of them are listed).
     #[error("validation failed")]
     Validation(Vec<FieldError>),

@@ -13,9 +13,9 @@ mod subscribers;
 pub mod testing;
 
 pub use records::{
-    AddressRecord, ApiTokenRecord, EncryptionKeyRecord, FamilyRecord, KeyState, Login, NewApiToken,
-    NewRefreshToken, ProjectRecord, Rotation, SigningKeyRecord, SubscriberProfile,
-    SubscriberRecord,
+    AddressRecord, ApiTokenRecord, EmbedKeyRecord, EncryptionKeyRecord, FamilyRecord, KeyState,
+    Login, NewApiToken, NewRefreshToken, ProjectRecord, Rotation, SigningKeyRecord,
+    SubscriberProfile, SubscriberRecord,
 };
 pub use sql::SqlStore;
 pub use subscribers::SubscriberStore;

@@ -217,3 +217,14 @@ pub struct Login {
     pub kind: String,
     pub first_refresh: NewRefreshToken,
 }
+
+/// A click-to-call embed key (its token kept only as a keyed hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedKeyRecord {
+    pub id: uuid::Uuid,
+    pub project_id: ProjectId,
+    pub address_id: uuid::Uuid,
+    pub token_hash: String,
+    pub created_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}

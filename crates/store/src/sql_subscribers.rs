@@ -7,14 +7,16 @@ use uuid::Uuid;
 
 use crate::sql::{corrupt, get, parse, unavailable};
 use crate::{
-    AddressRecord, EncryptionKeyRecord, FamilyRecord, KeyState, Login, NewRefreshToken, Rotation,
-    SqlStore, StoreError, SubscriberProfile, SubscriberRecord, SubscriberStore,
+    AddressRecord, EmbedKeyRecord, EncryptionKeyRecord, FamilyRecord, KeyState, Login,
+    NewRefreshToken, Rotation, SqlStore, StoreError, SubscriberProfile, SubscriberRecord,
+    SubscriberStore,
 };
 
 const SUBSCRIBER_COLUMNS: &str = "id, project_id, reference, first_name, last_name, \
     display_name, job_title, timezone, country, company_name, password_hash, created_at, \
     updated_at";
 const ADDRESS_COLUMNS: &str = "id, project_id, subscriber_id, name, display_name, created_at";
+const EMBED_COLUMNS: &str = "id, project_id, address_id, token_hash, created_at, revoked_at";
 const FAMILY_COLUMNS: &str = "id, project_id, subscriber_id, kind, created_at, revoked_at";
 
 fn uuid_col(row: &AnyRow, col: &str) -> Result<Uuid, StoreError> {
@@ -64,6 +66,17 @@ fn family_from(row: &AnyRow) -> Result<FamilyRecord, StoreError> {
             })
             .transpose()?,
         kind: get(row, "kind")?,
+        created_at: UnixTime(get(row, "created_at")?),
+        revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(UnixTime),
+    })
+}
+
+fn embed_from(row: &AnyRow) -> Result<EmbedKeyRecord, StoreError> {
+    Ok(EmbedKeyRecord {
+        id: uuid_col(row, "id")?,
+        project_id: parse("embed_keys.project_id", &get::<String>(row, "project_id")?)?,
+        address_id: uuid_col(row, "address_id")?,
+        token_hash: get(row, "token_hash")?,
         created_at: UnixTime(get(row, "created_at")?),
         revoked_at: get::<Option<i64>>(row, "revoked_at")?.map(UnixTime),
     })
@@ -488,6 +501,77 @@ impl SubscriberStore for SqlStore {
         .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(Rotation::Reused)
+    }
+
+    async fn insert_embed_key(&self, key: &EmbedKeyRecord) -> Result<(), StoreError> {
+        // The address must belong to the key's project; the foreign key alone would accept
+        // another project's address.
+        let done = sqlx::query(&format!(
+            "INSERT INTO embed_keys ({EMBED_COLUMNS}) \
+             SELECT $1, $2, $3, $4, $5, NULL WHERE EXISTS \
+               (SELECT 1 FROM subscriber_addresses WHERE id = $3 AND project_id = $2)"
+        ))
+        .bind(key.id.to_string())
+        .bind(key.project_id.to_string())
+        .bind(key.address_id.to_string())
+        .bind(&key.token_hash)
+        .bind(key.created_at.seconds())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    async fn active_embed_key(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<EmbedKeyRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EMBED_COLUMNS} FROM embed_keys WHERE token_hash = $1 AND revoked_at IS NULL"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .as_ref()
+        .map(embed_from)
+        .transpose()
+    }
+
+    async fn list_embed_keys(&self, project: ProjectId) -> Result<Vec<EmbedKeyRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EMBED_COLUMNS} FROM embed_keys WHERE project_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(project.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(embed_from)
+        .collect()
+    }
+
+    async fn revoke_embed_key(
+        &self,
+        project: ProjectId,
+        id: Uuid,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE embed_keys SET revoked_at = $1 \
+             WHERE id = $2 AND project_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now.seconds())
+        .bind(id.to_string())
+        .bind(project.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn record_dpop_proof(

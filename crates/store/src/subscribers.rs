@@ -6,8 +6,8 @@ use tollgate_token::{KeyId, ProjectId, UnixTime};
 use uuid::Uuid;
 
 use crate::{
-    AddressRecord, EncryptionKeyRecord, FamilyRecord, KeyState, Login, NewRefreshToken, Rotation,
-    StoreError, SubscriberProfile, SubscriberRecord,
+    AddressRecord, EmbedKeyRecord, EncryptionKeyRecord, FamilyRecord, KeyState, Login,
+    NewRefreshToken, Rotation, StoreError, SubscriberProfile, SubscriberRecord,
 };
 
 /// Persistence for subscribers and their tokens. Every method is atomic.
@@ -116,6 +116,26 @@ pub trait SubscriberStore: Send + Sync {
         &self,
         id: &str,
         expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds an embed key (`NotFound` if the address is not in the project).
+    async fn insert_embed_key(&self, key: &EmbedKeyRecord) -> Result<(), StoreError>;
+
+    /// The unrevoked embed key with this token hash.
+    async fn active_embed_key(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<EmbedKeyRecord>, StoreError>;
+
+    /// A project's embed keys, revoked ones included.
+    async fn list_embed_keys(&self, project: ProjectId) -> Result<Vec<EmbedKeyRecord>, StoreError>;
+
+    /// Revokes an embed key. `false` if absent or already revoked.
+    async fn revoke_embed_key(
+        &self,
+        project: ProjectId,
+        id: Uuid,
         now: UnixTime,
     ) -> Result<bool, StoreError>;
 }

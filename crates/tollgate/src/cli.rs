@@ -41,6 +41,42 @@ pub enum Command {
     /// Manage a project's API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage click-to-call embed keys (`c2c_…` tokens for POST /api/fabric/embeds/tokens).
+    #[command(subcommand)]
+    Embed(EmbedCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EmbedCommand {
+    /// Create an embed key for one subscriber address. The `c2c_` token is shown once.
+    Create {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// Address id (from GET /api/fabric/resources/subscribers/{id}/addresses).
+        #[arg(long)]
+        address: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List a project's embed keys (never their tokens).
+    List {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Revoke an embed key; its token stops minting at once.
+    Revoke {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// The embed key's id (from `embed list`).
+        embed_id: String,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +212,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     let svc_err = |e: tollgate_service::ServiceError| anyhow::anyhow!("{e}");
     match command {
         Command::Serve => unreachable!("handled above"),
+        Command::Embed(cmd) => embed(svc, cmd).await,
         Command::Project(ProjectCommand::Create {
             name,
             scopes,
@@ -270,6 +307,78 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             print(
                 output,
                 &json!({"token_id": id.to_string(), "revoked": true}),
+                &format!("revoked {id}"),
+            )
+        }
+    }
+}
+
+fn parse_uuid(what: &str, s: &str) -> anyhow::Result<uuid::Uuid> {
+    uuid::Uuid::try_parse(s).map_err(|_| anyhow::anyhow!("{what} {s:?} is not a UUID"))
+}
+
+async fn embed(svc: &tollgate_service::Tollgate, command: EmbedCommand) -> anyhow::Result<()> {
+    let svc_err = |e: tollgate_service::ServiceError| anyhow::anyhow!("{e}");
+    match command {
+        EmbedCommand::Create {
+            project,
+            address,
+            output,
+        } => {
+            let project = parse_project(&project)?;
+            let address = parse_uuid("--address", &address)?;
+            let (id, secret) = svc
+                .create_embed_key(project, address)
+                .await
+                .map_err(svc_err)?;
+            print(
+                output,
+                &json!({"embed_id": id, "token": secret.expose(), "address_id": address}),
+                &format!(
+                    "embed_id: {id}\ntoken:    {}\n\nThe token is shown only this once.",
+                    secret.expose()
+                ),
+            )
+        }
+        EmbedCommand::List { project, output } => {
+            let keys = svc
+                .list_embed_keys(parse_project(&project)?)
+                .await
+                .map_err(svc_err)?;
+            let list: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    json!({"embed_id": k.id, "address_id": k.address_id,
+                           "created_at": k.created_at.seconds(),
+                           "revoked_at": k.revoked_at.map(|r| r.seconds())})
+                })
+                .collect();
+            let text = keys
+                .iter()
+                .map(|k| {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    format!("{}  {state:<8} address {}", k.id, k.address_id)
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(output, &json!({ "embeds": list }), &text)
+        }
+        EmbedCommand::Revoke {
+            project,
+            embed_id,
+            output,
+        } => {
+            let id = parse_uuid("embed id", &embed_id)?;
+            svc.revoke_embed_key(parse_project(&project)?, id)
+                .await
+                .map_err(svc_err)?;
+            print(
+                output,
+                &json!({"embed_id": id, "revoked": true}),
                 &format!("revoked {id}"),
             )
         }

@@ -28,6 +28,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/fabric/subscriber/info", get(info))
         .route("/api/fabric/guests/tokens", post(guest_token))
         .route("/api/fabric/subscriber/invites", post(invite_token))
+        .route("/api/fabric/embeds/tokens", post(embed_token))
         .route(SUBSCRIBERS, get(list).post(create))
         .route(
             "/api/fabric/resources/subscribers/{id}",
@@ -106,6 +107,16 @@ async fn invite_token(
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let t = state.tollgate.create_invite_token(&caller, &body).await?;
+    Ok((StatusCode::CREATED, Json(json!({"token": t.token}))))
+}
+
+/// `POST /api/fabric/embeds/tokens` → 201 `{token}`. No authentication: the `c2c_` token in
+/// the body is the credential (SignalWire's client may send Basic auth; it is ignored).
+async fn embed_token(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let t = state.tollgate.create_embed_token(&body).await?;
     Ok((StatusCode::CREATED, Json(json!({"token": t.token}))))
 }
 

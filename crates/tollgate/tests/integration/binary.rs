@@ -39,6 +39,7 @@ struct Served {
     child: Child,
     addr: String,
     stderr: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
 }
 
 fn serve(dir: &Path) -> Served {
@@ -55,7 +56,7 @@ fn serve(dir: &Path) -> Served {
     let (tx, rx) = mpsc::channel();
     let pipe = child.stderr.take().unwrap();
     let sink = stderr.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             if let Some(addr) = line.split("addr=").nth(1) {
                 let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
@@ -71,6 +72,7 @@ fn serve(dir: &Path) -> Served {
         child,
         addr,
         stderr,
+        reader,
     }
 }
 
@@ -145,6 +147,8 @@ fn help_describes_every_subcommand() {
         (&["token", "create", "--help"], "--project"),
         (&["token", "list", "--help"], "--project"),
         (&["token", "revoke", "--help"], "TOKEN_ID"),
+        (&["embed", "--help"], "click-to-call"),
+        (&["embed", "create", "--help"], "--address"),
     ];
     for (args, mentions) in cases {
         let (code, stdout, _) = run(dir.path(), args);
@@ -233,8 +237,8 @@ fn serve_mints_while_the_cli_administers_then_shuts_down_cleanly() {
     let exit = server.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0));
 
-    // Logs name requests, never credentials or tokens.
-    std::thread::sleep(Duration::from_millis(100));
+    // Logs name requests, never credentials or tokens. (The reader ends at EOF.)
+    server.reader.join().unwrap();
     let logs = server.stderr.lock().unwrap().clone();
     assert!(logs.contains("/api/pubsub/tokens"), "{logs}");
     for secret in [&first, &extra_token, &minted] {

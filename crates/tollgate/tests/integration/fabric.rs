@@ -725,3 +725,67 @@ async fn a_store_outage_never_burns_a_refresh_token() {
     );
     db.drop_now().await;
 }
+
+#[tokio::test]
+async fn embed_tokens_mint_for_their_address_only_while_active() {
+    let f = Fabric::start().await;
+    let login = f.login(json!({"reference": "sales@example.com"})).await;
+    let id = login["subscriber_id"].as_str().unwrap();
+    let (_, addrs) = f.get(&format!("{SUBSCRIBERS}/{id}/addresses")).await;
+    let address: uuid::Uuid = addrs["data"][0]["id"].as_str().unwrap().parse().unwrap();
+    let project = f.project.parse().unwrap();
+    let (embed_id, c2c) =
+        f.s.app
+            .tollgate
+            .create_embed_key(project, address)
+            .await
+            .unwrap();
+    let c2c = c2c.expose().to_owned();
+    assert!(c2c.starts_with("c2c_") && c2c.len() == 36, "{c2c}");
+
+    // No credentials needed: the c2c token is the credential.
+    let embed = |body: Value| {
+        f.s.client
+            .post(f.s.url("/api/fabric/embeds/tokens"))
+            .json(&body)
+    };
+    let (status, res) = f.send(embed(json!({"token": c2c}))).await;
+    assert_eq!(status, 201, "{res}");
+    let sat = res["token"].as_str().unwrap();
+    let (status, info) = f.info(sat).await;
+    assert_eq!(status, 200);
+    assert_eq!(info["subscriber_id"], Value::Null);
+    assert!(info["expires_at"].as_i64().unwrap() - now() <= 3600);
+
+    let (status, res) = f
+        .send(embed(
+            json!({"token": "c2c_00000000000000000000000000000000"}),
+        ))
+        .await;
+    assert_eq!((status, res), (403, json!({"error": "Forbidden"})));
+    let (status, res) = f.send(embed(json!({}))).await;
+    assert_eq!(
+        (status, errors(&res)),
+        (422, err("missing_required_parameter", "token"))
+    );
+
+    f.s.app
+        .tollgate
+        .revoke_embed_key(project, embed_id)
+        .await
+        .unwrap();
+    assert_eq!(f.send(embed(json!({"token": c2c}))).await.0, 403);
+
+    // An address of another project cannot get an embed key here.
+    let (other, _) = f.s.project().await;
+    let err =
+        f.s.app
+            .tollgate
+            .create_embed_key(other.parse().unwrap(), address)
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(err, tollgate_service::ServiceError::NotFound(_)),
+        "{err:?}"
+    );
+}
