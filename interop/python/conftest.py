@@ -70,7 +70,12 @@ def tollgate():
     if not BIN:
         pytest.fail("TOLLGATE_BIN must name the tollgate binary (scripts/test sets it)")
     with tempfile.TemporaryDirectory() as data_dir:
-        server = Tollgate(data_dir, TOLLGATE_GATEWAY__PUBLIC_URL="ws://127.0.0.1:4000")
+        # No refresh reuse leeway, so the suite can show an immediate replay revoking a family.
+        server = Tollgate(
+            data_dir,
+            TOLLGATE_GATEWAY__PUBLIC_URL="ws://127.0.0.1:4000",
+            TOLLGATE_FABRIC__REFRESH_REUSE_LEEWAY="0",
+        )
         try:
             yield server
         finally:

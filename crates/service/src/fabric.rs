@@ -67,6 +67,8 @@ pub struct SatPayload {
     pub jti: Uuid,
     pub iat: i64,
     pub exp: i64,
+    /// When the family began (the original login); bounds how long refreshing may go on.
+    pub auth_time: i64,
     /// Project.
     pub prj: ProjectId,
     /// Token family (one login and everything refreshed from it).
@@ -118,10 +120,18 @@ pub enum FabricCaller {
 }
 
 impl FabricCaller {
-    fn project(&self) -> ProjectId {
+    /// The project acted on and, for a subscriber caller, the subscriber. Only subscriber
+    /// SATs act for a subscriber: a guest, invite or embed token grants no further tokens.
+    fn context(&self) -> Result<(ProjectId, Option<Uuid>), ServiceError> {
         match self {
-            FabricCaller::Project(p) => p.project_id,
-            FabricCaller::Subscriber(s) => s.payload.prj,
+            FabricCaller::Project(p) => {
+                p.require_any(&FABRIC_SCOPES)?;
+                Ok((p.project_id, None))
+            }
+            FabricCaller::Subscriber(s) => match (s.payload.kind, s.payload.sub) {
+                (TokenKind::Subscriber, Some(sub)) => Ok((s.payload.prj, Some(sub))),
+                _ => Err(ServiceError::Unauthorized),
+            },
         }
     }
 }
@@ -184,6 +194,19 @@ fn first_address(s: &SubscriberRecord) -> AddressRecord {
 impl Tollgate {
     fn max_lifetime(&self) -> i64 {
         self.inner.settings.max_subscriber_token_lifetime
+    }
+
+    /// Whether `address` is in `project` and, when acting for a subscriber, is theirs.
+    async fn address_usable(
+        &self,
+        project: ProjectId,
+        acting_for: Option<Uuid>,
+        address: Uuid,
+    ) -> Result<bool, ServiceError> {
+        Ok(match self.inner.store.address(project, address).await? {
+            Some(a) => acting_for.is_none_or(|sub| a.subscriber_id == sub),
+            None => false,
+        })
     }
 
     async fn encrypt(&self, typ: &str, payload: &SatPayload) -> Result<String, ServiceError> {
@@ -303,6 +326,7 @@ impl Tollgate {
         let base = SatPayload {
             jti: Uuid::new_v4(),
             iat: now.seconds(),
+            auth_time: now.seconds(),
             exp: req.expires_at.seconds(),
             prj: principal.project_id,
             fam: family,
@@ -381,7 +405,9 @@ impl Tollgate {
                 "Invalid token type. You must use a Refresh token.",
             ));
         }
-        if old.exp <= now.seconds() {
+        if old.exp <= now.seconds()
+            || now.seconds() - old.auth_time > self.inner.settings.max_family_lifetime
+        {
             return Err(invalid_refresh("token_expired", "Token has expired."));
         }
         match (&old.cnf, caller) {
@@ -432,13 +458,23 @@ impl Tollgate {
             expires_at: UnixTime(refresh.exp),
             created_at: now,
         };
+        // Encrypt first: once the old token is spent, nothing may fail before the answer,
+        // or a client's retry would look like a replay.
+        let issued = self.mint(&sat, Some(&refresh)).await?;
         match self
             .inner
             .store
-            .rotate_refresh_token(old.fam, old.jti, &next, now)
+            .rotate_refresh_token(
+                old.fam,
+                old.jti,
+                &next,
+                now,
+                self.inner.settings.refresh_reuse_leeway,
+            )
             .await?
         {
-            Rotation::Rotated => self.mint(&sat, Some(&refresh)).await,
+            Rotation::Rotated => Ok(issued),
+            Rotation::Contended => Err(token_invalid()),
             Rotation::Reused => {
                 tracing::warn!(family = %old.fam, project = %old.prj,
                     "refresh token replayed; token family revoked");
@@ -486,15 +522,12 @@ impl Tollgate {
         caller: &FabricCaller,
         body: &Map<String, Value>,
     ) -> Result<IssuedTokens, ServiceError> {
-        if let FabricCaller::Project(p) = caller {
-            p.require_any(&FABRIC_SCOPES)?;
-        }
-        let project = caller.project();
+        let (project, acting_for) = caller.context()?;
         let now = self.inner.clock.now();
         let req = fabric::parse_guest_token(body, now, self.max_lifetime())
             .map_err(ServiceError::Validation)?;
         for id in &req.allowed_addresses {
-            if self.inner.store.address(project, *id).await?.is_none() {
+            if !self.address_usable(project, acting_for, *id).await? {
                 return Err(ServiceError::Validation(vec![FieldError::new(
                     "unrecognized_fabric_addresses",
                     "allowed_addresses",
@@ -502,10 +535,11 @@ impl Tollgate {
                 )]));
             }
         }
+        // Tokens a subscriber hands out die with that subscriber.
         let family = FamilyRecord {
             id: Uuid::new_v4(),
             project_id: project,
-            subscriber_id: None,
+            subscriber_id: acting_for,
             kind: TokenKind::Guest.as_str().into(),
             created_at: now,
             revoked_at: None,
@@ -513,6 +547,7 @@ impl Tollgate {
         let base = SatPayload {
             jti: Uuid::new_v4(),
             iat: now.seconds(),
+            auth_time: now.seconds(),
             exp: req.expires_at.seconds(),
             prj: project,
             fam: family.id,
@@ -547,19 +582,13 @@ impl Tollgate {
         caller: &FabricCaller,
         body: &Map<String, Value>,
     ) -> Result<IssuedTokens, ServiceError> {
-        if let FabricCaller::Project(p) = caller {
-            p.require_any(&FABRIC_SCOPES)?;
-        }
-        let project = caller.project();
+        let (project, acting_for) = caller.context()?;
         let now = self.inner.clock.now();
         let req = fabric::parse_invite_token(body, now, self.max_lifetime())
             .map_err(ServiceError::Validation)?;
-        if self
-            .inner
-            .store
-            .address(project, req.address_id)
+        if !self
+            .address_usable(project, acting_for, req.address_id)
             .await?
-            .is_none()
         {
             return Err(ServiceError::Validation(vec![FieldError::new(
                 "invalid_parameter",
@@ -570,7 +599,7 @@ impl Tollgate {
         let family = FamilyRecord {
             id: Uuid::new_v4(),
             project_id: project,
-            subscriber_id: None,
+            subscriber_id: acting_for,
             kind: TokenKind::Invite.as_str().into(),
             created_at: now,
             revoked_at: None,
@@ -579,6 +608,7 @@ impl Tollgate {
         let sat = SatPayload {
             jti: Uuid::new_v4(),
             iat: now.seconds(),
+            auth_time: now.seconds(),
             exp: req.expires_at.seconds(),
             prj: project,
             fam: family.id,
@@ -839,6 +869,7 @@ impl Tollgate {
         let sat = SatPayload {
             jti: Uuid::new_v4(),
             iat: now.seconds(),
+            auth_time: now.seconds(),
             exp: now.plus(EMBED_LIFETIME.min(self.max_lifetime())).seconds(),
             prj: key.project_id,
             fam: family.id,

@@ -35,6 +35,12 @@ pub struct Settings {
     pub public_gateway_url: Option<String>,
     /// Longest lifetime (seconds) a subscriber, guest or invite token may be given.
     pub max_subscriber_token_lifetime: i64,
+    /// Seconds after a refresh token is spent during which presenting it again counts as
+    /// the same client's concurrent or retried request (refused, family kept) rather than
+    /// a replay (family revoked). 0 makes every second use a replay.
+    pub refresh_reuse_leeway: i64,
+    /// Longest a token family (one login and all its refreshes) may live, in seconds.
+    pub max_family_lifetime: i64,
 }
 
 impl Default for Settings {
@@ -43,6 +49,8 @@ impl Default for Settings {
             issuer: "tollgate".to_owned(),
             public_gateway_url: None,
             max_subscriber_token_lifetime: 24 * 60 * 60,
+            refresh_reuse_leeway: 2,
+            max_family_lifetime: 30 * 24 * 60 * 60,
         }
     }
 }

@@ -271,6 +271,36 @@ mod fabric {
     }
 
     #[tokio::test]
+    async fn a_family_cannot_be_refreshed_beyond_its_lifetime() {
+        let (_dir, svc, clock, p) = setup().await;
+        let t = svc
+            .create_subscriber_token(&p, &body(json!({"reference": "a"})))
+            .await
+            .unwrap();
+        let mut rt = t.refresh_token.unwrap();
+        let start = clock.now().seconds();
+        let limit = Settings::default().max_family_lifetime;
+        // Refresh every hour and a half until the family is thirty days old.
+        let mut at = start;
+        while at + 5400 <= start + limit {
+            at += 5400;
+            clock.set(at);
+            rt = svc
+                .refresh_subscriber_token(Some(&p), None, &body(json!({"refresh_token": rt})))
+                .await
+                .unwrap()
+                .refresh_token
+                .unwrap();
+        }
+        clock.set(start + limit + 1);
+        let err = svc
+            .refresh_subscriber_token(Some(&p), None, &body(json!({"refresh_token": rt})))
+            .await
+            .unwrap_err();
+        assert_eq!(codes(err), ["token_expired"]);
+    }
+
+    #[tokio::test]
     async fn stale_device_proofs_are_refused_and_burn_nothing() {
         let (_dir, svc, clock, p) = setup().await;
         let key = SigningKey::generate(Algorithm::EdDSA, "d".parse().unwrap())

@@ -204,6 +204,8 @@ pub struct NewRefreshToken {
 pub enum Rotation {
     /// It was unused: it is now used, and its successor is recorded.
     Rotated,
+    /// It was spent moments ago (within the reuse leeway): refused, family untouched.
+    Contended,
     /// It had been used before (or its family was revoked): the family is now revoked.
     Reused,
     /// No such token is recorded.

@@ -457,6 +457,7 @@ impl SubscriberStore for SqlStore {
         jti: Uuid,
         next: &NewRefreshToken,
         now: UnixTime,
+        reuse_leeway: i64,
     ) -> Result<Rotation, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // The write comes first in the transaction, so SQLite takes its write lock here and
@@ -478,16 +479,25 @@ impl SubscriberStore for SqlStore {
             tx.commit().await.map_err(unavailable)?;
             return Ok(Rotation::Rotated);
         }
-        let known =
-            sqlx::query("SELECT 1 AS one FROM refresh_tokens WHERE jti = $1 AND family_id = $2")
+        let used_at: Option<Option<i64>> =
+            sqlx::query("SELECT used_at FROM refresh_tokens WHERE jti = $1 AND family_id = $2")
                 .bind(jti.to_string())
                 .bind(family.to_string())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(unavailable)?
-                .is_some();
-        if !known {
+                .as_ref()
+                .map(|row| get::<Option<i64>>(row, "used_at"))
+                .transpose()?;
+        let Some(used_at) = used_at else {
             return Ok(Rotation::Unknown);
+        };
+        // Spent a moment ago: a concurrent or retried request of the legitimate client, not
+        // a replay. Refuse it, but leave the family (and the winner's tokens) alive.
+        if let Some(used_at) = used_at
+            && now.seconds() - used_at < reuse_leeway
+        {
+            return Ok(Rotation::Contended);
         }
         // Replay (RFC 9700 §4.14.2): we cannot tell the thief from the owner, so the whole
         // family goes.

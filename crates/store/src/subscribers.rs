@@ -100,14 +100,16 @@ pub trait SubscriberStore: Send + Sync {
     async fn family(&self, id: Uuid) -> Result<Option<FamilyRecord>, StoreError>;
 
     /// Spends refresh token `jti` of `family` and records `next`, atomically: exactly one
-    /// of any number of concurrent callers gets `Rotated`. A token already spent, or one of
-    /// a revoked family, revokes the whole family (`Reused`).
+    /// of any number of concurrent callers gets `Rotated`. A token spent less than
+    /// `reuse_leeway` seconds ago is `Contended` (refused, family intact); one spent
+    /// earlier, or one of a revoked family, revokes the whole family (`Reused`).
     async fn rotate_refresh_token(
         &self,
         family: Uuid,
         jti: Uuid,
         next: &NewRefreshToken,
         now: UnixTime,
+        reuse_leeway: i64,
     ) -> Result<Rotation, StoreError>;
 
     /// Records a DPoP proof id until `expires_at`. `false` if it was already recorded

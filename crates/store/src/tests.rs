@@ -210,7 +210,7 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     let rt2 = refresh(fam.id, Some(rt1.jti));
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, rt1.jti, &rt2, UnixTime(20))
+            .rotate_refresh_token(fam.id, rt1.jti, &rt2, UnixTime(20), 0)
             .await
             .unwrap(),
         Rotation::Rotated
@@ -218,7 +218,7 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     let rt3 = refresh(fam.id, Some(rt1.jti));
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, rt1.jti, &rt3, UnixTime(21))
+            .rotate_refresh_token(fam.id, rt1.jti, &rt3, UnixTime(21), 0)
             .await
             .unwrap(),
         Rotation::Reused
@@ -230,14 +230,14 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     // The legitimate successor dies with its family.
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, rt2.jti, &rt3, UnixTime(22))
+            .rotate_refresh_token(fam.id, rt2.jti, &rt3, UnixTime(22), 0)
             .await
             .unwrap(),
         Rotation::Reused
     );
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, uuid::Uuid::new_v4(), &rt3, UnixTime(22))
+            .rotate_refresh_token(fam.id, uuid::Uuid::new_v4(), &rt3, UnixTime(22), 0)
             .await
             .unwrap(),
         Rotation::Unknown
@@ -256,16 +256,40 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
         let next = refresh(fam2.id, Some(first.jti));
         let (f, j) = (fam2.id, first.jti);
         tasks.push(tokio::spawn(async move {
-            store.rotate_refresh_token(f, j, &next, UnixTime(30)).await
+            store
+                .rotate_refresh_token(f, j, &next, UnixTime(30), 2)
+                .await
         }));
     }
-    let mut rotated = 0;
+    let mut outcomes = Vec::new();
     for t in tasks {
-        if t.await.unwrap().unwrap() == Rotation::Rotated {
-            rotated += 1;
-        }
+        outcomes.push(t.await.unwrap().unwrap());
     }
-    assert_eq!(rotated, 1, "exactly one concurrent rotation wins");
+    let rotated = outcomes.iter().filter(|o| **o == Rotation::Rotated).count();
+    assert_eq!(
+        rotated, 1,
+        "exactly one concurrent rotation wins: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Rotation::Rotated | Rotation::Contended)),
+        "losers within the leeway are contended, not replays: {outcomes:?}"
+    );
+    assert_eq!(
+        store.family(fam2.id).await.unwrap().unwrap().revoked_at,
+        None,
+        "the winner's family survives contention"
+    );
+    // After the leeway, the same token is a replay.
+    let late = refresh(fam2.id, Some(first.jti));
+    assert_eq!(
+        store
+            .rotate_refresh_token(fam2.id, first.jti, &late, UnixTime(32), 2)
+            .await
+            .unwrap(),
+        Rotation::Reused
+    );
 
     // DPoP proof ids: fresh once, then a replay.
     assert!(

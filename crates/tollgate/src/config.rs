@@ -73,12 +73,16 @@ pub struct RawCentrifugo {
 #[serde(deny_unknown_fields, default)]
 pub struct RawFabric {
     pub max_token_lifetime: i64,
+    pub refresh_reuse_leeway: i64,
+    pub max_family_lifetime: i64,
 }
 
 impl Default for RawFabric {
     fn default() -> Self {
         Self {
             max_token_lifetime: 24 * 60 * 60,
+            refresh_reuse_leeway: 2,
+            max_family_lifetime: 30 * 24 * 60 * 60,
         }
     }
 }
@@ -140,6 +144,8 @@ pub const SETTINGS: &[&str] = &[
     "centrifugo.api_key",
     "http.max_body_bytes",
     "fabric.max_token_lifetime",
+    "fabric.refresh_reuse_leeway",
+    "fabric.max_family_lifetime",
 ];
 
 /// `TOLLGATE_*` variables that are not settings but are still expected.
@@ -201,6 +207,8 @@ pub struct Config {
     pub centrifugo_api_key: Option<Secret>,
     pub max_body_bytes: usize,
     pub max_subscriber_token_lifetime: i64,
+    pub refresh_reuse_leeway: i64,
+    pub max_family_lifetime: i64,
 }
 
 /// A configuration problem, naming the setting.
@@ -438,6 +446,21 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     }
 
+    let refresh_reuse_leeway = raw.fabric.refresh_reuse_leeway;
+    if !(0..=60).contains(&refresh_reuse_leeway) {
+        return Err(bad(
+            "fabric.refresh_reuse_leeway",
+            "must be between 0 and 60 seconds",
+        ));
+    }
+    let max_family_lifetime = raw.fabric.max_family_lifetime;
+    if !(max_subscriber_token_lifetime..=365 * 24 * 60 * 60).contains(&max_family_lifetime) {
+        return Err(bad(
+            "fabric.max_family_lifetime",
+            "must be at least fabric.max_token_lifetime and at most 365 days",
+        ));
+    }
+
     Ok(Config {
         listen,
         database,
@@ -450,6 +473,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         centrifugo_api_key,
         max_body_bytes,
         max_subscriber_token_lifetime,
+        refresh_reuse_leeway,
+        max_family_lifetime,
     })
 }
 

@@ -40,6 +40,8 @@ impl App {
             issuer: config.issuer.clone(),
             public_gateway_url: config.public_gateway_url.clone(),
             max_subscriber_token_lifetime: config.max_subscriber_token_lifetime,
+            refresh_reuse_leeway: config.refresh_reuse_leeway,
+            max_family_lifetime: config.max_family_lifetime,
         };
         let tollgate = Tollgate::new(Arc::new(store), &master, settings, Arc::new(SystemClock))
             .await

@@ -57,7 +57,11 @@ struct Fabric {
 
 impl Fabric {
     async fn start() -> Self {
-        let s = TestServer::start().await;
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(env: &[(&str, &str)]) -> Self {
+        let s = TestServer::start_with(env).await;
         let (project, token) = s.project().await;
         Self { s, project, token }
     }
@@ -112,6 +116,13 @@ impl Fabric {
         .await
     }
 
+    /// The first address of the subscriber a login response names.
+    async fn first_address(&self, login: &Value) -> String {
+        let id = login["subscriber_id"].as_str().unwrap();
+        let (_, a) = self.get(&format!("{SUBSCRIBERS}/{id}/addresses")).await;
+        a["data"][0]["id"].as_str().unwrap().to_owned()
+    }
+
     async fn login(&self, body: Value) -> Value {
         let (status, res) = self.post(TOKENS, body).await;
         assert_eq!(status, 200, "{res}");
@@ -153,7 +164,13 @@ async fn subscriber_tokens_are_opaque_jwes_and_upsert_the_subscriber() {
         assert_eq!(h["alg"], "dir");
         assert_eq!(h["enc"], "A256GCM");
         assert_eq!(h["typ"], typ);
-        assert!(!t.contains("ada"), "nothing readable without the key");
+        let ciphertext = URL_SAFE_NO_PAD
+            .decode(t.split('.').nth(3).unwrap())
+            .unwrap();
+        let visible = format!("{t} {}", String::from_utf8_lossy(&ciphertext));
+        for clear in ["ada@example.com", "subscriber", id] {
+            assert!(!visible.contains(clear), "{clear} readable without the key");
+        }
     }
     // The same reference is the same subscriber; given fields update its profile.
     let b = f
@@ -226,7 +243,8 @@ async fn subscriber_token_validation_and_scope() {
 
 #[tokio::test]
 async fn refresh_rotates_and_a_replay_kills_the_family() {
-    let f = Fabric::start().await;
+    // No reuse leeway: even an immediate second use is a replay.
+    let f = Fabric::start_with(&[("TOLLGATE_FABRIC__REFRESH_REUSE_LEEWAY", "0")]).await;
     let first = f.login(json!({"reference": "r@example.com"})).await;
     let rt1 = first["refresh_token"].as_str().unwrap();
 
@@ -788,4 +806,115 @@ async fn embed_tokens_mint_for_their_address_only_while_active() {
         matches!(err, tollgate_service::ServiceError::NotFound(_)),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn only_subscriber_sats_hand_out_tokens_and_only_for_their_own_addresses() {
+    let f = Fabric::start().await;
+    let alice = f.login(json!({"reference": "alice@example.com"})).await;
+    let bob = f.login(json!({"reference": "bob@example.com"})).await;
+    let alice_addr = f.first_address(&alice).await;
+    let bob_addr = f.first_address(&bob).await;
+    let as_sat = |sat: &str, path: &str, body: Value| {
+        f.s.client.post(f.s.url(path)).bearer_auth(sat).json(&body)
+    };
+    let alice_sat = alice["token"].as_str().unwrap();
+
+    // Alice may hand out her own address, not Bob's.
+    let (status, guest) = f
+        .send(as_sat(
+            alice_sat,
+            "/api/fabric/guests/tokens",
+            json!({"allowed_addresses": [alice_addr]}),
+        ))
+        .await;
+    assert_eq!(status, 201);
+    let (status, res) = f
+        .send(as_sat(
+            alice_sat,
+            "/api/fabric/guests/tokens",
+            json!({"allowed_addresses": [bob_addr]}),
+        ))
+        .await;
+    assert_eq!(
+        (status, errors(&res)),
+        (
+            422,
+            err("unrecognized_fabric_addresses", "allowed_addresses")
+        )
+    );
+    let (status, res) = f
+        .send(as_sat(
+            alice_sat,
+            "/api/fabric/subscriber/invites",
+            json!({"address_id": bob_addr}),
+        ))
+        .await;
+    assert_eq!(
+        (status, errors(&res)),
+        (422, err("invalid_parameter", "address_id"))
+    );
+    let (status, invite) = f
+        .send(as_sat(
+            alice_sat,
+            "/api/fabric/subscriber/invites",
+            json!({"address_id": alice_addr}),
+        ))
+        .await;
+    assert_eq!(status, 201);
+
+    // Guest, invite and embed tokens grant no further tokens.
+    let project = f.project.parse().unwrap();
+    let (_, c2c) =
+        f.s.app
+            .tollgate
+            .create_embed_key(project, alice_addr.parse().unwrap())
+            .await
+            .unwrap();
+    let (_, embed) = f
+        .send(
+            f.s.client
+                .post(f.s.url("/api/fabric/embeds/tokens"))
+                .json(&json!({"token": c2c.expose()})),
+        )
+        .await;
+    for sat in [
+        guest["token"].as_str().unwrap(),
+        invite["token"].as_str().unwrap(),
+        embed["token"].as_str().unwrap(),
+    ] {
+        let (status, _) = f
+            .send(as_sat(
+                sat,
+                "/api/fabric/guests/tokens",
+                json!({"allowed_addresses": [alice_addr]}),
+            ))
+            .await;
+        assert_eq!(status, 401);
+        let (status, _) = f
+            .send(as_sat(
+                sat,
+                "/api/fabric/subscriber/invites",
+                json!({"address_id": alice_addr}),
+            ))
+            .await;
+        assert_eq!(status, 401);
+    }
+
+    // What Alice handed out dies with her.
+    let alice_id = alice["subscriber_id"].as_str().unwrap();
+    let (status, _) = f
+        .send(
+            f.s.client
+                .delete(f.s.url(&format!("{SUBSCRIBERS}/{alice_id}")))
+                .basic_auth(&f.project, Some(&f.token)),
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(f.info(guest["token"].as_str().unwrap()).await.0, 401);
+    assert_eq!(f.info(invite["token"].as_str().unwrap()).await.0, 401);
+    let (status, _) = f
+        .refresh(guest["refresh_token"].as_str().unwrap(), None, true)
+        .await;
+    assert_eq!(status, 422);
 }
