@@ -679,6 +679,20 @@ impl Tollgate {
         page_size: u32,
     ) -> Result<SubscriberPage, ServiceError> {
         principal.require_any(&FABRIC_SCOPES)?;
+        if let Some(after) = after
+            && self
+                .inner
+                .store
+                .subscriber(principal.project_id, after)
+                .await?
+                .is_none()
+        {
+            return Err(ServiceError::Validation(vec![FieldError::new(
+                "page_token_is_invalid",
+                "page_token",
+                "Page Token is invalid",
+            )]));
+        }
         // One extra row tells whether a next page exists without a count query.
         let mut items = self
             .inner

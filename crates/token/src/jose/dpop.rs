@@ -5,7 +5,7 @@
 //! thumbprint that fingerprint is (`cnf.jkt`). To refresh it, the holder sends a DPoP
 //! proof: a JWS with `typ: dpop+jwt`, its public key in the `jwk` header, and claims
 //! `jti`, `htm` (HTTP method), `htu` (request URL) and `iat`, signed with the private key.
-//! Only ES256 and EdDSA proofs are accepted.
+//! ES256, EdDSA and RS256 (≥ 2048-bit) proofs are accepted.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -40,14 +40,16 @@ pub enum DpopError {
 
 /// The RFC 7638 SHA-256 thumbprint of a public JWK, base64url (43 characters).
 ///
-/// Supports EC P-256 and OKP Ed25519 keys; members are taken in the RFC's required order.
+/// Supports EC P-256, OKP Ed25519 and RSA keys; members are taken in the RFC's required
+/// order.
 pub fn thumbprint(jwk: &Map<String, Value>) -> Result<String, DpopError> {
     let s = |k: &str| {
         jwk.get(k)
             .and_then(Value::as_str)
             .ok_or(DpopError::UnsupportedKey)
     };
-    let canonical = match (s("kty")?, s("crv")?) {
+    let crv = s("crv").unwrap_or_default();
+    let canonical = match (s("kty")?, crv) {
         ("EC", "P-256") => format!(
             r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#,
             Value::from(s("x")?),
@@ -57,7 +59,14 @@ pub fn thumbprint(jwk: &Map<String, Value>) -> Result<String, DpopError> {
             r#"{{"crv":"Ed25519","kty":"OKP","x":{}}}"#,
             Value::from(s("x")?)
         ),
-        _ => return Err(DpopError::UnsupportedKey),
+        _ => match s("kty")? {
+            "RSA" => format!(
+                r#"{{"e":{},"kty":"RSA","n":{}}}"#,
+                Value::from(s("e")?),
+                Value::from(s("n")?)
+            ),
+            _ => return Err(DpopError::UnsupportedKey),
+        },
     };
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
     Ok(URL_SAFE_NO_PAD.encode(digest.as_ref()))
@@ -87,6 +96,10 @@ fn key_from_jwk(alg: Algorithm, jwk: &Map<String, Value>) -> Result<VerifyingKey
             point
         }
         (Algorithm::EdDSA, Some("OKP")) => part("x")?,
+        (Algorithm::RS256, Some("RSA")) => {
+            return VerifyingKey::rsa(kid, &part("n")?, &part("e")?)
+                .map_err(|_| DpopError::UnsupportedKey);
+        }
         _ => return Err(DpopError::UnsupportedKey),
     };
     VerifyingKey::public(alg, kid, &bytes).map_err(|_| DpopError::UnsupportedKey)
@@ -126,6 +139,7 @@ pub fn verify_proof(
     let alg = match header.get("alg").and_then(Value::as_str) {
         Some("ES256") => Algorithm::ES256,
         Some("EdDSA") => Algorithm::EdDSA,
+        Some("RS256") => Algorithm::RS256,
         _ => return Err(DpopError::UnsupportedKey),
     };
     let jwk = header
@@ -240,11 +254,12 @@ mod tests {
         assert_eq!(ta, thumbprint(b.as_object().unwrap()).unwrap());
         assert_eq!(ta.len(), 43);
         assert!(thumbprint(json!({"kty":"RSA"}).as_object().unwrap()).is_err());
+        assert!(thumbprint(json!({"kty":"oct","k":"AA"}).as_object().unwrap()).is_err());
     }
 
     #[test]
-    fn valid_proofs_for_both_algorithms() {
-        for alg in [Algorithm::ES256, Algorithm::EdDSA] {
+    fn valid_proofs_for_every_algorithm() {
+        for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256] {
             let (key, jkt) = device(alg);
             let p = proof(&key, claims(1000), None);
             let ok = verify_proof(&p, "POST", PATH, &jkt, UnixTime(1000)).unwrap();

@@ -3,10 +3,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, VerificationAlgorithm,
+    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair, UnparsedPublicKey,
+    VerificationAlgorithm,
 };
 
 use super::JoseError;
@@ -20,6 +22,7 @@ pub enum Algorithm {
     HS512,
     ES256,
     EdDSA,
+    RS256,
 }
 
 impl Algorithm {
@@ -32,6 +35,7 @@ impl Algorithm {
             Algorithm::HS512 => "HS512",
             Algorithm::ES256 => "ES256",
             Algorithm::EdDSA => "EdDSA",
+            Algorithm::RS256 => "RS256",
         }
     }
 
@@ -48,7 +52,7 @@ impl Algorithm {
             Algorithm::HS256 => 32,
             Algorithm::HS384 => 48,
             Algorithm::HS512 => 64,
-            Algorithm::ES256 | Algorithm::EdDSA => 0,
+            Algorithm::ES256 | Algorithm::EdDSA | Algorithm::RS256 => 0,
         }
     }
 
@@ -57,7 +61,7 @@ impl Algorithm {
             Algorithm::HS256 => Some(hmac::HMAC_SHA256),
             Algorithm::HS384 => Some(hmac::HMAC_SHA384),
             Algorithm::HS512 => Some(hmac::HMAC_SHA512),
-            Algorithm::ES256 | Algorithm::EdDSA => None,
+            Algorithm::ES256 | Algorithm::EdDSA | Algorithm::RS256 => None,
         }
     }
 }
@@ -73,6 +77,7 @@ impl FromStr for Algorithm {
             "HS512" => Ok(Algorithm::HS512),
             "ES256" => Ok(Algorithm::ES256),
             "EdDSA" => Ok(Algorithm::EdDSA),
+            "RS256" => Ok(Algorithm::RS256),
             _ => Err(JoseError::InvalidKey),
         }
     }
@@ -99,6 +104,7 @@ enum Signer {
     Hmac(Box<hmac::Key>),
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
+    Rsa(Box<RsaKeyPair>),
 }
 
 /// A private (or shared-secret) key pinned to one algorithm and one key id.
@@ -138,6 +144,13 @@ impl SigningKey {
                 .map_err(|_| JoseError::InvalidKey)?
                 .as_ref()
                 .to_vec(),
+            Algorithm::RS256 => {
+                let pair = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                    .map_err(|_| JoseError::InvalidKey)?;
+                let der: aws_lc_rs::encoding::Pkcs8V1Der<'_> =
+                    pair.as_der().map_err(|_| JoseError::InvalidKey)?;
+                der.as_ref().to_vec()
+            }
         };
         let key = Self::from_secret(alg, kid, &secret)?;
         Ok((key, secret))
@@ -152,6 +165,14 @@ impl SigningKey {
                     EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, secret)
                         .map_err(|_| JoseError::InvalidKey)?,
                 ),
+                Algorithm::RS256 => {
+                    let pair = RsaKeyPair::from_pkcs8(secret).map_err(|_| JoseError::InvalidKey)?;
+                    // RFC 7518 §3.3: at least 2048 bits.
+                    if pair.public_modulus_len() < 256 {
+                        return Err(JoseError::InvalidKey);
+                    }
+                    Signer::Rsa(Box::new(pair))
+                }
                 _ => Signer::Ed25519(
                     Ed25519KeyPair::from_pkcs8_maybe_unchecked(secret)
                         .map_err(|_| JoseError::InvalidKey)?,
@@ -185,6 +206,13 @@ impl SigningKey {
             Signer::Ed25519(k) => {
                 Verifier::Public(&signature::ED25519, k.public_key().as_ref().to_vec())
             }
+            Signer::Rsa(k) => {
+                let public = k.public_key();
+                Verifier::Rsa {
+                    n: public.modulus().big_endian_without_leading_zero().to_vec(),
+                    e: public.exponent().big_endian_without_leading_zero().to_vec(),
+                }
+            }
         };
         VerifyingKey {
             kid: self.kid.clone(),
@@ -202,6 +230,17 @@ impl SigningKey {
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| JoseError::InvalidKey),
             Signer::Ed25519(k) => Ok(k.sign(msg).as_ref().to_vec()),
+            Signer::Rsa(k) => {
+                let mut sig = vec![0; k.public_modulus_len()];
+                k.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    msg,
+                    &mut sig,
+                )
+                .map_err(|_| JoseError::InvalidKey)?;
+                Ok(sig)
+            }
         }
     }
 }
@@ -209,6 +248,7 @@ impl SigningKey {
 enum Verifier {
     Hmac(Box<hmac::Key>),
     Public(&'static dyn VerificationAlgorithm, Vec<u8>),
+    Rsa { n: Vec<u8>, e: Vec<u8> },
 }
 
 /// A key that checks signatures, pinned to one algorithm and one key id.
@@ -255,14 +295,36 @@ impl VerifyingKey {
         })
     }
 
+    /// An RS256 verification key from its modulus and exponent (big-endian), at least
+    /// 2048 bits.
+    pub fn rsa(kid: KeyId, n: &[u8], e: &[u8]) -> Result<Self, JoseError> {
+        let n = n.strip_prefix(&[0]).unwrap_or(n);
+        if n.len() < 256 || n.len() > 1024 || e.is_empty() || e.len() > 8 {
+            return Err(JoseError::InvalidKey);
+        }
+        Ok(Self {
+            kid,
+            alg: Algorithm::RS256,
+            verifier: Verifier::Rsa {
+                n: n.to_vec(),
+                e: e.to_vec(),
+            },
+        })
+    }
+
     /// The public key as a JWK (RFC 7517) with `kid`, `alg` and `use: sig`; `None` for a
     /// shared secret, which must never be published.
     #[must_use]
     pub fn to_jwk(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
         use base64::Engine as _;
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let public = self.public_key_bytes()?;
         let mut jwk = serde_json::Map::new();
+        if let Verifier::Rsa { n, e } = &self.verifier {
+            jwk.insert("kty".into(), "RSA".into());
+            jwk.insert("n".into(), b64(n).into());
+            jwk.insert("e".into(), b64(e).into());
+        }
+        let public = self.public_key_bytes()?;
         match self.alg {
             Algorithm::ES256 => {
                 jwk.insert("kty".into(), "EC".into());
@@ -275,6 +337,7 @@ impl VerifyingKey {
                 jwk.insert("crv".into(), "Ed25519".into());
                 jwk.insert("x".into(), b64(public).into());
             }
+            Algorithm::RS256 => {}
             _ => return None,
         }
         jwk.insert("kid".into(), self.kid.as_str().into());
@@ -295,13 +358,14 @@ impl VerifyingKey {
         self.alg
     }
 
-    /// The raw public key (uncompressed SEC1 point for ES256, 32 bytes for EdDSA), or
-    /// `None` for a shared secret, which must never be published.
+    /// The raw public key (uncompressed SEC1 point for ES256, 32 bytes for EdDSA, the
+    /// modulus for RS256), or `None` for a shared secret, which must never be published.
     #[must_use]
     pub fn public_key_bytes(&self) -> Option<&[u8]> {
         match &self.verifier {
             Verifier::Hmac(_) => None,
             Verifier::Public(_, bytes) => Some(bytes),
+            Verifier::Rsa { n, .. } => Some(n),
         }
     }
 
@@ -311,6 +375,11 @@ impl VerifyingKey {
             Verifier::Public(alg, public) => {
                 UnparsedPublicKey::new(*alg, public.as_slice()).verify(msg, signature)
             }
+            Verifier::Rsa { n, e } => signature::RsaPublicKeyComponents {
+                n: n.as_slice(),
+                e: e.as_slice(),
+            }
+            .verify(&signature::RSA_PKCS1_2048_8192_SHA256, msg, signature),
         }
         .map_err(|_| JoseError::BadSignature)
     }

@@ -35,6 +35,7 @@ fn round_trips_every_algorithm() {
         Algorithm::HS512,
         Algorithm::ES256,
         Algorithm::EdDSA,
+        Algorithm::RS256,
     ] {
         let k = key(alg, "k1");
         let vk = k.verifying_key();
