@@ -242,7 +242,12 @@ impl Tollgate {
         let Some((key, project)) = self
             .inner
             .keys
-            .decryption(&*self.inner.store, &self.inner.secrets, &kid)
+            .decryption(
+                &*self.inner.store,
+                &self.inner.secrets,
+                &kid,
+                self.inner.clock.now(),
+            )
             .await?
         else {
             return Ok(None);
@@ -896,6 +901,32 @@ impl Tollgate {
             addr: vec![key.address_id],
         };
         self.mint(&sat, None).await
+    }
+}
+
+impl Tollgate {
+    /// Rotates the project's subscriber-token encryption key. Tokens made with the old key
+    /// keep working until they expire: it decrypts for the longest token lifetime (plus the
+    /// refresh grace) and then stops.
+    pub async fn rotate_subscriber_token_key(
+        &self,
+        project: ProjectId,
+    ) -> Result<tollgate_token::KeyId, ServiceError> {
+        if self.inner.store.project(project).await?.is_none() {
+            return Err(ServiceError::NotFound("project"));
+        }
+        let now = self.inner.clock.now();
+        let retire_until = now.plus(self.max_lifetime() + fabric::REFRESH_GRACE);
+        self.inner
+            .keys
+            .rotate_encryption(
+                &*self.inner.store,
+                &self.inner.secrets,
+                project,
+                now,
+                retire_until,
+            )
+            .await
     }
 }
 

@@ -1,11 +1,13 @@
 //! Signing keys: generation, sealing for storage, and an in-memory cache so that minting a
 //! token costs no database round trip and no key parsing after the first use.
 //!
-//! Keys are immutable once written, so cached entries never go stale; a rotation (a later
-//! issue) adds keys and changes states, and will invalidate the affected entries.
+//! Key material never changes once written, but a key's state does (rotation): entries are
+//! dropped locally on rotation and expire after [`CACHE_TTL`] everywhere else, so a rotation
+//! made by another process (the CLI, another node) takes effect within that time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tollgate_store::{EncryptionKeyRecord, KeyState, SigningKeyRecord, Store};
@@ -59,14 +61,44 @@ fn open(secrets: &Secrets, record: &SigningKeyRecord) -> Result<SigningKey, Serv
         .map_err(|e| ServiceError::Internal(format!("signing key {}: {e}", record.kid)))
 }
 
+/// How long a cached key is trusted before its state is read again.
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// A map whose entries expire after [`CACHE_TTL`].
+#[derive(Debug)]
+struct TtlMap<K, V>(RwLock<HashMap<K, (V, Instant)>>);
+
+impl<K, V> Default for TtlMap<K, V> {
+    fn default() -> Self {
+        Self(RwLock::default())
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> TtlMap<K, V> {
+    fn get(&self, k: &K) -> Option<V> {
+        read(&self.0)
+            .get(k)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(v, _)| v.clone())
+    }
+
+    fn insert(&self, k: K, v: V) {
+        write(&self.0).insert(k, (v, Instant::now()));
+    }
+
+    fn retain(&self, keep: impl Fn(&K, &V) -> bool) {
+        write(&self.0).retain(|k, (v, _)| keep(k, v));
+    }
+}
+
 /// Parsed keys, by project (the active signer and encrypter) and by key id (verifiers and
 /// decrypters).
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
-    active: RwLock<HashMap<ProjectId, Arc<SigningKey>>>,
-    verifying: RwLock<HashMap<KeyId, Arc<VerifyingKey>>>,
-    encrypting: RwLock<HashMap<ProjectId, Arc<EncryptionKey>>>,
-    decrypting: RwLock<HashMap<KeyId, (Arc<EncryptionKey>, ProjectId)>>,
+    active: TtlMap<ProjectId, Arc<SigningKey>>,
+    verifying: TtlMap<KeyId, Arc<VerifyingKey>>,
+    encrypting: TtlMap<ProjectId, Arc<EncryptionKey>>,
+    decrypting: TtlMap<KeyId, (Arc<EncryptionKey>, ProjectId)>,
 }
 
 impl KeyCache {
@@ -77,15 +109,15 @@ impl KeyCache {
         secrets: &Secrets,
         project: ProjectId,
     ) -> Result<Arc<SigningKey>, ServiceError> {
-        if let Some(k) = read(&self.active).get(&project) {
-            return Ok(k.clone());
+        if let Some(k) = self.active.get(&project) {
+            return Ok(k);
         }
         let records = store.signing_keys(project, KeyState::Active).await?;
         let record = records.first().ok_or_else(|| {
             ServiceError::Internal(format!("project {project} has no active signing key"))
         })?;
         let key = Arc::new(open(secrets, record)?);
-        write(&self.active).insert(project, key.clone());
+        self.active.insert(project, key.clone());
         Ok(key)
     }
 
@@ -96,8 +128,8 @@ impl KeyCache {
         secrets: &Secrets,
         kid: &KeyId,
     ) -> Result<Option<Arc<VerifyingKey>>, ServiceError> {
-        if let Some(k) = read(&self.verifying).get(kid) {
-            return Ok(Some(k.clone()));
+        if let Some(k) = self.verifying.get(kid) {
+            return Ok(Some(k));
         }
         let Some(record) = store.signing_key(kid).await? else {
             return Ok(None);
@@ -106,7 +138,7 @@ impl KeyCache {
             return Ok(None);
         }
         let key = Arc::new(open(secrets, &record)?.verifying_key());
-        write(&self.verifying).insert(kid.clone(), key.clone());
+        self.verifying.insert(kid.clone(), key.clone());
         Ok(Some(key))
     }
 }
@@ -120,8 +152,8 @@ impl KeyCache {
         project: ProjectId,
         now: UnixTime,
     ) -> Result<Arc<EncryptionKey>, ServiceError> {
-        if let Some(k) = read(&self.encrypting).get(&project) {
-            return Ok(k.clone());
+        if let Some(k) = self.encrypting.get(&project) {
+            return Ok(k);
         }
         let mut records = store.encryption_keys(project, KeyState::Active).await?;
         if records.is_empty() {
@@ -147,7 +179,7 @@ impl KeyCache {
             ServiceError::Internal(format!("project {project} has no encryption key"))
         })?;
         let key = Arc::new(open_encryption(secrets, record)?);
-        write(&self.encrypting).insert(project, key.clone());
+        self.encrypting.insert(project, key.clone());
         Ok(key)
     }
 
@@ -157,22 +189,57 @@ impl KeyCache {
         store: &dyn Store,
         secrets: &Secrets,
         kid: &KeyId,
+        now: UnixTime,
     ) -> Result<Option<(Arc<EncryptionKey>, ProjectId)>, ServiceError> {
-        if let Some(k) = read(&self.decrypting).get(kid) {
-            return Ok(Some(k.clone()));
+        if let Some(k) = self.decrypting.get(kid) {
+            return Ok(Some(k));
         }
         let Some(record) = store.encryption_key(kid).await? else {
             return Ok(None);
         };
-        if !matches!(record.state, KeyState::Active | KeyState::Retiring) {
+        let live = match record.state {
+            KeyState::Active => true,
+            KeyState::Retiring => record.not_after.is_none_or(|t| now < t),
+            KeyState::Pending | KeyState::Retired => false,
+        };
+        if !live {
             return Ok(None);
         }
         let entry = (
             Arc::new(open_encryption(secrets, &record)?),
             record.project_id,
         );
-        write(&self.decrypting).insert(kid.clone(), entry.clone());
+        self.decrypting.insert(kid.clone(), entry.clone());
         Ok(Some(entry))
+    }
+
+    /// Makes a fresh key the project's encrypter; the old one keeps decrypting until
+    /// `retire_until`. Returns the new key id.
+    pub(crate) async fn rotate_encryption(
+        &self,
+        store: &dyn Store,
+        secrets: &Secrets,
+        project: ProjectId,
+        now: UnixTime,
+        retire_until: UnixTime,
+    ) -> Result<KeyId, ServiceError> {
+        let kid = KeyId::new_random();
+        let (_, secret) = EncryptionKey::generate(kid.clone())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let record = EncryptionKeyRecord {
+            sealed_secret: secrets
+                .seal(&kid, &secret)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+            kid: kid.clone(),
+            project_id: project,
+            state: KeyState::Active,
+            created_at: now,
+            not_after: None,
+        };
+        store.rotate_encryption_key(&record, retire_until).await?;
+        self.encrypting.retain(|p, _| *p != project);
+        self.decrypting.retain(|_, (_, p)| *p != project);
+        Ok(kid)
     }
 }
 

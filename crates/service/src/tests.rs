@@ -202,6 +202,8 @@ mod fabric {
     use serde_json::{Map, Value, json};
     use tollgate_token::jose::{Algorithm, SigningKey, dpop};
 
+    use tollgate_token::UnixTime;
+
     use super::*;
 
     fn body(v: Value) -> Map<String, Value> {
@@ -268,6 +270,88 @@ mod fabric {
             .await
             .unwrap_err();
         assert_eq!(codes(err), ["token_expired"]);
+    }
+
+    #[tokio::test]
+    async fn rotating_the_encryption_key_keeps_live_tokens_working() {
+        let (_dir, svc, clock, p) = setup().await;
+        let kid_of = |t: &str| tollgate_token::jose::jwe::peek_kid(t, 8192).unwrap();
+        let before = svc
+            .create_subscriber_token(&p, &body(json!({"reference": "a"})))
+            .await
+            .unwrap();
+        let old_kid = kid_of(&before.token);
+        let new_kid = svc.rotate_subscriber_token_key(p.project_id).await.unwrap();
+        assert_ne!(old_kid, new_kid);
+
+        // Old tokens still work; new ones use the new key.
+        svc.authenticate_sat(&before.token).await.unwrap();
+        let after = svc
+            .create_subscriber_token(&p, &body(json!({"reference": "b"})))
+            .await
+            .unwrap();
+        assert_eq!(kid_of(&after.token), new_kid);
+        let refreshed = svc
+            .refresh_subscriber_token(
+                Some(&p),
+                None,
+                &body(json!({"refresh_token": before.refresh_token.unwrap()})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            kid_of(&refreshed.token),
+            new_kid,
+            "a refresh moves to the new key"
+        );
+
+        // The old key decrypts until its retiring period is over, then nothing. (A fresh
+        // service, so no cache answers for it.)
+        let max = Settings::default().max_subscriber_token_lifetime;
+        let retire_at = clock.now().seconds() + max + 300;
+        let fresh = Tollgate::new(
+            svc.inner.store.clone(),
+            &MasterKey::from_bytes([1; 32]),
+            Settings::default(),
+            clock.clone(),
+        )
+        .await
+        .unwrap();
+        let decrypts = |t: i64| {
+            let fresh = fresh.clone();
+            let kid = old_kid.clone();
+            async move {
+                fresh
+                    .inner
+                    .keys
+                    .decryption(&*fresh.inner.store, &fresh.inner.secrets, &kid, UnixTime(t))
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        };
+        assert!(decrypts(retire_at - 1).await);
+        let gone = Tollgate::new(
+            svc.inner.store.clone(),
+            &MasterKey::from_bytes([1; 32]),
+            Settings::default(),
+            clock.clone(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            gone.inner
+                .keys
+                .decryption(
+                    &*gone.inner.store,
+                    &gone.inner.secrets,
+                    &old_kid,
+                    UnixTime(retire_at)
+                )
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -196,6 +196,37 @@ impl SubscriberStore for SqlStore {
         Ok(())
     }
 
+    async fn rotate_encryption_key(
+        &self,
+        key: &EncryptionKeyRecord,
+        retire_until: UnixTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "UPDATE encryption_keys SET state = 'retiring', not_after = $1 \
+             WHERE project_id = $2 AND state = 'active'",
+        )
+        .bind(retire_until.seconds())
+        .bind(key.project_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO encryption_keys (kid, project_id, state, sealed_secret, created_at, not_after) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(key.kid.as_str())
+        .bind(key.project_id.to_string())
+        .bind(key.state.as_str())
+        .bind(&key.sealed_secret)
+        .bind(key.created_at.seconds())
+        .bind(key.not_after.map(UnixTime::seconds))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
     async fn encryption_key(&self, kid: &KeyId) -> Result<Option<EncryptionKeyRecord>, StoreError> {
         sqlx::query(
             "SELECT kid, project_id, state, sealed_secret, created_at, not_after \

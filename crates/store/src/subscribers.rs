@@ -19,6 +19,14 @@ pub trait SubscriberStore: Send + Sync {
     /// The encryption key with this id.
     async fn encryption_key(&self, kid: &KeyId) -> Result<Option<EncryptionKeyRecord>, StoreError>;
 
+    /// Makes `key` the project's active encryption key; the previously active ones become
+    /// `retiring` until `retire_until` (they still decrypt, but encrypt nothing).
+    async fn rotate_encryption_key(
+        &self,
+        key: &EncryptionKeyRecord,
+        retire_until: UnixTime,
+    ) -> Result<(), StoreError>;
+
     /// A project's encryption keys in `state`, newest first.
     async fn encryption_keys(
         &self,

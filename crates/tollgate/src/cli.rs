@@ -41,9 +41,35 @@ pub enum Command {
     /// Manage a project's API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage a project's keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Manage click-to-call embed keys (`c2c_…` tokens for POST /api/fabric/embeds/tokens).
     #[command(subcommand)]
     Embed(EmbedCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Rotate a key: a new key takes over, and the old one keeps accepting the tokens it
+    /// made until they expire.
+    Rotate {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// Which key to rotate.
+        #[arg(long, value_enum)]
+        purpose: KeyPurpose,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+/// What a key is for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeyPurpose {
+    /// The AES-256-GCM key of subscriber access and refresh tokens.
+    SubscriberTokens,
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +239,21 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => unreachable!("handled above"),
         Command::Embed(cmd) => embed(svc, cmd).await,
+        Command::Key(KeyCommand::Rotate {
+            project,
+            purpose: KeyPurpose::SubscriberTokens,
+            output,
+        }) => {
+            let kid = svc
+                .rotate_subscriber_token_key(parse_project(&project)?)
+                .await
+                .map_err(svc_err)?;
+            print(
+                output,
+                &json!({"kid": kid.as_str(), "purpose": "subscriber-tokens"}),
+                &format!("new subscriber-token key {kid} is active"),
+            )
+        }
         Command::Project(ProjectCommand::Create {
             name,
             scopes,

@@ -148,6 +148,7 @@ fn help_describes_every_subcommand() {
         (&["token", "list", "--help"], "--project"),
         (&["token", "revoke", "--help"], "TOKEN_ID"),
         (&["embed", "--help"], "click-to-call"),
+        (&["key", "rotate", "--help"], "subscriber-tokens"),
         (&["embed", "create", "--help"], "--address"),
     ];
     for (args, mentions) in cases {
