@@ -2,6 +2,7 @@
 
 import base64
 import json
+import time
 
 import pytest
 from signalwire.rest import RestClient, SignalWireRestError
@@ -104,3 +105,17 @@ def test_guest_and_invite_tokens(client):
     with pytest.raises(SignalWireRestError) as e:
         client.fabric.tokens.create_invite_token(address_id="00000000-0000-0000-0000-000000000000")
     assert e.value.status_code == 422
+
+
+def test_no_token_or_password_reaches_the_logs(tollgate, client):
+    t = client.fabric.tokens.create_subscriber_token(
+        reference="dave@example.com", password="swordfish-42"
+    )
+    r = client.fabric.tokens.refresh_subscriber_token(refresh_token=t["refresh_token"])
+    deadline = time.time() + 5
+    while "tokens/refresh" not in "".join(tollgate.logs) and time.time() < deadline:
+        time.sleep(0.05)
+    logs = "".join(tollgate.logs)
+    assert "tokens/refresh" in logs
+    for secret in ["swordfish-42", t["token"], t["refresh_token"], r["token"], r["refresh_token"]]:
+        assert secret not in logs
