@@ -14,6 +14,7 @@
 //! - [`jose`]: compact JWS signing and strict verification with algorithm-pinned keys.
 //! - [`json`]: a duplicate-rejecting JSON reader used on untrusted token parts.
 
+pub mod centrifugo;
 pub mod fabric;
 pub mod ids;
 pub mod jose;
