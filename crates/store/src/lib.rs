@@ -5,13 +5,16 @@
 //! same versioned migrations. Records are plain data: deciding what they mean (hashing
 //! secrets, sealing keys, checking scopes) is the service layer's job.
 
+mod channels;
 mod records;
 mod sql;
+mod sql_channels;
 mod sql_subscribers;
 mod subscribers;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use channels::{ChannelStore, NamespaceRecord, UserAuthKeyRecord};
 pub use records::{
     AddressRecord, ApiTokenRecord, EmbedKeyRecord, EncryptionKeyRecord, FamilyRecord, KeyState,
     Login, NewApiToken, NewRefreshToken, ProjectRecord, Rotation, SigningKeyRecord,
@@ -45,7 +48,7 @@ pub enum StoreError {
 ///
 /// Every method is atomic: it either happens completely or not at all.
 #[async_trait]
-pub trait Store: SubscriberStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: SubscriberStore + ChannelStore + Send + Sync + std::fmt::Debug + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

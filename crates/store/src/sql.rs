@@ -144,7 +144,7 @@ fn token_from(row: &AnyRow) -> Result<ApiTokenRecord, StoreError> {
     })
 }
 
-fn key_from(row: &AnyRow) -> Result<SigningKeyRecord, StoreError> {
+pub(crate) fn key_from(row: &AnyRow) -> Result<SigningKeyRecord, StoreError> {
     Ok(SigningKeyRecord {
         kid: parse("signing_keys.kid", &get::<String>(row, "kid")?)?,
         project_id: parse(
@@ -162,7 +162,7 @@ fn key_from(row: &AnyRow) -> Result<SigningKeyRecord, StoreError> {
 }
 
 const TOKEN_COLUMNS: &str = "id, project_id, name, token_hash, scopes, created_at, revoked_at";
-const KEY_COLUMNS: &str =
+pub(crate) const KEY_COLUMNS: &str =
     "kid, project_id, alg, state, sealed_secret, public_key, created_at, not_after";
 
 async fn insert_token<'e, E>(exec: E, t: &NewApiToken) -> Result<(), StoreError>

@@ -320,6 +320,130 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     assert_eq!(store.family(fam.id).await.unwrap(), None);
 }
 
+async fn exercise_channels(store: &dyn Store) {
+    let p = project("chan", 1);
+    let k1 = key(p.id);
+    store
+        .create_project(&p, &token(p.id, "hash-chan"), &k1)
+        .await
+        .unwrap();
+    let t = UnixTime(5);
+    assert!(
+        store
+            .put_member(p.id, "company", "c1", "u1", t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_member(p.id, "company", "c1", "u1", t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_member(p.id, "company", "c1", "u2", UnixTime(6))
+            .await
+            .unwrap()
+    );
+    assert!(store.is_member(p.id, "company", "c1", "u1").await.unwrap());
+    assert!(
+        !store
+            .is_member(p.id, "organization", "c1", "u1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .is_member(ProjectId::new_random(), "company", "c1", "u1")
+            .await
+            .unwrap()
+    );
+    let members = store.members(p.id, "company", "c1").await.unwrap();
+    assert_eq!(
+        members,
+        vec![("u1".to_owned(), t), ("u2".to_owned(), UnixTime(6))]
+    );
+    assert!(
+        store
+            .delete_member(p.id, "company", "c1", "u1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_member(p.id, "company", "c1", "u1")
+            .await
+            .unwrap()
+    );
+    assert!(!store.is_member(p.id, "company", "c1", "u1").await.unwrap());
+
+    let ns = NamespaceRecord {
+        name: "team".into(),
+        rule: "member:team".into(),
+        id_format: "token".into(),
+        token_ttl: 60,
+    };
+    store.put_namespace(p.id, &ns, t).await.unwrap();
+    let replaced = NamespaceRecord {
+        token_ttl: 120,
+        ..ns.clone()
+    };
+    store.put_namespace(p.id, &replaced, t).await.unwrap();
+    assert_eq!(store.namespaces(p.id).await.unwrap(), vec![replaced]);
+    assert!(store.delete_namespace(p.id, "team").await.unwrap());
+    assert!(store.namespaces(p.id).await.unwrap().is_empty());
+
+    let auth = UserAuthKeyRecord {
+        id: uuid::Uuid::new_v4(),
+        project_id: p.id,
+        issuer: "https://app.example".into(),
+        audience: "tollgate".into(),
+        alg: "HS256".into(),
+        key_data: "sealed".into(),
+        created_at: t,
+    };
+    store.insert_user_auth_key(&auth).await.unwrap();
+    assert_eq!(
+        store.user_auth_key("https://app.example").await.unwrap(),
+        Some(auth.clone())
+    );
+    assert!(matches!(
+        store
+            .insert_user_auth_key(&UserAuthKeyRecord {
+                id: uuid::Uuid::new_v4(),
+                ..auth
+            })
+            .await
+            .unwrap_err(),
+        StoreError::Conflict
+    ));
+
+    // Rotation: the new key is active, the old one retiring until a time, then not live.
+    let k2 = SigningKeyRecord {
+        created_at: UnixTime(50),
+        ..key(p.id)
+    };
+    store.rotate_signing_key(&k2, UnixTime(100)).await.unwrap();
+    let all = store.all_signing_keys(p.id).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].kid, k2.kid);
+    assert_eq!(all[1].state, KeyState::Retiring);
+    assert_eq!(all[1].not_after, Some(UnixTime(100)));
+    let live = |at| async move {
+        store
+            .live_signing_keys(UnixTime(at))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.project_id == p.id)
+            .map(|k| k.kid)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(live(99).await, vec![k2.kid.clone(), k1.kid.clone()]);
+    assert_eq!(live(100).await, vec![k2.kid.clone()]);
+}
+
 async fn exercise(store: &dyn Store) {
     store.ping().await.unwrap();
 
@@ -423,11 +547,12 @@ async fn sqlite_store_behaves() {
     let store = SqlStore::connect(&url).await.unwrap();
     exercise(&store).await;
     exercise_subscribers(Arc::new(store.clone())).await;
+    exercise_channels(&store).await;
     store.close().await;
 
     // Reopening applies no migration twice and keeps the data.
     let again = SqlStore::connect(&url).await.unwrap();
-    assert_eq!(again.list_projects().await.unwrap().len(), 2);
+    assert_eq!(again.list_projects().await.unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -439,6 +564,7 @@ async fn postgres_store_behaves() {
     let store = SqlStore::connect(&db.url).await.unwrap();
     exercise(&store).await;
     exercise_subscribers(Arc::new(store.clone())).await;
+    exercise_channels(&store).await;
     store.close().await;
     db.drop_now().await;
 }

@@ -80,9 +80,7 @@ impl IdFormat {
         match self {
             // Canonical lower-case form only: channels compare byte for byte, so a second
             // spelling of the same UUID would be a different channel.
-            IdFormat::Uuid => {
-                Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id)
-            }
+            IdFormat::Uuid => Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id),
             IdFormat::Token => {
                 !id.is_empty()
                     && id.bytes().all(|b| {
