@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use std::marker::PhantomData;
 
 use tollgate_service::Principal;
+use tollgate_service::centrifugo::User;
 use tollgate_service::fabric::{FabricCaller, SatInfo};
 use tollgate_token::Scope;
 
@@ -43,6 +44,34 @@ impl ScopePolicy for ChatScope {
 pub struct FabricScope;
 impl ScopePolicy for FabricScope {
     const ANY_OF: &'static [Scope] = &tollgate_service::fabric::FABRIC_SCOPES;
+}
+
+/// Scope policy of group membership: any valid API token of the project.
+#[derive(Debug)]
+pub struct AnyScope;
+impl ScopePolicy for AnyScope {
+    const ANY_OF: &'static [Scope] = &Scope::ALL;
+}
+
+/// Scope policy of the admin API (keys, namespaces): SignalWire's `management` scope.
+#[derive(Debug)]
+pub struct ManagementScope;
+impl ScopePolicy for ManagementScope {
+    const ANY_OF: &'static [Scope] = &[Scope::Management];
+}
+
+/// An app-facing request authenticated with `Authorization: Bearer <token>`: a subscriber
+/// SAT or the application's own user JWT (see `Tollgate::authenticate_user`).
+#[derive(Debug, Clone)]
+pub struct BearerUser(pub User);
+
+impl FromRequestParts<AppState> for BearerUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?.ok_or(ApiError::Unauthorized)?;
+        Ok(Self(state.tollgate.authenticate_user(&token).await?))
+    }
 }
 
 /// A request authenticated with `Authorization: Bearer <SAT>`: a subscriber access token

@@ -29,8 +29,18 @@ pub(crate) fn generate_record(
     project: ProjectId,
     now: UnixTime,
 ) -> Result<SigningKeyRecord, ServiceError> {
+    generate_record_with(secrets, project, now, DEFAULT_ALGORITHM)
+}
+
+/// Generates an active signing key of `alg`, sealed for storage.
+pub(crate) fn generate_record_with(
+    secrets: &Secrets,
+    project: ProjectId,
+    now: UnixTime,
+    alg: Algorithm,
+) -> Result<SigningKeyRecord, ServiceError> {
     let kid = KeyId::new_random();
-    let (key, secret) = SigningKey::generate(DEFAULT_ALGORITHM, kid.clone())
+    let (key, secret) = SigningKey::generate(alg, kid.clone())
         .map_err(|e| ServiceError::Internal(format!("key generation failed: {e}")))?;
     let sealed_secret = secrets
         .seal(&kid, &secret)
@@ -42,7 +52,7 @@ pub(crate) fn generate_record(
     Ok(SigningKeyRecord {
         kid,
         project_id: project,
-        alg: DEFAULT_ALGORITHM,
+        alg,
         state: KeyState::Active,
         sealed_secret,
         public_key,
@@ -86,6 +96,10 @@ impl<K: std::hash::Hash + Eq, V: Clone> TtlMap<K, V> {
         write(&self.0).insert(k, (v, Instant::now()));
     }
 
+    fn remove(&self, k: &K) {
+        write(&self.0).remove(k);
+    }
+
     fn retain(&self, keep: impl Fn(&K, &V) -> bool) {
         write(&self.0).retain(|k, (v, _)| keep(k, v));
     }
@@ -121,12 +135,14 @@ impl KeyCache {
         Ok(key)
     }
 
-    /// The key that verifies tokens with `kid`, if that key is active or retiring.
+    /// The key that verifies tokens with `kid`, if that key is active, or retiring and not
+    /// yet past its end.
     pub(crate) async fn verifying(
         &self,
         store: &dyn Store,
         secrets: &Secrets,
         kid: &KeyId,
+        now: UnixTime,
     ) -> Result<Option<Arc<VerifyingKey>>, ServiceError> {
         if let Some(k) = self.verifying.get(kid) {
             return Ok(Some(k));
@@ -134,7 +150,12 @@ impl KeyCache {
         let Some(record) = store.signing_key(kid).await? else {
             return Ok(None);
         };
-        if !matches!(record.state, KeyState::Active | KeyState::Retiring) {
+        let live = match record.state {
+            KeyState::Active => true,
+            KeyState::Retiring => record.not_after.is_none_or(|t| now < t),
+            KeyState::Pending | KeyState::Retired => false,
+        };
+        if !live {
             return Ok(None);
         }
         let key = Arc::new(open(secrets, &record)?.verifying_key());
@@ -211,6 +232,11 @@ impl KeyCache {
         );
         self.decrypting.insert(kid.clone(), entry.clone());
         Ok(Some(entry))
+    }
+
+    /// Forgets the project's cached signer, after a rotation made here.
+    pub(crate) fn forget_project(&self, project: ProjectId) {
+        self.active.remove(&project);
     }
 
     /// Makes a fresh key the project's encrypter; the old one keeps decrypting until

@@ -5,6 +5,7 @@
 //! method is one use case; front ends call exactly one of them per request and map
 //! [`ServiceError`] to their own error shape.
 
+pub mod centrifugo;
 pub mod clock;
 pub mod fabric;
 mod keys;
@@ -41,6 +42,9 @@ pub struct Settings {
     pub refresh_reuse_leeway: i64,
     /// Longest a token family (one login and all its refreshes) may live, in seconds.
     pub max_family_lifetime: i64,
+    /// Centrifugo's `client.token.hmac_secret_key`: when set, Centrifugo tokens are HS256
+    /// with it so an external Centrifugo accepts them.
+    pub centrifugo_hmac_secret: Option<Vec<u8>>,
 }
 
 impl Default for Settings {
@@ -51,6 +55,7 @@ impl Default for Settings {
             max_subscriber_token_lifetime: 24 * 60 * 60,
             refresh_reuse_leeway: 2,
             max_family_lifetime: 30 * 24 * 60 * 60,
+            centrifugo_hmac_secret: None,
         }
     }
 }
@@ -314,7 +319,12 @@ impl Tollgate {
     ) -> Result<Option<Arc<jose::VerifyingKey>>, ServiceError> {
         self.inner
             .keys
-            .verifying(&*self.inner.store, &self.inner.secrets, kid)
+            .verifying(
+                &*self.inner.store,
+                &self.inner.secrets,
+                kid,
+                self.inner.clock.now(),
+            )
             .await
     }
 

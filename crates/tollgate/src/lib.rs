@@ -42,6 +42,10 @@ impl App {
             max_subscriber_token_lifetime: config.max_subscriber_token_lifetime,
             refresh_reuse_leeway: config.refresh_reuse_leeway,
             max_family_lifetime: config.max_family_lifetime,
+            centrifugo_hmac_secret: config
+                .centrifugo_hmac_secret
+                .as_ref()
+                .map(|s| s.expose().as_bytes().to_vec()),
         };
         let tollgate = Tollgate::new(Arc::new(store), &master, settings, Arc::new(SystemClock))
             .await

@@ -1,5 +1,6 @@
 //! Endpoints, one module per API family.
 
+pub mod centrifugo;
 pub mod fabric;
 pub mod health;
 pub mod signalwire;
@@ -14,6 +15,7 @@ pub fn routes() -> Router<AppState> {
         .merge(health::routes())
         .merge(signalwire::routes())
         .merge(fabric::routes())
+        .merge(centrifugo::routes())
 }
 
 /// 404 for any unknown path, in the API's error shape.

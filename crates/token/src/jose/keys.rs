@@ -295,6 +295,48 @@ impl VerifyingKey {
         })
     }
 
+    /// A verification key from a PEM `PUBLIC KEY` (SubjectPublicKeyInfo): P-256 → ES256,
+    /// Ed25519 → EdDSA, RSA (≥ 2048 bits) → RS256. The algorithm follows from the key.
+    pub fn from_public_pem(kid: KeyId, pem: &str) -> Result<Self, JoseError> {
+        use base64::Engine as _;
+        let body: String = pem
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        if !pem.contains("-----BEGIN PUBLIC KEY-----") {
+            return Err(JoseError::InvalidKey);
+        }
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|_| JoseError::InvalidKey)?;
+        Self::from_spki_der(kid, &der)
+    }
+
+    /// A verification key from DER SubjectPublicKeyInfo (see [`Self::from_public_pem`]).
+    pub fn from_spki_der(kid: KeyId, der: &[u8]) -> Result<Self, JoseError> {
+        const P256: [u8; 26] = [
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+            0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+        ];
+        const ED25519: [u8; 12] = [
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        if let Some(point) = der.strip_prefix(&P256) {
+            return Self::public(Algorithm::ES256, kid, point);
+        }
+        if let Some(raw) = der.strip_prefix(&ED25519) {
+            return Self::public(Algorithm::EdDSA, kid, raw);
+        }
+        let rsa =
+            signature::RsaSubjectPublicKey::from_der(der).map_err(|_| JoseError::InvalidKey)?;
+        Self::rsa(
+            kid,
+            rsa.modulus().big_endian_without_leading_zero(),
+            rsa.exponent().big_endian_without_leading_zero(),
+        )
+    }
+
     /// An RS256 verification key from its modulus and exponent (big-endian), at least
     /// 2048 bits.
     pub fn rsa(kid: KeyId, n: &[u8], e: &[u8]) -> Result<Self, JoseError> {

@@ -121,6 +121,46 @@ pub fn verify<'k>(
     max_len: usize,
     lookup: impl FnOnce(&KeyId) -> Option<&'k VerifyingKey>,
 ) -> Result<Verified, JoseError> {
+    verify_inner(token, max_len, |header| {
+        let kid: KeyId = header
+            .get("kid")
+            .and_then(Value::as_str)
+            .ok_or(JoseError::UnknownKey)?
+            .parse()
+            .map_err(|_| JoseError::UnknownKey)?;
+        let key = lookup(&kid).ok_or(JoseError::UnknownKey)?;
+        if key.kid() != &kid {
+            return Err(JoseError::UnknownKey);
+        }
+        Ok(key)
+    })
+}
+
+/// Verifies a compact JWS with one configured key, whatever `kid` the header names (an
+/// application's user JWTs may carry none). The algorithm is still the key's.
+pub fn verify_pinned(
+    token: &str,
+    max_len: usize,
+    key: &VerifyingKey,
+) -> Result<Verified, JoseError> {
+    verify_inner(token, max_len, |_| Ok(key))
+}
+
+/// The claims of a compact JWS **without verifying anything**: only for choosing which key
+/// to verify it with (e.g. by `iss`). Size and format checks still apply.
+pub fn peek_claims(token: &str, max_len: usize) -> Result<Map<String, Value>, JoseError> {
+    if token.len() > max_len {
+        return Err(JoseError::TooLarge);
+    }
+    let (_, payload_b64, _) = split_compact(token)?;
+    decode_object(payload_b64)
+}
+
+fn verify_inner<'k>(
+    token: &str,
+    max_len: usize,
+    pick: impl FnOnce(&Map<String, Value>) -> Result<&'k VerifyingKey, JoseError>,
+) -> Result<Verified, JoseError> {
     if token.len() > max_len {
         return Err(JoseError::TooLarge);
     }
@@ -138,15 +178,9 @@ pub fn verify<'k>(
         .get("alg")
         .and_then(Value::as_str)
         .ok_or(JoseError::Malformed)?;
-    let kid: KeyId = header
-        .get("kid")
-        .and_then(Value::as_str)
-        .ok_or(JoseError::UnknownKey)?
-        .parse()
-        .map_err(|_| JoseError::UnknownKey)?;
-    let key = lookup(&kid).ok_or(JoseError::UnknownKey)?;
+    let key = pick(&header)?;
     // The key decides the algorithm; the header only has to agree with it, byte for byte.
-    if alg != key.algorithm().as_str() || key.kid() != &kid {
+    if alg != key.algorithm().as_str() {
         return Err(JoseError::AlgorithmMismatch);
     }
     let signature = URL_SAFE_NO_PAD
@@ -155,6 +189,7 @@ pub fn verify<'k>(
     let signing_input_len = header_b64.len() + 1 + payload_b64.len();
     key.verify(&token.as_bytes()[..signing_input_len], &signature)?;
     let claims = decode_object(payload_b64)?;
+    let kid = key.kid().clone();
     Ok(Verified {
         header,
         claims,
