@@ -504,10 +504,10 @@ impl Tollgate {
             if record.alg.is_symmetric() {
                 continue;
             }
-            if let Some(key) = self.verifying_key(&record.kid).await? {
-                if let Some(jwk) = key.to_jwk() {
-                    keys.push(Value::Object(jwk));
-                }
+            if let Some(key) = self.verifying_key(&record.kid).await?
+                && let Some(jwk) = key.to_jwk()
+            {
+                keys.push(Value::Object(jwk));
             }
         }
         Ok(json!({ "keys": keys }))

@@ -44,6 +44,12 @@ pub enum Command {
     /// Manage a project's keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage a project's channel namespaces and their rules.
+    #[command(subcommand)]
+    Namespace(NamespaceCommand),
+    /// Manage the keys that verify an application's user JWTs.
+    #[command(subcommand)]
+    AuthKey(AuthKeyCommand),
     /// Manage click-to-call embed keys (`c2c_…` tokens for POST /api/fabric/embeds/tokens).
     #[command(subcommand)]
     Embed(EmbedCommand),
@@ -52,7 +58,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Rotate a key: a new key takes over, and the old one keeps accepting the tokens it
-    /// made until they expire.
+    /// made until they expire (or, for signing keys, until --retire-after).
     Rotate {
         /// Project id.
         #[arg(long)]
@@ -60,6 +66,20 @@ pub enum KeyCommand {
         /// Which key to rotate.
         #[arg(long, value_enum)]
         purpose: KeyPurpose,
+        /// Signing keys: the new key's algorithm (HS256, HS384, HS512, ES256, EdDSA, RS256).
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+        /// Signing keys: seconds the old key keeps verifying (and stays in the JWKS).
+        #[arg(long, default_value_t = 86_400)]
+        retire_after: i64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List a project's signing keys with their states.
+    List {
+        /// Project id.
+        #[arg(long)]
+        project: String,
         #[command(flatten)]
         output: Output,
     },
@@ -68,8 +88,77 @@ pub enum KeyCommand {
 /// What a key is for.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum KeyPurpose {
+    /// The key that signs PubSub, Chat and Centrifugo tokens (published in the JWKS).
+    Signing,
     /// The AES-256-GCM key of subscriber access and refresh tokens.
     SubscriberTokens,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    /// Add or replace a namespace: who may get subscription tokens for its channels.
+    Set {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// Namespace name (the part before `:` in channel names).
+        #[arg(long)]
+        name: String,
+        /// owner | member:<group kind> | authenticated | deny
+        #[arg(long)]
+        rule: String,
+        /// What channel ids look like: uuid | token.
+        #[arg(long, default_value = "uuid")]
+        id_format: String,
+        /// Subscription-token lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        token_ttl: i64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List a project's namespaces, defaults included.
+    List {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Remove a project namespace (a default one of the same name comes back).
+    Delete {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// Namespace name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthKeyCommand {
+    /// Register how to verify the application's own user JWTs (found by their `iss`).
+    Add {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// The exact `iss` of the application's tokens.
+        #[arg(long)]
+        issuer: String,
+        /// The exact `aud` the tokens must carry.
+        #[arg(long)]
+        audience: String,
+        /// File holding the HMAC secret (raw bytes, at least the hash size).
+        #[arg(long, conflicts_with = "public_key_file")]
+        hmac_secret_file: Option<PathBuf>,
+        /// HMAC algorithm for --hmac-secret-file.
+        #[arg(long, default_value = "HS256")]
+        hmac_alg: String,
+        /// File holding a PEM public key (P-256, Ed25519 or RSA ≥ 2048 bits).
+        #[arg(long)]
+        public_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,21 +328,9 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => unreachable!("handled above"),
         Command::Embed(cmd) => embed(svc, cmd).await,
-        Command::Key(KeyCommand::Rotate {
-            project,
-            purpose: KeyPurpose::SubscriberTokens,
-            output,
-        }) => {
-            let kid = svc
-                .rotate_subscriber_token_key(parse_project(&project)?)
-                .await
-                .map_err(svc_err)?;
-            print(
-                output,
-                &json!({"kid": kid.as_str(), "purpose": "subscriber-tokens"}),
-                &format!("new subscriber-token key {kid} is active"),
-            )
-        }
+        Command::Key(cmd) => key(svc, cmd).await,
+        Command::Namespace(cmd) => namespace(svc, cmd).await,
+        Command::AuthKey(cmd) => auth_key(svc, cmd).await,
         Command::Project(ProjectCommand::Create {
             name,
             scopes,
@@ -349,6 +426,71 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 output,
                 &json!({"token_id": id.to_string(), "revoked": true}),
                 &format!("revoked {id}"),
+            )
+        }
+    }
+}
+
+async fn key(svc: &tollgate_service::Tollgate, command: KeyCommand) -> anyhow::Result<()> {
+    let svc_err = |e: tollgate_service::ServiceError| anyhow::anyhow!("{e}");
+    match command {
+        KeyCommand::Rotate {
+            project,
+            purpose: KeyPurpose::Signing,
+            alg,
+            retire_after,
+            output,
+        } => {
+            let alg: tollgate_token::jose::Algorithm = alg.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "--alg {alg:?}: expected HS256, HS384, HS512, ES256, EdDSA or RS256"
+                )
+            })?;
+            anyhow::ensure!(
+                (0..=30 * 86_400).contains(&retire_after),
+                "--retire-after must be 0 to 2592000 seconds"
+            );
+            let kid = svc
+                .rotate_signing_key(parse_project(&project)?, alg, retire_after)
+                .await
+                .map_err(svc_err)?;
+            print(
+                output,
+                &json!({"kid": kid.as_str(), "purpose": "signing", "alg": alg.as_str()}),
+                &format!("new {alg} signing key {kid} is active"),
+            )
+        }
+        KeyCommand::List { project, output } => {
+            let keys = svc
+                .signing_keys(parse_project(&project)?)
+                .await
+                .map_err(svc_err)?;
+            let list: Vec<_> = keys
+                .iter()
+                .map(|k| json!({"kid": k.kid.as_str(), "alg": k.alg.as_str(), "state": k.state.as_str(),
+                               "created_at": k.created_at.seconds(), "not_after": k.not_after.map(|t| t.seconds())}))
+                .collect();
+            let text = keys
+                .iter()
+                .map(|k| format!("{}  {:<6} {}", k.kid, k.alg, k.state))
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(output, &json!({ "keys": list }), &text)
+        }
+        KeyCommand::Rotate {
+            project,
+            purpose: KeyPurpose::SubscriberTokens,
+            output,
+            ..
+        } => {
+            let kid = svc
+                .rotate_subscriber_token_key(parse_project(&project)?)
+                .await
+                .map_err(svc_err)?;
+            print(
+                output,
+                &json!({"kid": kid.as_str(), "purpose": "subscriber-tokens"}),
+                &format!("new subscriber-token key {kid} is active"),
             )
         }
     }
@@ -455,4 +597,109 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("tollgate stopped");
     Ok(())
+}
+
+async fn namespace(
+    svc: &tollgate_service::Tollgate,
+    command: NamespaceCommand,
+) -> anyhow::Result<()> {
+    let svc_err = |e: tollgate_service::ServiceError| anyhow::anyhow!("{e}");
+    let view = |ns: &tollgate_token::centrifugo::Namespace| {
+        json!({"name": ns.name, "rule": ns.rule.to_stored(),
+               "id_format": ns.id_format.as_str(), "token_ttl": ns.token_ttl})
+    };
+    match command {
+        NamespaceCommand::Set {
+            project,
+            name,
+            rule,
+            id_format,
+            token_ttl,
+            output,
+        } => {
+            let ns = svc
+                .put_namespace(
+                    parse_project(&project)?,
+                    &name,
+                    &rule,
+                    &id_format,
+                    token_ttl,
+                )
+                .await
+                .map_err(svc_err)?;
+            print(
+                output,
+                &view(&ns),
+                &format!("namespace {name}: {}", ns.rule.to_stored()),
+            )
+        }
+        NamespaceCommand::List { project, output } => {
+            let all = svc
+                .namespaces(parse_project(&project)?)
+                .await
+                .map_err(svc_err)?;
+            let text = all
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{:<16} {:<24} {:<6} {}s",
+                        n.name,
+                        n.rule.to_stored(),
+                        n.id_format.as_str(),
+                        n.token_ttl
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(
+                output,
+                &json!({"namespaces": all.iter().map(view).collect::<Vec<_>>()}),
+                &text,
+            )
+        }
+        NamespaceCommand::Delete { project, name } => svc
+            .delete_namespace(parse_project(&project)?, &name)
+            .await
+            .map_err(svc_err),
+    }
+}
+
+async fn auth_key(svc: &tollgate_service::Tollgate, command: AuthKeyCommand) -> anyhow::Result<()> {
+    use tollgate_service::centrifugo::UserAuthKey;
+    let AuthKeyCommand::Add {
+        project,
+        issuer,
+        audience,
+        hmac_secret_file,
+        hmac_alg,
+        public_key_file,
+        output,
+    } = command;
+    let project = parse_project(&project)?;
+    let id = match (hmac_secret_file, public_key_file) {
+        (Some(file), None) => {
+            let secret =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let alg = hmac_alg
+                .parse::<tollgate_token::jose::Algorithm>()
+                .ok()
+                .filter(|a| a.is_symmetric())
+                .ok_or_else(|| anyhow::anyhow!("--hmac-alg must be HS256, HS384 or HS512"))?;
+            svc.add_user_auth_key(project, &issuer, &audience, UserAuthKey::Hmac(alg, &secret))
+                .await
+        }
+        (None, Some(file)) => {
+            let pem = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            svc.add_user_auth_key(project, &issuer, &audience, UserAuthKey::PublicPem(&pem))
+                .await
+        }
+        _ => anyhow::bail!("give exactly one of --hmac-secret-file and --public-key-file"),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    print(
+        output,
+        &json!({"id": id, "issuer": issuer, "audience": audience}),
+        &format!("user JWTs from {issuer:?} for {audience:?} are accepted"),
+    )
 }
