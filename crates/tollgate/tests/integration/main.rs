@@ -7,5 +7,6 @@
 
 mod api;
 mod binary;
+mod centrifugo;
 mod fabric;
 mod support;
