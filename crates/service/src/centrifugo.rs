@@ -321,16 +321,16 @@ impl Tollgate {
         jose::sign(&key, extras, claims).map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
-    /// A subscription token for one channel (`client` set for the legacy private-channel
-    /// flow).
+    /// A subscription token for one channel, optionally carrying channel `info` (shown to
+    /// others in presence and join/leave).
     pub async fn subscription_token(
         &self,
         user: &User,
         channel: &str,
-        client: Option<&str>,
+        info: Option<Value>,
     ) -> Result<String, ServiceError> {
         let namespaces = self.namespaces(user.project).await?;
-        self.subscription_token_in(user, &namespaces, channel, client)
+        self.subscription_token_in(user, &namespaces, channel, None, info)
             .await
     }
 
@@ -340,6 +340,7 @@ impl Tollgate {
         namespaces: &[Namespace],
         channel: &str,
         client: Option<&str>,
+        info: Option<Value>,
     ) -> Result<String, ServiceError> {
         let (parsed, ttl) = self.authorize(user, namespaces, channel).await?;
         let now = self.inner.clock.now();
@@ -350,7 +351,7 @@ impl Tollgate {
             exp: now.plus(ttl).seconds(),
             jti: Uuid::new_v4().to_string(),
             client: client.map(str::to_owned),
-            info: None,
+            info,
             b64info: None,
         };
         self.sign_centrifugo(user.project, &claims).await
@@ -374,7 +375,7 @@ impl Tollgate {
         let mut out = Vec::with_capacity(channels.len());
         for channel in channels {
             let result = self
-                .subscription_token_in(user, &namespaces, channel, client)
+                .subscription_token_in(user, &namespaces, channel, client, None)
                 .await;
             if let Err(ServiceError::Unavailable(_) | ServiceError::Internal(_)) = &result {
                 // A store failure is the whole request's failure, not one channel's.

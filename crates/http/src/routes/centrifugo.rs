@@ -76,6 +76,19 @@ fn string_list(body: &Map<String, Value>, field: &'static str) -> Result<Vec<Str
         })
 }
 
+/// Optional `info`: a JSON object of at most 1 KiB (checklist 4.5).
+fn optional_info(body: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
+    match body.get("info") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) if v.to_string().len() <= 1024 => Ok(Some(v.clone())),
+        Some(_) => Err(ApiError::Validation(vec![FieldError::new(
+            "invalid_parameter",
+            "info",
+            "info must be a JSON object of at most 1024 bytes",
+        )])),
+    }
+}
+
 /// `POST /api/v1/centrifugo/subscription-token` → `{token}`; 401 / 403 / 422 (seed 000).
 async fn subscription_token(
     State(state): State<AppState>,
@@ -83,9 +96,10 @@ async fn subscription_token(
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let channel = required_string(&body, "channel")?;
+    let info = optional_info(&body)?;
     let token = state
         .tollgate
-        .subscription_token(&user, channel, None)
+        .subscription_token(&user, channel, info)
         .await?;
     Ok(Json(json!({ "token": token })))
 }
@@ -158,17 +172,7 @@ async fn connection_token(
     BearerUser(user): BearerUser,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let info = match body.get("info") {
-        None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) if v.to_string().len() <= 1024 => Some(v.clone()),
-        Some(_) => {
-            return Err(ApiError::Validation(vec![FieldError::new(
-                "invalid_parameter",
-                "info",
-                "info must be a JSON object of at most 1024 bytes",
-            )]));
-        }
-    };
+    let info = optional_info(&body)?;
     let token = state.tollgate.connection_token(&user, info).await?;
     Ok(Json(json!({ "token": token })))
 }

@@ -251,6 +251,26 @@ async fn private_channels_batches_and_the_legacy_endpoint() {
         format!("$user:{ME}")
     );
     assert_eq!(a.sub_token(&format!("$user:{OTHER}")).await.0, 403);
+    let (status, res) = a
+        .bearer_post(
+            SUB_TOKEN,
+            Some(&a.sat),
+            json!({"channel": format!("user:{ME}"), "info": {"role": "admin"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        a.verify(res["token"].as_str().unwrap()).await["info"],
+        json!({"role": "admin"})
+    );
+    let (status, _) = a
+        .bearer_post(
+            SUB_TOKEN,
+            Some(&a.sat),
+            json!({"channel": format!("user:{ME}"), "info": "x"}),
+        )
+        .await;
+    assert_eq!(status, 422);
 
     // Centrifugo v2/v3 JS client: {client, channels} → allowed channels only, with `client`.
     let (status, res) = a
