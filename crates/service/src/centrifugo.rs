@@ -21,6 +21,8 @@ use crate::{Principal, ServiceError, Tollgate};
 const MAX_BEARER_LEN: usize = 16 * 1024;
 /// Most channels in one batch request.
 pub const MAX_BATCH_CHANNELS: usize = 100;
+/// The stored `alg` of user-JWT keys found through a JWKS URL (the URL is the key data).
+const JWKS_ALG: &str = "JWKS";
 /// Key id of tokens signed with the shared Centrifugo HMAC secret.
 const HMAC_KID: &str = "centrifugo-hmac";
 
@@ -73,7 +75,21 @@ impl Tollgate {
             .user_auth_key(issuer)
             .await?
             .ok_or(ServiceError::Unauthorized)?;
-        let key = self.user_auth_verifier(&record)?;
+        let key = if record.alg == JWKS_ALG {
+            let header = jose::peek_header(bearer, MAX_BEARER_LEN)
+                .map_err(|_| ServiceError::Unauthorized)?;
+            let kid = header
+                .get("kid")
+                .and_then(Value::as_str)
+                .ok_or(ServiceError::Unauthorized)?;
+            self.inner
+                .jwks
+                .key(&record.key_data, kid)
+                .await?
+                .ok_or(ServiceError::Unauthorized)?
+        } else {
+            std::sync::Arc::new(self.user_auth_verifier(&record)?)
+        };
         let verified = jose::verify_pinned(bearer, MAX_BEARER_LEN, &key).map_err(|e| {
             tracing::debug!(reason = %e, "user JWT refused");
             ServiceError::Unauthorized
@@ -157,6 +173,17 @@ impl Tollgate {
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 (alg, sealed)
             }
+            UserAuthKey::JwksUrl(url) => {
+                if !crate::jwks::acceptable_url(url) {
+                    return Err(ServiceError::InvalidInput(
+                        "a JWKS URL must be https:// (or http:// on loopback)".into(),
+                    ));
+                }
+                // The algorithm comes from each fetched key.
+                return self
+                    .store_user_auth_key(project, issuer, audience, JWKS_ALG, url.to_owned())
+                    .await;
+            }
             UserAuthKey::PublicPem(pem) => {
                 let key = VerifyingKey::from_public_pem(kid, pem).map_err(|_| {
                     ServiceError::InvalidInput(
@@ -167,12 +194,24 @@ impl Tollgate {
                 (key.algorithm(), body.trim().to_owned())
             }
         };
+        self.store_user_auth_key(project, issuer, audience, alg.as_str(), key_data)
+            .await
+    }
+
+    async fn store_user_auth_key(
+        &self,
+        project: ProjectId,
+        issuer: &str,
+        audience: &str,
+        alg: &str,
+        key_data: String,
+    ) -> Result<Uuid, ServiceError> {
         let record = UserAuthKeyRecord {
             id: Uuid::new_v4(),
             project_id: project,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
-            alg: alg.as_str().to_owned(),
+            alg: alg.to_owned(),
             key_data,
             created_at: self.inner.clock.now(),
         };
@@ -520,6 +559,8 @@ impl Tollgate {
 pub enum UserAuthKey<'a> {
     Hmac(Algorithm, &'a [u8]),
     PublicPem(&'a str),
+    /// Keys fetched (and cached) from the application's JWKS; tokens must name a `kid`.
+    JwksUrl(&'a str),
 }
 
 fn check_group(kind: &str, group: &str, user: &str) -> Result<(), ServiceError> {

@@ -8,6 +8,7 @@
 pub mod centrifugo;
 pub mod clock;
 pub mod fabric;
+mod jwks;
 mod keys;
 mod password;
 pub mod secrets;
@@ -142,6 +143,7 @@ struct Inner {
     settings: Settings,
     clock: Arc<dyn Clock>,
     keys: KeyCache,
+    jwks: jwks::JwksCache,
 }
 
 impl Tollgate {
@@ -171,6 +173,7 @@ impl Tollgate {
                 settings,
                 clock,
                 keys: KeyCache::default(),
+                jwks: jwks::JwksCache::default(),
             }),
         })
     }

@@ -154,8 +154,11 @@ pub enum AuthKeyCommand {
         #[arg(long, default_value = "HS256")]
         hmac_alg: String,
         /// File holding a PEM public key (P-256, Ed25519 or RSA ≥ 2048 bits).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "jwks_url")]
         public_key_file: Option<PathBuf>,
+        /// The application's JWKS URL (https, or http on loopback); tokens must carry `kid`.
+        #[arg(long)]
+        jwks_url: Option<String>,
         #[command(flatten)]
         output: Output,
     },
@@ -673,11 +676,16 @@ async fn auth_key(svc: &tollgate_service::Tollgate, command: AuthKeyCommand) -> 
         hmac_secret_file,
         hmac_alg,
         public_key_file,
+        jwks_url,
         output,
     } = command;
     let project = parse_project(&project)?;
-    let id = match (hmac_secret_file, public_key_file) {
-        (Some(file), None) => {
+    let id = match (hmac_secret_file, public_key_file, jwks_url) {
+        (None, None, Some(url)) => {
+            svc.add_user_auth_key(project, &issuer, &audience, UserAuthKey::JwksUrl(&url))
+                .await
+        }
+        (Some(file), None, None) => {
             let secret =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let alg = hmac_alg
@@ -688,13 +696,15 @@ async fn auth_key(svc: &tollgate_service::Tollgate, command: AuthKeyCommand) -> 
             svc.add_user_auth_key(project, &issuer, &audience, UserAuthKey::Hmac(alg, &secret))
                 .await
         }
-        (None, Some(file)) => {
+        (None, Some(file), None) => {
             let pem = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             svc.add_user_auth_key(project, &issuer, &audience, UserAuthKey::PublicPem(&pem))
                 .await
         }
-        _ => anyhow::bail!("give exactly one of --hmac-secret-file and --public-key-file"),
+        _ => anyhow::bail!(
+            "give exactly one of --hmac-secret-file, --public-key-file and --jwks-url"
+        ),
     }
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     print(

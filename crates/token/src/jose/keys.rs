@@ -295,6 +295,49 @@ impl VerifyingKey {
         })
     }
 
+    /// A verification key from a public JWK: EC P-256 → ES256, OKP Ed25519 → EdDSA,
+    /// RSA → RS256. A JWK that names another `alg`, carries private members, or is a
+    /// symmetric (`oct`) key is refused.
+    pub fn from_jwk(
+        kid: KeyId,
+        jwk: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, JoseError> {
+        use base64::Engine as _;
+        let s = |k: &str| jwk.get(k).and_then(serde_json::Value::as_str);
+        let b = |k: &str| {
+            s(k).and_then(|v| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(v)
+                    .ok()
+            })
+            .ok_or(JoseError::InvalidKey)
+        };
+        if ["d", "p", "q", "k"].iter().any(|m| jwk.contains_key(*m)) {
+            return Err(JoseError::InvalidKey);
+        }
+        let key = match (s("kty"), s("crv")) {
+            (Some("EC"), Some("P-256")) => {
+                let (x, y) = (b("x")?, b("y")?);
+                if x.len() != 32 || y.len() != 32 {
+                    return Err(JoseError::InvalidKey);
+                }
+                let mut point = vec![0x04];
+                point.extend(x);
+                point.extend(y);
+                Self::public(Algorithm::ES256, kid, &point)?
+            }
+            (Some("OKP"), Some("Ed25519")) => Self::public(Algorithm::EdDSA, kid, &b("x")?)?,
+            (Some("RSA"), _) => Self::rsa(kid, &b("n")?, &b("e")?)?,
+            _ => return Err(JoseError::InvalidKey),
+        };
+        if let Some(alg) = s("alg")
+            && alg != key.algorithm().as_str()
+        {
+            return Err(JoseError::InvalidKey);
+        }
+        Ok(key)
+    }
+
     /// A verification key from a PEM `PUBLIC KEY` (SubjectPublicKeyInfo): P-256 → ES256,
     /// Ed25519 → EdDSA, RSA (≥ 2048 bits) → RS256. The algorithm follows from the key.
     pub fn from_public_pem(kid: KeyId, pem: &str) -> Result<Self, JoseError> {

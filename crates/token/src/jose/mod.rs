@@ -146,6 +146,18 @@ pub fn verify_pinned(
     verify_inner(token, max_len, |_| Ok(key))
 }
 
+/// The protected header of a compact JWS **without verifying anything** (to find a key).
+pub fn peek_header(token: &str, max_len: usize) -> Result<Map<String, Value>, JoseError> {
+    if token.len() > max_len {
+        return Err(JoseError::TooLarge);
+    }
+    let (header_b64, _, _) = split_compact(token)?;
+    if header_b64.len() > MAX_HEADER_B64_LEN {
+        return Err(JoseError::TooLarge);
+    }
+    decode_object(header_b64)
+}
+
 /// The claims of a compact JWS **without verifying anything**: only for choosing which key
 /// to verify it with (e.g. by `iss`). Size and format checks still apply.
 pub fn peek_claims(token: &str, max_len: usize) -> Result<Map<String, Value>, JoseError> {

@@ -566,3 +566,106 @@ async fn projects_add_their_own_namespaces() {
     );
     assert_eq!(a.sub_token("team:red").await.0, 422);
 }
+
+/// Serves one JSON document over HTTP on loopback, counting requests: the application's
+/// JWKS endpoint (a third party's server, so a stand-in is fine here).
+async fn serve_json(body: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn app_user_jwts_can_be_verified_through_a_jwks_url() {
+    use std::sync::atomic::Ordering;
+    let a = App::start(&[]).await;
+    let signer = SigningKey::generate(Algorithm::ES256, "app-key-1".parse().unwrap())
+        .unwrap()
+        .0;
+    let jwk = signer.verifying_key().to_jwk().unwrap();
+    let (url, hits) = serve_json(json!({"keys": [jwk]}).to_string()).await;
+    a.s.app
+        .tollgate
+        .add_user_auth_key(
+            a.project.parse().unwrap(),
+            "https://idp.example",
+            "tollgate",
+            tollgate_service::centrifugo::UserAuthKey::JwksUrl(&url),
+        )
+        .await
+        .unwrap();
+    let claims =
+        json!({"sub": ME, "iss": "https://idp.example", "aud": "tollgate", "exp": now() + 60});
+    let user_jwt = jose::sign(&signer, HeaderExtras::default(), &claims).unwrap();
+    let channel = json!({"channel": format!("user:{ME}")});
+    assert_eq!(
+        a.bearer_post(SUB_TOKEN, Some(&user_jwt), channel.clone())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        a.bearer_post(SUB_TOKEN, Some(&user_jwt), channel.clone())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the JWKS is cached");
+
+    // Unknown kids are refused and do not make Tollgate hammer the JWKS.
+    let stranger = SigningKey::generate(Algorithm::ES256, "app-key-2".parse().unwrap())
+        .unwrap()
+        .0;
+    let forged = jose::sign(&stranger, HeaderExtras::default(), &claims).unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            a.bearer_post(SUB_TOKEN, Some(&forged), channel.clone())
+                .await
+                .0,
+            401
+        );
+    }
+    assert!(
+        hits.load(Ordering::SeqCst) <= 2,
+        "refetches are rate limited"
+    );
+
+    // Only https (or loopback http) URLs are accepted.
+    let err =
+        a.s.app
+            .tollgate
+            .add_user_auth_key(
+                a.project.parse().unwrap(),
+                "https://other.example",
+                "tollgate",
+                tollgate_service::centrifugo::UserAuthKey::JwksUrl("http://169.254.169.254/jwks"),
+            )
+            .await
+            .unwrap_err();
+    assert!(matches!(
+        err,
+        tollgate_service::ServiceError::InvalidInput(_)
+    ));
+}
