@@ -266,3 +266,24 @@ fn debug_output_never_contains_key_material() {
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     assert!(!printed.contains(&hex));
 }
+
+#[test]
+fn jwks_keys_are_public_signature_keys_of_a_known_type() {
+    for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256] {
+        let k = key(alg, "k1");
+        let jwk = k.verifying_key().to_jwk().unwrap();
+        let vk = VerifyingKey::from_jwk(kid("k1"), &jwk).unwrap();
+        assert_eq!(vk.algorithm(), alg);
+        let t = sign(&k, HeaderExtras::default(), &json!({"sub": "u"})).unwrap();
+        assert!(verify_pinned(&t, MAX, &vk).is_ok(), "{alg}");
+
+        let mut wrong_alg = jwk.clone();
+        wrong_alg.insert("alg".into(), "HS256".into());
+        assert!(VerifyingKey::from_jwk(kid("k1"), &wrong_alg).is_err());
+        let mut private = jwk.clone();
+        private.insert("d".into(), "AAAA".into());
+        assert!(VerifyingKey::from_jwk(kid("k1"), &private).is_err());
+    }
+    let oct = json!({"kty": "oct", "k": "c2VjcmV0"});
+    assert!(VerifyingKey::from_jwk(kid("k1"), oct.as_object().unwrap()).is_err());
+}
