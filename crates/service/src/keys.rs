@@ -61,6 +61,16 @@ pub(crate) fn generate_record_with(
     })
 }
 
+/// Whether a key in `state` still accepts tokens at `now`: active, or retiring and not yet
+/// past `not_after`.
+fn verifies(state: KeyState, not_after: Option<UnixTime>, now: UnixTime) -> bool {
+    match state {
+        KeyState::Active => true,
+        KeyState::Retiring => not_after.is_none_or(|t| now < t),
+        KeyState::Pending | KeyState::Retired => false,
+    }
+}
+
 fn open(secrets: &Secrets, record: &SigningKeyRecord) -> Result<SigningKey, ServiceError> {
     let secret = secrets
         .open(&record.kid, &record.sealed_secret)
@@ -150,12 +160,7 @@ impl KeyCache {
         let Some(record) = store.signing_key(kid).await? else {
             return Ok(None);
         };
-        let live = match record.state {
-            KeyState::Active => true,
-            KeyState::Retiring => record.not_after.is_none_or(|t| now < t),
-            KeyState::Pending | KeyState::Retired => false,
-        };
-        if !live {
+        if !verifies(record.state, record.not_after, now) {
             return Ok(None);
         }
         let key = Arc::new(open(secrets, &record)?.verifying_key());
@@ -218,12 +223,7 @@ impl KeyCache {
         let Some(record) = store.encryption_key(kid).await? else {
             return Ok(None);
         };
-        let live = match record.state {
-            KeyState::Active => true,
-            KeyState::Retiring => record.not_after.is_none_or(|t| now < t),
-            KeyState::Pending | KeyState::Retired => false,
-        };
-        if !live {
+        if !verifies(record.state, record.not_after, now) {
             return Ok(None);
         }
         let entry = (

@@ -161,6 +161,48 @@ pub(crate) fn key_from(row: &AnyRow) -> Result<SigningKeyRecord, StoreError> {
     })
 }
 
+/// Sets `revoked_at` on one unrevoked row of `table` (a credential table with `id`,
+/// `project_id` and `revoked_at`). `true` if a row changed.
+pub(crate) async fn revoke_row(
+    pool: &AnyPool,
+    table: &'static str,
+    project: ProjectId,
+    id: &str,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(&format!(
+        "UPDATE {table} SET revoked_at = $1 \
+         WHERE id = $2 AND project_id = $3 AND revoked_at IS NULL"
+    ))
+    .bind(now.seconds())
+    .bind(id)
+    .bind(project.to_string())
+    .execute(pool)
+    .await
+    .map_err(unavailable)?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves a project's active key in `table` (`signing_keys` or `encryption_keys`) to
+/// `retiring` until `until`, inside the caller's transaction.
+pub(crate) async fn retire_active_keys(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    table: &'static str,
+    project: ProjectId,
+    until: UnixTime,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "UPDATE {table} SET state = 'retiring', not_after = $1 \
+         WHERE project_id = $2 AND state = 'active'"
+    ))
+    .bind(until.seconds())
+    .bind(project.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 const TOKEN_COLUMNS: &str = "id, project_id, name, token_hash, scopes, created_at, revoked_at";
 pub(crate) const KEY_COLUMNS: &str =
     "kid, project_id, alg, state, sealed_secret, public_key, created_at, not_after";
@@ -291,17 +333,7 @@ impl Store for SqlStore {
         id: ApiTokenId,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $1 \
-             WHERE id = $2 AND project_id = $3 AND revoked_at IS NULL",
-        )
-        .bind(now.seconds())
-        .bind(id.to_string())
-        .bind(project.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        revoke_row(&self.pool, "api_tokens", project, &id.to_string(), now).await
     }
 
     async fn active_api_token(

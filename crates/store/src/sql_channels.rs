@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use tollgate_token::{ProjectId, UnixTime};
 
 use crate::channels::{ChannelStore, NamespaceRecord, UserAuthKeyRecord};
-use crate::sql::{KEY_COLUMNS, corrupt, get, key_from, parse, unavailable};
+use crate::sql::{KEY_COLUMNS, corrupt, get, key_from, parse, retire_active_keys, unavailable};
 use crate::{SigningKeyRecord, SqlStore, StoreError};
 
 fn user_auth_from(row: &AnyRow) -> Result<UserAuthKeyRecord, StoreError> {
@@ -204,15 +204,7 @@ impl ChannelStore for SqlStore {
         retire_until: UnixTime,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query(
-            "UPDATE signing_keys SET state = 'retiring', not_after = $1 \
-             WHERE project_id = $2 AND state = 'active'",
-        )
-        .bind(retire_until.seconds())
-        .bind(key.project_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        retire_active_keys(&mut tx, "signing_keys", key.project_id, retire_until).await?;
         sqlx::query(
             "INSERT INTO signing_keys \
              (kid, project_id, alg, state, sealed_secret, public_key, created_at, not_after) \

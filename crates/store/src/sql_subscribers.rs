@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use tollgate_token::{KeyId, ProjectId, UnixTime};
 use uuid::Uuid;
 
-use crate::sql::{corrupt, get, parse, unavailable};
+use crate::sql::{corrupt, get, parse, retire_active_keys, revoke_row, unavailable};
 use crate::{
     AddressRecord, EmbedKeyRecord, EncryptionKeyRecord, FamilyRecord, KeyState, Login,
     NewRefreshToken, Rotation, SqlStore, StoreError, SubscriberProfile, SubscriberRecord,
@@ -202,15 +202,7 @@ impl SubscriberStore for SqlStore {
         retire_until: UnixTime,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query(
-            "UPDATE encryption_keys SET state = 'retiring', not_after = $1 \
-             WHERE project_id = $2 AND state = 'active'",
-        )
-        .bind(retire_until.seconds())
-        .bind(key.project_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        retire_active_keys(&mut tx, "encryption_keys", key.project_id, retire_until).await?;
         sqlx::query(
             "INSERT INTO encryption_keys (kid, project_id, state, sealed_secret, created_at, not_after) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -602,17 +594,7 @@ impl SubscriberStore for SqlStore {
         id: Uuid,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE embed_keys SET revoked_at = $1 \
-             WHERE id = $2 AND project_id = $3 AND revoked_at IS NULL",
-        )
-        .bind(now.seconds())
-        .bind(id.to_string())
-        .bind(project.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        revoke_row(&self.pool, "embed_keys", project, &id.to_string(), now).await
     }
 
     async fn record_dpop_proof(
