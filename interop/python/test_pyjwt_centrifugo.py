@@ -56,7 +56,10 @@ def test_tokens_verify_with_keys_from_the_jwks(tollgate, project):
 
     jwks = jwt.PyJWKClient(f"http://{tollgate.addr}/.well-known/jwks.json")
     key = jwks.get_signing_key_from_jwt(token)
-    claims = jwt.decode(token, key.key, algorithms=["ES256"], options={"require": ["exp", "iat", "sub"]})
+    claims = jwt.decode(
+        token, key.key, algorithms=["ES256"], audience=project["project_id"], issuer="tollgate",
+        options={"require": ["exp", "iat", "sub", "aud", "iss"]},
+    )
     assert claims["sub"] == user
     assert claims["channel"] == f"user:{user}"
     assert claims["exp"] - claims["iat"] == 3600
@@ -72,10 +75,13 @@ def test_tokens_verify_with_the_shared_hmac_secret(hmac_tollgate):
     sat = login(hmac_tollgate, project, user)
     r = subscription_token(hmac_tollgate, sat, f"$user:{user}")
     assert r.status_code == 200, r.text
-    claims = jwt.decode(r.json()["token"], HMAC, algorithms=["HS256"])
+    aud = project["project_id"]
+    claims = jwt.decode(r.json()["token"], HMAC, algorithms=["HS256"], audience=aud)
     assert claims["sub"] == user and claims["channel"] == f"$user:{user}"
     with pytest.raises(jwt.InvalidSignatureError):
-        jwt.decode(r.json()["token"], HMAC + "x", algorithms=["HS256"])
+        jwt.decode(r.json()["token"], HMAC + "x", algorithms=["HS256"], audience=aud)
+    with pytest.raises(jwt.InvalidAudienceError):
+        jwt.decode(r.json()["token"], HMAC, algorithms=["HS256"], audience="another-project")
 
     r = requests.post(
         f"http://{hmac_tollgate.addr}/api/v1/centrifugo/connection-token",
@@ -83,7 +89,7 @@ def test_tokens_verify_with_the_shared_hmac_secret(hmac_tollgate):
         json={},
         timeout=10,
     )
-    conn = jwt.decode(r.json()["token"], HMAC, algorithms=["HS256"])
+    conn = jwt.decode(r.json()["token"], HMAC, algorithms=["HS256"], audience=aud)
     assert conn["sub"] == user and "channel" not in conn
 
 

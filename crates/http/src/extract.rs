@@ -46,14 +46,9 @@ impl ScopePolicy for FabricScope {
     const ANY_OF: &'static [Scope] = &tollgate_service::fabric::FABRIC_SCOPES;
 }
 
-/// Scope policy of group membership: any valid API token of the project.
-#[derive(Debug)]
-pub struct AnyScope;
-impl ScopePolicy for AnyScope {
-    const ANY_OF: &'static [Scope] = &Scope::ALL;
-}
-
-/// Scope policy of the admin API (keys, namespaces): SignalWire's `management` scope.
+/// Scope policy of the admin API (group membership, namespaces, keys): SignalWire's
+/// `management` scope. Membership decides channel access, so a token that can only mint
+/// (say `pubsub`) must not be able to grant itself a group.
 #[derive(Debug)]
 pub struct ManagementScope;
 impl ScopePolicy for ManagementScope {

@@ -19,6 +19,9 @@ use crate::{Principal, ServiceError, Tollgate};
 
 /// Longest bearer token accepted on the app-facing endpoints.
 const MAX_BEARER_LEN: usize = 16 * 1024;
+/// Shortest time an outgoing signing key keeps verifying: twice the key-cache lifetime, so
+/// every node (and CLI-made rotations) has switched signers before it stops.
+pub const MIN_RETIRE_AFTER: i64 = 2 * crate::keys::CACHE_TTL.as_secs() as i64;
 /// Most channels in one batch request.
 pub const MAX_BATCH_CHANNELS: usize = 100;
 /// The stored `alg` of user-JWT keys found through a JWKS URL (the URL is the key data).
@@ -190,7 +193,11 @@ impl Tollgate {
                         "not a PEM public key of P-256, Ed25519 or RSA (≥ 2048 bits)".into(),
                     )
                 })?;
-                let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+                let body: String = pem
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect();
                 (key.algorithm(), body.trim().to_owned())
             }
         };
@@ -384,6 +391,8 @@ impl Tollgate {
         let (parsed, ttl) = self.authorize(user, namespaces, channel).await?;
         let now = self.inner.clock.now();
         let claims = SubscriptionClaims {
+            iss: self.inner.settings.issuer.clone(),
+            aud: user.project.to_string(),
             sub: user.id.clone(),
             channel: parsed.name,
             iat: now.seconds(),
@@ -436,6 +445,8 @@ impl Tollgate {
     ) -> Result<String, ServiceError> {
         let now = self.inner.clock.now();
         let claims = ConnectionClaims {
+            iss: self.inner.settings.issuer.clone(),
+            aud: user.project.to_string(),
             sub: user.id.clone(),
             iat: now.seconds(),
             exp: now.plus(centrifugo::DEFAULT_CONNECTION_TTL).seconds(),
@@ -513,6 +524,12 @@ impl Tollgate {
         alg: Algorithm,
         retire_after: i64,
     ) -> Result<KeyId, ServiceError> {
+        if !(MIN_RETIRE_AFTER..=30 * 86_400).contains(&retire_after) {
+            return Err(ServiceError::InvalidInput(format!(
+                "retire_after must be {MIN_RETIRE_AFTER} to 2592000 seconds: every node must \
+                 have switched to the new key before the old one stops verifying"
+            )));
+        }
         if self.inner.store.project(project).await?.is_none() {
             return Err(ServiceError::NotFound("project"));
         }
@@ -527,21 +544,31 @@ impl Tollgate {
         Ok(kid)
     }
 
-    /// Every signing key of a project with its state.
+    /// Every signing key of a project with its state (a retiring key past its end is
+    /// reported as retired).
     pub async fn signing_keys(
         &self,
         project: ProjectId,
     ) -> Result<Vec<SigningKeyRecord>, ServiceError> {
-        Ok(self.inner.store.all_signing_keys(project).await?)
+        let now = self.inner.clock.now();
+        let mut keys = self.inner.store.all_signing_keys(project).await?;
+        for k in &mut keys {
+            if k.state == tollgate_store::KeyState::Retiring
+                && k.not_after.is_some_and(|t| t <= now)
+            {
+                k.state = tollgate_store::KeyState::Retired;
+            }
+        }
+        Ok(keys)
     }
 
-    /// The JWKS: public keys of every live asymmetric signing key. Shared secrets never
-    /// appear.
-    pub async fn jwks(&self) -> Result<Value, ServiceError> {
+    /// The JWKS: public keys of every live asymmetric signing key, of one project or of
+    /// all. Shared secrets never appear.
+    pub async fn jwks(&self, project: Option<ProjectId>) -> Result<Value, ServiceError> {
         let now = self.inner.clock.now();
         let mut keys = Vec::new();
         for record in self.inner.store.live_signing_keys(now).await? {
-            if record.alg.is_symmetric() {
+            if record.alg.is_symmetric() || project.is_some_and(|p| p != record.project_id) {
                 continue;
             }
             if let Some(key) = self.verifying_key(&record.kid).await?

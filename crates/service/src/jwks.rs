@@ -54,15 +54,26 @@ pub(crate) fn acceptable_url(url: &str) -> bool {
     if url.len() > 2048 || !url.bytes().all(|b| b.is_ascii_graphic()) {
         return false;
     }
-    if let Some(rest) = url.strip_prefix("https://") {
-        return !rest.is_empty();
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => return false,
     };
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // No userinfo: `http://127.0.0.1:1@evil/` names the host after the `@`.
+    if authority.is_empty() || authority.contains(['@', '\\']) {
+        return false;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') || authority.starts_with('[') => {
+            if !port.bytes().all(|b| b.is_ascii_digit()) {
+                return false;
+            }
+            h
+        }
+        _ => authority,
+    };
+    https || matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 impl JwksCache {
@@ -175,5 +186,11 @@ mod tests {
         assert!(!acceptable_url("ftp://x"));
         assert!(!acceptable_url("https://"));
         assert!(!acceptable_url("http://127.0.0.1.evil.example/jwks"));
+        assert!(!acceptable_url(
+            "http://127.0.0.1:1@127.0.0.2/latest/meta-data"
+        ));
+        assert!(!acceptable_url("https://user@app.example/jwks"));
+        assert!(!acceptable_url("http://127.0.0.1:x/jwks"));
+        assert!(acceptable_url("http://[::1]:8080/jwks"));
     }
 }

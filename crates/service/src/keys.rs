@@ -120,7 +120,7 @@ impl<K: std::hash::Hash + Eq, V: Clone> TtlMap<K, V> {
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
     active: TtlMap<ProjectId, Arc<SigningKey>>,
-    verifying: TtlMap<KeyId, Arc<VerifyingKey>>,
+    verifying: TtlMap<KeyId, (Arc<VerifyingKey>, Option<UnixTime>)>,
     encrypting: TtlMap<ProjectId, Arc<EncryptionKey>>,
     decrypting: TtlMap<KeyId, (Arc<EncryptionKey>, ProjectId)>,
 }
@@ -154,8 +154,9 @@ impl KeyCache {
         kid: &KeyId,
         now: UnixTime,
     ) -> Result<Option<Arc<VerifyingKey>>, ServiceError> {
-        if let Some(k) = self.verifying.get(kid) {
-            return Ok(Some(k));
+        // A retiring key stops verifying at its end even while it is cached.
+        if let Some((k, not_after)) = self.verifying.get(kid) {
+            return Ok(not_after.is_none_or(|t| now < t).then_some(k));
         }
         let Some(record) = store.signing_key(kid).await? else {
             return Ok(None);
@@ -164,7 +165,10 @@ impl KeyCache {
             return Ok(None);
         }
         let key = Arc::new(open(secrets, &record)?.verifying_key());
-        self.verifying.insert(kid.clone(), key.clone());
+        let until = (record.state == KeyState::Retiring)
+            .then_some(record.not_after)
+            .flatten();
+        self.verifying.insert(kid.clone(), (key.clone(), until));
         Ok(Some(key))
     }
 }

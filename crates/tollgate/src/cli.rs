@@ -69,7 +69,8 @@ pub enum KeyCommand {
         /// Signing keys: the new key's algorithm (HS256, HS384, HS512, ES256, EdDSA, RS256).
         #[arg(long, default_value = "ES256")]
         alg: String,
-        /// Signing keys: seconds the old key keeps verifying (and stays in the JWKS).
+        /// Signing keys: seconds the old key keeps verifying (and stays in the JWKS); at least
+        /// 60, so every node has switched to the new key first.
         #[arg(long, default_value_t = 86_400)]
         retire_after: i64,
         #[command(flatten)]
@@ -686,8 +687,12 @@ async fn auth_key(svc: &tollgate_service::Tollgate, command: AuthKeyCommand) -> 
                 .await
         }
         (Some(file), None, None) => {
-            let secret =
+            let mut secret =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            // A file written by `echo` ends in a newline that is not part of the secret.
+            while secret.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+                secret.pop();
+            }
             let alg = hmac_alg
                 .parse::<tollgate_token::jose::Algorithm>()
                 .ok()

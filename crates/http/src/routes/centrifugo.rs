@@ -11,7 +11,7 @@ use tollgate_service::ServiceError;
 use tollgate_token::jose::Algorithm;
 use tollgate_token::validation::FieldError;
 
-use crate::extract::{AnyScope, BasicAuth, BearerUser, JsonObject, ManagementScope};
+use crate::extract::{BasicAuth, BearerUser, JsonObject, ManagementScope};
 use crate::{ApiError, AppState};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/centrifuge/subscribe", post(legacy_subscribe))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/api/v1/projects/{project}/jwks.json", get(project_jwks))
         .route("/api/v1/groups/{kind}/{id}/members", get(members))
         .route(
             "/api/v1/groups/{kind}/{id}/members/{user}",
@@ -177,15 +178,26 @@ async fn connection_token(
     Ok(Json(json!({ "token": token })))
 }
 
-/// `GET /.well-known/jwks.json`: public keys only.
+/// `GET /.well-known/jwks.json`: public keys of every project.
 async fn jwks(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let keys = state.tollgate.jwks().await?;
+    let keys = state.tollgate.jwks(None).await?;
+    Ok(([(header::CACHE_CONTROL, "public, max-age=300")], Json(keys)))
+}
+
+/// `GET /api/v1/projects/{project}/jwks.json`: one project's public keys, for a Centrifugo
+/// that serves that project only.
+async fn project_jwks(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let project = project.parse().map_err(|_| ApiError::NotFound)?;
+    let keys = state.tollgate.jwks(Some(project)).await?;
     Ok(([(header::CACHE_CONTROL, "public, max-age=300")], Json(keys)))
 }
 
 async fn members(
     State(state): State<AppState>,
-    auth: BasicAuth<AnyScope>,
+    auth: BasicAuth<ManagementScope>,
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let list = state.tollgate.members(&auth.principal, &kind, &id).await?;
@@ -198,7 +210,7 @@ async fn members(
 
 async fn add_member(
     State(state): State<AppState>,
-    auth: BasicAuth<AnyScope>,
+    auth: BasicAuth<ManagementScope>,
     Path((kind, id, user)): Path<(String, String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let created = state
@@ -218,7 +230,7 @@ async fn add_member(
 
 async fn remove_member(
     State(state): State<AppState>,
-    auth: BasicAuth<AnyScope>,
+    auth: BasicAuth<ManagementScope>,
     Path((kind, id, user)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state
@@ -334,17 +346,18 @@ async fn rotate_key(
         .get("retire_after")
         .and_then(Value::as_i64)
         .unwrap_or(86_400);
-    if !(0..=30 * 86_400).contains(&retire_after) {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "invalid_parameter",
-            "retire_after",
-            "retire_after must be 0 to 2592000 seconds",
-        )]));
-    }
     let kid = state
         .tollgate
         .rotate_signing_key(auth.principal.project_id, alg, retire_after)
-        .await?;
+        .await
+        .map_err(|e| match e {
+            ServiceError::InvalidInput(msg) => ApiError::Validation(vec![FieldError::new(
+                "invalid_parameter",
+                "retire_after",
+                msg,
+            )]),
+            other => other.into(),
+        })?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"kid": kid.as_str(), "alg": alg.as_str()})),

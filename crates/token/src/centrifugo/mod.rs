@@ -270,6 +270,11 @@ pub fn decide<'n>(
 /// Claims of a Centrifugo subscription token.
 #[derive(Debug, Clone, Serialize)]
 pub struct SubscriptionClaims {
+    /// Tollgate's issuer name.
+    pub iss: String,
+    /// The project id: a Centrifugo serving one project sets `token.audience` to it, so a
+    /// token of another project (signed by a key in the same JWKS) is refused.
+    pub aud: String,
     pub sub: String,
     pub channel: String,
     pub iat: i64,
@@ -287,6 +292,10 @@ pub struct SubscriptionClaims {
 /// Claims of a Centrifugo connection token. Never carries `channel`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionClaims {
+    /// Tollgate's issuer name.
+    pub iss: String,
+    /// The project id (see [`SubscriptionClaims::aud`]).
+    pub aud: String,
     pub sub: String,
     pub iat: i64,
     pub exp: i64,
@@ -317,6 +326,9 @@ pub enum ClaimsError {
 
 /// Leeway for `nbf`/`iat` in the future (clock skew between the app and Tollgate).
 pub const CLOCK_SKEW: i64 = 60;
+/// Longest remaining lifetime accepted on a user JWT (checklist JWT-06: the library will
+/// not cap it, so this code does).
+pub const MAX_USER_JWT_LIFETIME: i64 = 24 * 60 * 60;
 
 /// Validates an application user JWT's claims: `sub`, `exp`, `iss`, `aud` required
 /// (integers for times; `aud` a string or a one-element array), exact issuer and audience,
@@ -349,7 +361,7 @@ pub fn validate_user_claims(
     if iss != policy.issuer || aud != policy.audience {
         return Err(ClaimsError::WrongParty);
     }
-    if exp <= now.seconds() {
+    if exp <= now.seconds() || exp > now.seconds() + MAX_USER_JWT_LIFETIME + CLOCK_SKEW {
         return Err(ClaimsError::Time);
     }
     for claim in ["nbf", "iat"] {

@@ -149,6 +149,7 @@ fn user_jwt_claims() {
             ClaimsError::WrongParty,
         ),
         ("exp", json!(1_800_000_000), ClaimsError::Time),
+        ("exp", json!(1_800_000_000 + 315_360_000), ClaimsError::Time),
         ("exp", json!("1800000100"), ClaimsError::Missing),
         ("exp", json!(1.8e9), ClaimsError::Missing),
         ("sub", json!(""), ClaimsError::Missing),

@@ -312,7 +312,10 @@ impl VerifyingKey {
             })
             .ok_or(JoseError::InvalidKey)
         };
-        if ["d", "p", "q", "k"].iter().any(|m| jwk.contains_key(*m)) {
+        if ["d", "p", "q", "dp", "dq", "qi", "oth", "k"]
+            .iter()
+            .any(|m| jwk.contains_key(*m))
+        {
             return Err(JoseError::InvalidKey);
         }
         let key = match (s("kty"), s("crv")) {

@@ -239,6 +239,73 @@ async fn membership_changes_apply_to_the_very_next_request() {
             .await
             .unwrap();
     assert_eq!(res.status(), 401);
+    // A token that can only mint cannot grant itself a group.
+    let (p, t) =
+        a.s.project_with([Scope::Pubsub, Scope::Calling].into_iter().collect())
+            .await;
+    let res =
+        a.s.client
+            .put(a.s.url(&format!("/api/v1/groups/company/{COMPANY}/members/{ME}")))
+            .basic_auth(&p, Some(&t))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn tokens_are_bound_to_their_project() {
+    let a = App::start(&[]).await;
+    let b = App::start(&[]).await;
+    let (_, res) = a.sub_token(&format!("user:{ME}")).await;
+    let token = res["token"].as_str().unwrap();
+    let claims = a.verify(token).await;
+    assert_eq!(
+        claims["aud"],
+        a.project.as_str(),
+        "a Centrifugo checks its project as audience"
+    );
+    assert_eq!(claims["iss"], "tollgate");
+    // Each project's JWKS has only its own keys.
+    let kid = decode_part(token, 0)["kid"].as_str().unwrap().to_owned();
+    let jwks_of = |project: String| {
+        let req =
+            a.s.client
+                .get(a.s.url(&format!("/api/v1/projects/{project}/jwks.json")));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let own = jwks_of(a.project.clone()).await;
+    assert!(
+        own["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid.as_str())
+    );
+    let other = jwks_of(b.project.clone()).await;
+    assert!(
+        other["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kid"] != kid.as_str())
+    );
+    // Another project's membership grants nothing here (different servers, same idea:
+    // membership is per project).
+    b.basic(
+        "PUT",
+        &format!("/api/v1/groups/company/{COMPANY}/members/{ME}"),
+        None,
+    )
+    .await;
+    assert_eq!(a.sub_token(&format!("company:{COMPANY}")).await.0, 403);
+    let res =
+        a.s.client
+            .get(a.s.url("/api/v1/projects/not-a-uuid/jwks.json"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 404);
 }
 
 #[tokio::test]
@@ -473,15 +540,32 @@ async fn signing_keys_rotate_without_a_failed_verification() {
         ]
     );
 
-    // Retire the old key at once: it leaves the JWKS.
-    let (status, _) = a
+    // The old key's end is set; a window shorter than every node's key cache is refused.
+    let (status, res) = a
         .basic(
             "POST",
             "/api/v1/keys/rotate",
             Some(json!({"alg": "RS256", "retire_after": 0})),
         )
         .await;
+    assert_eq!(status, 422, "{res}");
+    let (status, _) = a
+        .basic(
+            "POST",
+            "/api/v1/keys/rotate",
+            Some(json!({"alg": "RS256", "retire_after": 60})),
+        )
+        .await;
     assert_eq!(status, 201);
+    let (_, keys) = a.basic("GET", "/api/v1/keys", None).await;
+    let edd = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == new_kid.as_str())
+        .unwrap();
+    assert_eq!(edd["state"], "retiring");
+    assert!(edd["not_after"].is_string());
     let jwks =
         a.s.client
             .get(a.s.url("/.well-known/jwks.json"))
@@ -491,10 +575,6 @@ async fn signing_keys_rotate_without_a_failed_verification() {
             .text()
             .await
             .unwrap();
-    assert!(
-        !jwks.contains(&new_kid),
-        "a key retired with retire_after 0 is gone"
-    );
     for private in [
         "\"d\"", "\"p\"", "\"q\"", "\"dp\"", "\"dq\"", "\"qi\"", "\"k\"",
     ] {
