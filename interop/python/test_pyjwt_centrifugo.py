@@ -116,3 +116,9 @@ def test_app_user_jwts_signed_by_pyjwt(tollgate, project):
     other_key = ec.generate_private_key(ec.SECP256R1())
     forged = jwt.encode(claims, other_key, algorithm="ES256")
     assert subscription_token(tollgate, forged, f"user:{user}").status_code == 401
+
+    listed = tollgate.cli("auth-key", "list", "--project", project["project_id"])
+    assert listed["auth_keys"] == [{"issuer": "https://app.example", "audience": "tollgate", "kind": "ES256"}]
+    removed = tollgate.cli("auth-key", "remove", "--project", project["project_id"], "--issuer", "https://app.example")
+    assert removed == {"issuer": "https://app.example", "removed": True}
+    assert subscription_token(tollgate, user_jwt, f"user:{user}").status_code == 401

@@ -231,6 +231,39 @@ impl Tollgate {
         }
     }
 
+    /// A project's registered user-JWT keys (issuer, audience, kind; never secrets).
+    pub async fn user_auth_keys(
+        &self,
+        project: ProjectId,
+    ) -> Result<Vec<(String, String, String)>, ServiceError> {
+        Ok(self
+            .inner
+            .store
+            .user_auth_keys(project)
+            .await?
+            .into_iter()
+            .map(|k| (k.issuer, k.audience, k.alg))
+            .collect())
+    }
+
+    /// Forgets how to verify `issuer`'s user JWTs (to replace a key: remove, then add).
+    pub async fn remove_user_auth_key(
+        &self,
+        project: ProjectId,
+        issuer: &str,
+    ) -> Result<(), ServiceError> {
+        if self
+            .inner
+            .store
+            .delete_user_auth_key(project, issuer)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound("user JWT issuer"))
+        }
+    }
+
     /// The project's namespaces: the defaults, overridden or extended by its own.
     pub async fn namespaces(&self, project: ProjectId) -> Result<Vec<Namespace>, ServiceError> {
         let mut all = centrifugo::default_namespaces();

@@ -84,6 +84,19 @@ pub trait ChannelStore: Send + Sync {
     /// Adds a user-JWT key (`Conflict` if another one has the issuer).
     async fn insert_user_auth_key(&self, key: &UserAuthKeyRecord) -> Result<(), StoreError>;
 
+    /// A project's user-JWT keys.
+    async fn user_auth_keys(
+        &self,
+        project: ProjectId,
+    ) -> Result<Vec<UserAuthKeyRecord>, StoreError>;
+
+    /// Removes the project's user-JWT key for `issuer`. `false` if absent.
+    async fn delete_user_auth_key(
+        &self,
+        project: ProjectId,
+        issuer: &str,
+    ) -> Result<bool, StoreError>;
+
     /// The user-JWT key for an issuer.
     async fn user_auth_key(&self, issuer: &str) -> Result<Option<UserAuthKeyRecord>, StoreError>;
 

@@ -184,6 +184,37 @@ impl ChannelStore for SqlStore {
         Ok(())
     }
 
+    async fn user_auth_keys(
+        &self,
+        project: ProjectId,
+    ) -> Result<Vec<UserAuthKeyRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, project_id, issuer, audience, alg, key_data, created_at \
+             FROM user_auth_keys WHERE project_id = $1 ORDER BY created_at, issuer",
+        )
+        .bind(project.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(user_auth_from)
+        .collect()
+    }
+
+    async fn delete_user_auth_key(
+        &self,
+        project: ProjectId,
+        issuer: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM user_auth_keys WHERE project_id = $1 AND issuer = $2")
+            .bind(project.to_string())
+            .bind(issuer)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn user_auth_key(&self, issuer: &str) -> Result<Option<UserAuthKeyRecord>, StoreError> {
         sqlx::query(
             "SELECT id, project_id, issuer, audience, alg, key_data, created_at \

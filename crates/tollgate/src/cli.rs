@@ -137,6 +137,25 @@ pub enum NamespaceCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuthKeyCommand {
+    /// List the issuers whose user JWTs the project accepts.
+    List {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Stop accepting an issuer's user JWTs (to replace its key: remove, then add).
+    Remove {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// The issuer to forget.
+        #[arg(long)]
+        issuer: String,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Register how to verify the application's own user JWTs (found by their `iss`).
     Add {
         /// Project id.
@@ -670,16 +689,59 @@ async fn namespace(
 
 async fn auth_key(svc: &tollgate_service::Tollgate, command: AuthKeyCommand) -> anyhow::Result<()> {
     use tollgate_service::centrifugo::UserAuthKey;
-    let AuthKeyCommand::Add {
-        project,
-        issuer,
-        audience,
-        hmac_secret_file,
-        hmac_alg,
-        public_key_file,
-        jwks_url,
-        output,
-    } = command;
+    let svc_err = |e: tollgate_service::ServiceError| anyhow::anyhow!("{e}");
+    let (project, issuer, audience, hmac_secret_file, hmac_alg, public_key_file, jwks_url, output) =
+        match command {
+            AuthKeyCommand::List { project, output } => {
+                let keys = svc
+                    .user_auth_keys(parse_project(&project)?)
+                    .await
+                    .map_err(svc_err)?;
+                let list: Vec<_> = keys
+                    .iter()
+                    .map(|(i, a, k)| json!({"issuer": i, "audience": a, "kind": k}))
+                    .collect();
+                let text = keys
+                    .iter()
+                    .map(|(i, a, k)| format!("{i}  aud={a}  {k}"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return print(output, &json!({ "auth_keys": list }), &text);
+            }
+            AuthKeyCommand::Remove {
+                project,
+                issuer,
+                output,
+            } => {
+                svc.remove_user_auth_key(parse_project(&project)?, &issuer)
+                    .await
+                    .map_err(svc_err)?;
+                return print(
+                    output,
+                    &json!({"issuer": issuer, "removed": true}),
+                    &format!("user JWTs from {issuer:?} are no longer accepted"),
+                );
+            }
+            AuthKeyCommand::Add {
+                project,
+                issuer,
+                audience,
+                hmac_secret_file,
+                hmac_alg,
+                public_key_file,
+                jwks_url,
+                output,
+            } => (
+                project,
+                issuer,
+                audience,
+                hmac_secret_file,
+                hmac_alg,
+                public_key_file,
+                jwks_url,
+                output,
+            ),
+        };
     let project = parse_project(&project)?;
     let id = match (hmac_secret_file, public_key_file, jwks_url) {
         (None, None, Some(url)) => {
