@@ -1,0 +1,177 @@
+//! Publish/subscribe for the real-time gateway.
+//!
+//! [`Broker`] is the one interface the gateway uses: publish into a channel, register a
+//! connection's [`Queue`] as a local subscriber, read history with stream positions
+//! (offset + epoch, for Centrifugo's recovery), and keep presence. Everything is async and
+//! fallible so a Redis implementation can sit behind the same trait; [`MemoryBroker`] is
+//! the in-process one.
+//!
+//! Fan-out never waits for a subscriber: each connection has a bounded [`Queue`]
+//! (by bytes); a publication that does not fit marks that queue overflowed, and the
+//! gateway disconnects the slow consumer (Centrifugo's code 3008) instead of stalling the
+//! publisher or buffering without bound.
+
+mod memory;
+mod queue;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use memory::MemoryBroker;
+pub use queue::{Queue, QueueState};
+
+/// One message in a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    /// Position in the channel's stream (0 when the channel keeps no history).
+    pub offset: u64,
+    /// The payload: raw JSON, passed through untouched.
+    pub data: Bytes,
+    /// Who published it (raw JSON `ClientInfo`), for client-side publications.
+    pub info: Option<Bytes>,
+    /// Unix time in milliseconds.
+    pub time_ms: i64,
+}
+
+/// A position in a channel's stream. A new epoch means the stream was reset (history
+/// lost), so offsets from another epoch are meaningless.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// How much history a channel keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// Most publications kept.
+    pub size: usize,
+    /// How long each is kept.
+    pub ttl: Duration,
+}
+
+/// What happened in a channel, as delivered to subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Publication(Arc<Publication>),
+    /// A client joined (raw JSON `ClientInfo`).
+    Join(Bytes),
+    /// A client left (raw JSON `ClientInfo`).
+    Leave(Bytes),
+}
+
+/// An event with the channel it happened in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub channel: Arc<str>,
+    pub event: Event,
+}
+
+impl Delivery {
+    /// Bytes this delivery counts against a queue's budget.
+    #[must_use]
+    pub fn weight(&self) -> usize {
+        let payload = match &self.event {
+            Event::Publication(p) => p.data.len() + p.info.as_ref().map_or(0, Bytes::len),
+            Event::Join(i) | Event::Leave(i) => i.len(),
+        };
+        // Fixed overhead approximates the envelope the gateway wraps around it.
+        payload + self.channel.len() + 64
+    }
+}
+
+/// A history read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryQuery<'a> {
+    /// Only publications after this position (recovery).
+    pub since: Option<&'a StreamPosition>,
+    /// At most this many (newest-first when `reverse`). `None`: all kept.
+    pub limit: Option<usize>,
+    pub reverse: bool,
+}
+
+/// The answer to a history read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct History {
+    pub publications: Vec<Arc<Publication>>,
+    /// The stream's current top.
+    pub position: StreamPosition,
+    /// With `since`: whether every publication after it was still kept (same epoch, no
+    /// gap). `false` means the client must re-sync another way.
+    pub recovered: bool,
+}
+
+/// Presence counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PresenceStats {
+    pub clients: usize,
+    pub users: usize,
+}
+
+/// A presence entry: a client, its user and its info.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEntry {
+    pub client: String,
+    pub user: String,
+    pub info: Bytes,
+}
+
+/// A broker failure (a remote broker being unreachable); in-process never fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The broker interface.
+#[async_trait]
+pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
+    /// Publishes `data` into `channel`, keeping it in history under `history` if given.
+    /// Returns the stream position it got.
+    async fn publish(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<Bytes>,
+        history: Option<HistoryPolicy>,
+    ) -> Result<StreamPosition, BrokerError>;
+
+    /// Tells subscribers that a client joined or left (`Event::Join`/`Event::Leave`).
+    async fn publish_presence_event(&self, channel: &str, event: Event) -> Result<(), BrokerError>;
+
+    /// Registers `queue` as a local subscriber of `channel`.
+    async fn subscribe(&self, channel: &str, queue: &Arc<Queue>) -> Result<(), BrokerError>;
+
+    /// Removes `queue` from `channel`.
+    async fn unsubscribe(&self, channel: &str, queue: &Queue) -> Result<(), BrokerError>;
+
+    /// Reads history.
+    async fn history(&self, channel: &str, query: HistoryQuery<'_>)
+    -> Result<History, BrokerError>;
+
+    /// Drops a channel's history (the stream position is kept).
+    async fn remove_history(&self, channel: &str) -> Result<(), BrokerError>;
+
+    /// Adds or refreshes a client's presence for `ttl`.
+    async fn add_presence(
+        &self,
+        channel: &str,
+        entry: PresenceEntry,
+        ttl: Duration,
+    ) -> Result<(), BrokerError>;
+
+    /// Removes a client's presence.
+    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BrokerError>;
+
+    /// The clients present in a channel.
+    async fn presence(&self, channel: &str) -> Result<Vec<PresenceEntry>, BrokerError>;
+
+    /// Presence counts.
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError>;
+
+    /// Channels with local subscribers, and how many.
+    async fn channels(&self) -> Result<Vec<(String, usize)>, BrokerError>;
+}

@@ -1,0 +1,283 @@
+//! The in-process broker: one node, no persistence.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{
+    Broker, BrokerError, Delivery, Event, History, HistoryPolicy, HistoryQuery, PresenceEntry,
+    PresenceStats, Publication, Queue, StreamPosition,
+};
+
+#[derive(Debug)]
+struct Kept {
+    publication: Arc<Publication>,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct Channel {
+    name: Arc<str>,
+    subscribers: HashMap<u64, Weak<Queue>>,
+    epoch: String,
+    offset: u64,
+    history: VecDeque<Kept>,
+    presence: HashMap<String, (PresenceEntry, Instant)>,
+}
+
+impl Channel {
+    fn new(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            subscribers: HashMap::new(),
+            epoch: new_epoch(),
+            offset: 0,
+            history: VecDeque::new(),
+            presence: HashMap::new(),
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self.history.front().is_some_and(|k| k.expires <= now) {
+            self.history.pop_front();
+        }
+        self.presence.retain(|_, (_, expires)| *expires > now);
+    }
+
+    fn position(&self) -> StreamPosition {
+        StreamPosition {
+            offset: self.offset,
+            epoch: self.epoch.clone(),
+        }
+    }
+
+    /// Whether nothing would be lost by forgetting the channel.
+    fn idle(&self) -> bool {
+        self.subscribers.is_empty() && self.history.is_empty() && self.presence.is_empty()
+    }
+
+    /// Hands `event` to every live subscriber, dropping queues that are gone.
+    fn fan_out(&mut self, event: &Event) {
+        let delivery = Delivery {
+            channel: self.name.clone(),
+            event: event.clone(),
+        };
+        self.subscribers.retain(|_, weak| match weak.upgrade() {
+            Some(queue) => {
+                // A full queue marks itself overflowed; its connection is then closed by
+                // the gateway. The publisher never waits.
+                queue.push(delivery.clone());
+                true
+            }
+            None => false,
+        });
+    }
+}
+
+fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The in-process broker.
+#[derive(Debug, Default)]
+pub struct MemoryBroker {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl MemoryBroker {
+    /// An empty broker.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_channel<T>(&self, name: &str, f: impl FnOnce(&mut Channel) -> T) -> T {
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let channel = channels
+            .entry(name.to_owned())
+            .or_insert_with(|| Channel::new(name));
+        channel.prune(Instant::now());
+        let out = f(channel);
+        if channel.idle() {
+            channels.remove(name);
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(
+        &self,
+        channel: &str,
+        data: Bytes,
+        info: Option<Bytes>,
+        history: Option<HistoryPolicy>,
+    ) -> Result<StreamPosition, BrokerError> {
+        Ok(self.with_channel(channel, |ch| {
+            let keep = history.filter(|h| h.size > 0 && !h.ttl.is_zero());
+            if keep.is_some() {
+                ch.offset += 1;
+            }
+            let publication = Arc::new(Publication {
+                offset: if keep.is_some() { ch.offset } else { 0 },
+                data,
+                info,
+                time_ms: now_ms(),
+            });
+            if let Some(policy) = keep {
+                ch.history.push_back(Kept {
+                    publication: publication.clone(),
+                    expires: Instant::now() + policy.ttl,
+                });
+                while ch.history.len() > policy.size {
+                    ch.history.pop_front();
+                }
+            }
+            ch.fan_out(&Event::Publication(publication));
+            ch.position()
+        }))
+    }
+
+    async fn publish_presence_event(&self, channel: &str, event: Event) -> Result<(), BrokerError> {
+        self.with_channel(channel, |ch| ch.fan_out(&event));
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str, queue: &Arc<Queue>) -> Result<(), BrokerError> {
+        self.with_channel(channel, |ch| {
+            ch.subscribers.insert(queue.id(), Arc::downgrade(queue));
+        });
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channel: &str, queue: &Queue) -> Result<(), BrokerError> {
+        self.with_channel(channel, |ch| {
+            ch.subscribers.remove(&queue.id());
+        });
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery<'_>,
+    ) -> Result<History, BrokerError> {
+        Ok(self.with_channel(channel, |ch| {
+            let position = ch.position();
+            let (mut publications, recovered): (Vec<Arc<Publication>>, bool) = match query.since {
+                None => (
+                    ch.history.iter().map(|k| k.publication.clone()).collect(),
+                    true,
+                ),
+                Some(since) => {
+                    let first_kept = ch
+                        .history
+                        .front()
+                        .map_or(ch.offset + 1, |k| k.publication.offset);
+                    let continuous = since.epoch == ch.epoch
+                        && since.offset <= ch.offset
+                        && first_kept <= since.offset + 1;
+                    if continuous {
+                        (
+                            ch.history
+                                .iter()
+                                .filter(|k| k.publication.offset > since.offset)
+                                .map(|k| k.publication.clone())
+                                .collect(),
+                            true,
+                        )
+                    } else {
+                        (Vec::new(), false)
+                    }
+                }
+            };
+            if query.reverse {
+                publications.reverse();
+            }
+            if let Some(limit) = query.limit {
+                publications.truncate(limit);
+            }
+            History {
+                publications,
+                position,
+                recovered,
+            }
+        }))
+    }
+
+    async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
+        self.with_channel(channel, |ch| ch.history.clear());
+        Ok(())
+    }
+
+    async fn add_presence(
+        &self,
+        channel: &str,
+        entry: PresenceEntry,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        self.with_channel(channel, |ch| {
+            ch.presence
+                .insert(entry.client.clone(), (entry, Instant::now() + ttl));
+        });
+        Ok(())
+    }
+
+    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
+        self.with_channel(channel, |ch| {
+            ch.presence.remove(client);
+        });
+        Ok(())
+    }
+
+    async fn presence(&self, channel: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+        Ok(self.with_channel(channel, |ch| {
+            let mut entries: Vec<PresenceEntry> =
+                ch.presence.values().map(|(e, _)| e.clone()).collect();
+            entries.sort_by(|a, b| a.client.cmp(&b.client));
+            entries
+        }))
+    }
+
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
+        Ok(self.with_channel(channel, |ch| {
+            let mut users: Vec<&str> = ch.presence.values().map(|(e, _)| e.user.as_str()).collect();
+            users.sort_unstable();
+            users.dedup();
+            PresenceStats {
+                clients: ch.presence.len(),
+                users: users.len(),
+            }
+        }))
+    }
+
+    async fn channels(&self) -> Result<Vec<(String, usize)>, BrokerError> {
+        let channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<(String, usize)> = channels
+            .values()
+            .filter(|c| !c.subscribers.is_empty())
+            .map(|c| (c.name.to_string(), c.subscribers.len()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,314 @@
+//! The in-process broker's behaviour.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::{
+    Broker, Event, HistoryPolicy, HistoryQuery, MemoryBroker, PresenceEntry, Queue, QueueState,
+};
+
+const KEEP: Option<HistoryPolicy> = Some(HistoryPolicy {
+    size: 3,
+    ttl: Duration::from_secs(60),
+});
+
+fn data(s: &str) -> Bytes {
+    Bytes::from(format!("{{\"v\":\"{s}\"}}"))
+}
+
+async fn received(q: &Queue) -> Vec<String> {
+    let batch = tokio::time::timeout(Duration::from_millis(200), q.next_batch(100))
+        .await
+        .expect("a delivery arrives")
+        .expect("queue open");
+    batch
+        .into_iter()
+        .map(|d| match d.event {
+            Event::Publication(p) => format!("{}:{}", d.channel, String::from_utf8_lossy(&p.data)),
+            Event::Join(i) => format!("{}:join:{}", d.channel, String::from_utf8_lossy(&i)),
+            Event::Leave(i) => format!("{}:leave:{}", d.channel, String::from_utf8_lossy(&i)),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn fans_out_to_every_subscriber_and_only_them() {
+    let b = MemoryBroker::new();
+    let (q1, q2, other) = (
+        Queue::new(1 << 20),
+        Queue::new(1 << 20),
+        Queue::new(1 << 20),
+    );
+    b.subscribe("news", &q1).await.unwrap();
+    b.subscribe("news", &q2).await.unwrap();
+    b.subscribe("sport", &other).await.unwrap();
+    b.publish("news", data("a"), None, None).await.unwrap();
+    assert_eq!(received(&q1).await, [r#"news:{"v":"a"}"#]);
+    assert_eq!(received(&q2).await, [r#"news:{"v":"a"}"#]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), other.next_batch(10))
+            .await
+            .is_err(),
+        "another channel's subscriber gets nothing"
+    );
+    b.unsubscribe("news", &q2).await.unwrap();
+    b.publish("news", data("b"), None, None).await.unwrap();
+    assert_eq!(received(&q1).await, [r#"news:{"v":"b"}"#]);
+    assert_eq!(
+        b.channels().await.unwrap(),
+        [("news".to_owned(), 1), ("sport".to_owned(), 1)]
+    );
+
+    // A dropped connection's queue is forgotten on the next publication.
+    drop(q1);
+    b.publish("news", data("c"), None, None).await.unwrap();
+    assert_eq!(b.channels().await.unwrap(), [("sport".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn history_keeps_positions_size_and_ttl() {
+    let b = MemoryBroker::new();
+    let p1 = b.publish("c", data("1"), None, KEEP).await.unwrap();
+    let p2 = b.publish("c", data("2"), None, KEEP).await.unwrap();
+    assert_eq!((p1.offset, p2.offset), (1, 2));
+    assert_eq!(p1.epoch, p2.epoch);
+    assert_eq!(p1.epoch.len(), 8);
+    for i in 3..=5 {
+        b.publish("c", data(&i.to_string()), None, KEEP)
+            .await
+            .unwrap();
+    }
+    let h = b.history("c", HistoryQuery::default()).await.unwrap();
+    let offsets: Vec<u64> = h.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, [3, 4, 5], "size 3 keeps the newest three");
+    assert_eq!(h.position.offset, 5);
+    let rev = b
+        .history(
+            "c",
+            HistoryQuery {
+                limit: Some(2),
+                reverse: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = rev.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, [5, 4]);
+
+    // Without a history policy nothing is kept and no offset is taken.
+    let p = b.publish("plain", data("x"), None, None).await.unwrap();
+    assert_eq!(p.offset, 0);
+    assert!(
+        b.history("plain", HistoryQuery::default())
+            .await
+            .unwrap()
+            .publications
+            .is_empty()
+    );
+
+    // TTL.
+    let short = Some(HistoryPolicy {
+        size: 10,
+        ttl: Duration::from_millis(40),
+    });
+    b.publish("t", data("x"), None, short).await.unwrap();
+    b.publish("t", data("y"), None, KEEP).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let h = b.history("t", HistoryQuery::default()).await.unwrap();
+    assert_eq!(h.publications.len(), 1);
+    assert_eq!(h.publications[0].offset, 2);
+}
+
+#[tokio::test]
+async fn recovery_reports_whether_the_stream_is_continuous() {
+    let b = MemoryBroker::new();
+    let q = Queue::new(1 << 20);
+    b.subscribe("c", &q).await.unwrap();
+    let mut last = b.publish("c", data("1"), None, KEEP).await.unwrap();
+    for i in 2..=3 {
+        last = b
+            .publish("c", data(&i.to_string()), None, KEEP)
+            .await
+            .unwrap();
+    }
+    let since = crate::StreamPosition {
+        offset: 1,
+        epoch: last.epoch.clone(),
+    };
+    let h = b
+        .history(
+            "c",
+            HistoryQuery {
+                since: Some(&since),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(h.recovered);
+    assert_eq!(
+        h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        [2, 3]
+    );
+
+    // Nothing missed: recovered, empty.
+    let top = b
+        .history(
+            "c",
+            HistoryQuery {
+                since: Some(&last),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(top.recovered && top.publications.is_empty());
+
+    // A gap (publication 1 pushed out of a size-3 history) or another epoch: not recovered.
+    b.publish("c", data("4"), None, KEEP).await.unwrap();
+    let old = crate::StreamPosition {
+        offset: 0,
+        epoch: last.epoch.clone(),
+    };
+    let gap = b
+        .history(
+            "c",
+            HistoryQuery {
+                since: Some(&old),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!gap.recovered && gap.publications.is_empty());
+    assert_eq!(gap.position.offset, 4);
+    let other = crate::StreamPosition {
+        offset: 3,
+        epoch: "ffffffff".into(),
+    };
+    assert!(
+        !b.history(
+            "c",
+            HistoryQuery {
+                since: Some(&other),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .recovered
+    );
+    let future = crate::StreamPosition {
+        offset: 99,
+        epoch: last.epoch.clone(),
+    };
+    assert!(
+        !b.history(
+            "c",
+            HistoryQuery {
+                since: Some(&future),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .recovered
+    );
+}
+
+#[tokio::test]
+async fn a_slow_consumer_overflows_without_stalling_the_publisher() {
+    let b = MemoryBroker::new();
+    let slow = Queue::new(1024);
+    let fast = Queue::new(1 << 20);
+    b.subscribe("c", &slow).await.unwrap();
+    b.subscribe("c", &fast).await.unwrap();
+    let big = Bytes::from(vec![b'x'; 300]);
+    for _ in 0..10 {
+        // Never blocks, whatever the slow queue's state.
+        tokio::time::timeout(
+            Duration::from_millis(50),
+            b.publish("c", big.clone(), None, None),
+        )
+        .await
+        .expect("publishing never waits for a subscriber")
+        .unwrap();
+    }
+    assert_eq!(slow.state(), QueueState::Overflowed);
+    assert!(
+        slow.next_batch(10).await.is_none(),
+        "an overflowed queue ends its connection"
+    );
+    assert_eq!(fast.state(), QueueState::Open);
+    assert_eq!(fast.next_batch(100).await.unwrap().len(), 10);
+
+    // Batches are bounded by the caller.
+    for _ in 0..5 {
+        b.publish("c", data("s"), None, None).await.unwrap();
+    }
+    assert_eq!(fast.next_batch(2).await.unwrap().len(), 2);
+    assert_eq!(fast.next_batch(10).await.unwrap().len(), 3);
+    fast.close();
+    assert!(fast.next_batch(10).await.is_none());
+    assert!(!fast.push(crate::Delivery {
+        channel: Arc::from("c"),
+        event: Event::Join(data("j"))
+    }));
+}
+
+#[tokio::test]
+async fn presence_and_join_leave() {
+    let b = MemoryBroker::new();
+    let q = Queue::new(1 << 20);
+    b.subscribe("room", &q).await.unwrap();
+    let entry = |client: &str, user: &str| PresenceEntry {
+        client: client.into(),
+        user: user.into(),
+        info: Bytes::from(format!(r#"{{"user":"{user}","client":"{client}"}}"#)),
+    };
+    let ttl = Duration::from_secs(60);
+    b.add_presence("room", entry("c1", "u1"), ttl)
+        .await
+        .unwrap();
+    b.add_presence("room", entry("c2", "u1"), ttl)
+        .await
+        .unwrap();
+    b.add_presence("room", entry("c3", "u2"), ttl)
+        .await
+        .unwrap();
+    let stats = b.presence_stats("room").await.unwrap();
+    assert_eq!((stats.clients, stats.users), (3, 2));
+    b.remove_presence("room", "c2").await.unwrap();
+    let clients: Vec<String> = b
+        .presence("room")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.client)
+        .collect();
+    assert_eq!(clients, ["c1", "c3"]);
+
+    b.add_presence("room", entry("c9", "u9"), Duration::from_millis(30))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        b.presence_stats("room").await.unwrap().clients,
+        2,
+        "expired presence is gone"
+    );
+
+    b.publish_presence_event("room", Event::Join(data("j")))
+        .await
+        .unwrap();
+    b.publish_presence_event("room", Event::Leave(data("l")))
+        .await
+        .unwrap();
+    assert_eq!(
+        received(&q).await,
+        [r#"room:join:{"v":"j"}"#, r#"room:leave:{"v":"l"}"#]
+    );
+}
