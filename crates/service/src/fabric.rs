@@ -93,6 +93,31 @@ pub struct SatPayload {
 }
 
 impl SatPayload {
+    /// The payload of a new login's first token: fresh ids, no scope, binding or addresses.
+    fn login(
+        kind: TokenKind,
+        project: ProjectId,
+        family: Uuid,
+        now: UnixTime,
+        exp: UnixTime,
+    ) -> Self {
+        Self {
+            jti: Uuid::new_v4(),
+            iat: now.seconds(),
+            auth_time: now.seconds(),
+            exp: exp.seconds(),
+            prj: project,
+            fam: family,
+            kind,
+            sub: None,
+            reference: None,
+            scope: Vec::new(),
+            cnf: None,
+            app: None,
+            addr: Vec::new(),
+        }
+    }
+
     fn refreshable(&self) -> bool {
         self.scope.iter().any(|s| s == SCOPE_SAT_REFRESH)
     }
@@ -141,6 +166,23 @@ impl FabricCaller {
 pub struct SubscriberPage {
     pub items: Vec<SubscriberRecord>,
     pub next: Option<Uuid>,
+}
+
+/// A new token family of `kind`, belonging to `subscriber` if any.
+fn new_family(
+    project: ProjectId,
+    subscriber: Option<Uuid>,
+    kind: TokenKind,
+    now: UnixTime,
+) -> FamilyRecord {
+    FamilyRecord {
+        id: Uuid::new_v4(),
+        project_id: project,
+        subscriber_id: subscriber,
+        kind: kind.as_str().into(),
+        created_at: now,
+        revoked_at: None,
+    }
 }
 
 fn invalid_refresh(code: &'static str, message: &str) -> ServiceError {
@@ -329,19 +371,17 @@ impl Tollgate {
         }
         let family = Uuid::new_v4();
         let base = SatPayload {
-            jti: Uuid::new_v4(),
-            iat: now.seconds(),
-            auth_time: now.seconds(),
-            exp: req.expires_at.seconds(),
-            prj: principal.project_id,
-            fam: family,
-            kind: TokenKind::Subscriber,
-            sub: None,
             reference: Some(req.reference),
             scope,
             cnf: req.fingerprint.map(|jkt| Confirmation { jkt }),
             app: req.application_id,
-            addr: Vec::new(),
+            ..SatPayload::login(
+                TokenKind::Subscriber,
+                principal.project_id,
+                family,
+                now,
+                req.expires_at,
+            )
         };
         let (mut sat, refresh) = self.login_payloads(base, true);
         let mut refresh = refresh.ok_or_else(|| ServiceError::Internal("no refresh".into()))?;
@@ -541,28 +581,10 @@ impl Tollgate {
             }
         }
         // Tokens a subscriber hands out die with that subscriber.
-        let family = FamilyRecord {
-            id: Uuid::new_v4(),
-            project_id: project,
-            subscriber_id: acting_for,
-            kind: TokenKind::Guest.as_str().into(),
-            created_at: now,
-            revoked_at: None,
-        };
+        let family = new_family(project, acting_for, TokenKind::Guest, now);
         let base = SatPayload {
-            jti: Uuid::new_v4(),
-            iat: now.seconds(),
-            auth_time: now.seconds(),
-            exp: req.expires_at.seconds(),
-            prj: project,
-            fam: family.id,
-            kind: TokenKind::Guest,
-            sub: None,
-            reference: None,
-            scope: Vec::new(),
-            cnf: None,
-            app: None,
             addr: req.allowed_addresses,
+            ..SatPayload::login(TokenKind::Guest, project, family.id, now, req.expires_at)
         };
         let (sat, refresh) = self.login_payloads(base, true);
         let refresh = refresh.ok_or_else(|| ServiceError::Internal("no refresh".into()))?;
@@ -601,29 +623,11 @@ impl Tollgate {
                 "Address is invalid",
             )]));
         }
-        let family = FamilyRecord {
-            id: Uuid::new_v4(),
-            project_id: project,
-            subscriber_id: acting_for,
-            kind: TokenKind::Invite.as_str().into(),
-            created_at: now,
-            revoked_at: None,
-        };
+        let family = new_family(project, acting_for, TokenKind::Invite, now);
         self.inner.store.insert_family(&family, None).await?;
         let sat = SatPayload {
-            jti: Uuid::new_v4(),
-            iat: now.seconds(),
-            auth_time: now.seconds(),
-            exp: req.expires_at.seconds(),
-            prj: project,
-            fam: family.id,
-            kind: TokenKind::Invite,
-            sub: None,
-            reference: None,
-            scope: Vec::new(),
-            cnf: None,
-            app: None,
             addr: vec![req.address_id],
+            ..SatPayload::login(TokenKind::Invite, project, family.id, now, req.expires_at)
         };
         self.mint(&sat, None).await
     }
@@ -876,29 +880,12 @@ impl Tollgate {
             .await?
             .ok_or(ServiceError::Forbidden)?;
         let now = self.inner.clock.now();
-        let family = FamilyRecord {
-            id: Uuid::new_v4(),
-            project_id: key.project_id,
-            subscriber_id: None,
-            kind: TokenKind::Embed.as_str().into(),
-            created_at: now,
-            revoked_at: None,
-        };
+        let family = new_family(key.project_id, None, TokenKind::Embed, now);
         self.inner.store.insert_family(&family, None).await?;
+        let exp = now.plus(EMBED_LIFETIME.min(self.max_lifetime()));
         let sat = SatPayload {
-            jti: Uuid::new_v4(),
-            iat: now.seconds(),
-            auth_time: now.seconds(),
-            exp: now.plus(EMBED_LIFETIME.min(self.max_lifetime())).seconds(),
-            prj: key.project_id,
-            fam: family.id,
-            kind: TokenKind::Embed,
-            sub: None,
-            reference: None,
-            scope: Vec::new(),
-            cnf: None,
-            app: None,
             addr: vec![key.address_id],
+            ..SatPayload::login(TokenKind::Embed, key.project_id, family.id, now, exp)
         };
         self.mint(&sat, None).await
     }
