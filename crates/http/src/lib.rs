@@ -1,6 +1,7 @@
 //! The HTTP front end.
 //!
-//! Only this crate knows axum, HTTP status codes and response JSON shapes. Handlers are thin:
+//! Only this crate (and the gateway, for WebSocket sessions) knows axum; only this crate
+//! knows HTTP status codes and response JSON shapes. Handlers are thin:
 //! extract (authentication and body parsing are extractors), call one service method, map
 //! the result through [`ApiError`].
 //!
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
+use tollgate_gateway::Gateway;
 use tollgate_service::Tollgate;
 
 pub use error::ApiError;
@@ -49,15 +51,20 @@ impl Default for HttpSettings {
 pub struct AppState {
     pub tollgate: Tollgate,
     pub metrics: Arc<metrics::HttpMetrics>,
+    pub gateway: Gateway,
+    /// Key of the Centrifugo-compatible server API; `None` refuses every call.
+    pub api_key: Option<Arc<str>>,
 }
 
 impl AppState {
-    /// State around a service, with fresh metrics.
+    /// State around a service and its gateway, with fresh metrics.
     #[must_use]
-    pub fn new(tollgate: Tollgate) -> Self {
+    pub fn new(tollgate: Tollgate, gateway: Gateway, api_key: Option<String>) -> Self {
         Self {
             tollgate,
             metrics: Arc::default(),
+            gateway,
+            api_key: api_key.map(Arc::from),
         }
     }
 }

@@ -27,7 +27,7 @@ pub const MAX_BATCH_CHANNELS: usize = 100;
 /// The stored `alg` of user-JWT keys found through a JWKS URL (the URL is the key data).
 const JWKS_ALG: &str = "JWKS";
 /// Key id of tokens signed with the shared Centrifugo HMAC secret.
-const HMAC_KID: &str = "centrifugo-hmac";
+pub(crate) const HMAC_KID: &str = "centrifugo-hmac";
 
 /// A signed-in user of a project.
 #[derive(Debug, Clone, PartialEq, Eq)]

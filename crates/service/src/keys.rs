@@ -120,7 +120,7 @@ impl<K: std::hash::Hash + Eq, V: Clone> TtlMap<K, V> {
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
     active: TtlMap<ProjectId, Arc<SigningKey>>,
-    verifying: TtlMap<KeyId, (Arc<VerifyingKey>, Option<UnixTime>)>,
+    verifying: TtlMap<KeyId, (Arc<VerifyingKey>, ProjectId, Option<UnixTime>)>,
     encrypting: TtlMap<ProjectId, Arc<EncryptionKey>>,
     decrypting: TtlMap<KeyId, (Arc<EncryptionKey>, ProjectId)>,
 }
@@ -145,18 +145,18 @@ impl KeyCache {
         Ok(key)
     }
 
-    /// The key that verifies tokens with `kid`, if that key is active, or retiring and not
-    /// yet past its end.
+    /// The key that verifies tokens with `kid`, and its project, if that key is active, or
+    /// retiring and not yet past its end.
     pub(crate) async fn verifying(
         &self,
         store: &dyn Store,
         secrets: &Secrets,
         kid: &KeyId,
         now: UnixTime,
-    ) -> Result<Option<Arc<VerifyingKey>>, ServiceError> {
+    ) -> Result<Option<(Arc<VerifyingKey>, ProjectId)>, ServiceError> {
         // A retiring key stops verifying at its end even while it is cached.
-        if let Some((k, not_after)) = self.verifying.get(kid) {
-            return Ok(not_after.is_none_or(|t| now < t).then_some(k));
+        if let Some((k, project, not_after)) = self.verifying.get(kid) {
+            return Ok(not_after.is_none_or(|t| now < t).then_some((k, project)));
         }
         let Some(record) = store.signing_key(kid).await? else {
             return Ok(None);
@@ -168,8 +168,9 @@ impl KeyCache {
         let until = (record.state == KeyState::Retiring)
             .then_some(record.not_after)
             .flatten();
-        self.verifying.insert(kid.clone(), (key.clone(), until));
-        Ok(Some(key))
+        self.verifying
+            .insert(kid.clone(), (key.clone(), record.project_id, until));
+        Ok(Some((key, record.project_id)))
     }
 }
 

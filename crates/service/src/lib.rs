@@ -8,6 +8,7 @@
 pub mod centrifugo;
 pub mod clock;
 pub mod fabric;
+pub mod gateway;
 mod jwks;
 mod keys;
 mod password;
@@ -320,6 +321,14 @@ impl Tollgate {
         &self,
         kid: &tollgate_token::KeyId,
     ) -> Result<Option<Arc<jose::VerifyingKey>>, ServiceError> {
+        Ok(self.project_key(kid).await?.map(|(key, _)| key))
+    }
+
+    /// The live key with this id and the project it belongs to.
+    pub async fn project_key(
+        &self,
+        kid: &tollgate_token::KeyId,
+    ) -> Result<Option<(Arc<jose::VerifyingKey>, ProjectId)>, ServiceError> {
         self.inner
             .keys
             .verifying(

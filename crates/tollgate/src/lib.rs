@@ -59,8 +59,19 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let broker = std::sync::Arc::new(tollgate_broker::MemoryBroker::new());
+        let gateway = tollgate_gateway::Gateway::new(
+            self.tollgate.clone(),
+            broker,
+            tollgate_gateway::GatewaySettings::default(),
+        );
+        let api_key = self
+            .config
+            .centrifugo_api_key
+            .as_ref()
+            .map(|k| k.expose().to_owned());
         let router = tollgate_http::router(
-            AppState::new(self.tollgate),
+            AppState::new(self.tollgate, gateway, api_key),
             &HttpSettings {
                 max_body_bytes: self.config.max_body_bytes,
             },

@@ -2,7 +2,9 @@
 
 pub mod centrifugo;
 pub mod fabric;
+pub mod gateway;
 pub mod health;
+pub mod server_api;
 pub mod signalwire;
 
 use axum::Router;
@@ -16,6 +18,8 @@ pub fn routes() -> Router<AppState> {
         .merge(signalwire::routes())
         .merge(fabric::routes())
         .merge(centrifugo::routes())
+        .merge(gateway::routes())
+        .merge(server_api::routes())
 }
 
 /// 404 for any unknown path, in the API's error shape.

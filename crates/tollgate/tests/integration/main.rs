@@ -9,4 +9,5 @@ mod api;
 mod binary;
 mod centrifugo;
 mod fabric;
+mod gateway;
 mod support;

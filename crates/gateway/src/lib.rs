@@ -1,0 +1,90 @@
+//! The real-time gateway: Centrifugo's client protocol v2 (JSON) over WebSocket.
+//!
+//! Every connection is one [`session`] task: it waits for `connect` (closing stale sockets),
+//! checks every token it is given through the service's token checks, registers the
+//! connection's bounded queue with the broker for each subscription, and writes replies and
+//! pushes batched into newline-separated frames.
+//!
+//! Implemented so far: `connect`, `subscribe` (subscription JWTs or PubSub/Chat token
+//! capabilities; deny by default), `unsubscribe`, `publish`, `refresh`, server pings with
+//! pong checks, connection expiry, slow-consumer disconnects. Presence, history over the
+//! protocol, namespace options and the rest of issue 5 are still to come.
+
+mod protocol;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate_broker::Broker;
+use tollgate_service::Tollgate;
+
+/// Gateway limits and timers (Centrifugo's defaults).
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Server ping interval.
+    pub ping_interval: Duration,
+    /// How long a pong may take.
+    pub pong_timeout: Duration,
+    /// How long a socket may stay without `connect`.
+    pub stale_timeout: Duration,
+    /// Grace after a connection's expiry before it is closed (time to refresh).
+    pub expired_close_delay: Duration,
+    /// Outbound queue budget per connection, bytes.
+    pub queue_bytes: usize,
+    /// Most channels one connection may subscribe to.
+    pub max_channels: usize,
+    /// Largest inbound WebSocket message, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(8),
+            stale_timeout: Duration::from_secs(10),
+            expired_close_delay: Duration::from_secs(25),
+            queue_bytes: 1024 * 1024,
+            max_channels: 128,
+            max_message_bytes: 65_536,
+        }
+    }
+}
+
+/// The gateway: shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub(crate) tollgate: Tollgate,
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) settings: Arc<GatewaySettings>,
+}
+
+impl Gateway {
+    /// A gateway over the service and a broker.
+    #[must_use]
+    pub fn new(tollgate: Tollgate, broker: Arc<dyn Broker>, settings: GatewaySettings) -> Self {
+        Self {
+            tollgate,
+            broker,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The broker (the server API publishes through it).
+    #[must_use]
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// Limits to configure the WebSocket upgrade with.
+    #[must_use]
+    pub fn settings(&self) -> &GatewaySettings {
+        &self.settings
+    }
+
+    /// Serves one WebSocket connection until it ends.
+    pub async fn serve(&self, socket: axum::extract::ws::WebSocket) {
+        session::Session::new(self.clone()).run(socket).await;
+    }
+}

@@ -1,0 +1,298 @@
+//! The WebSocket gateway with a real WebSocket client: seed 000's client flow (connection
+//! token, subscription token, publication from the server API), PubSub-token capabilities,
+//! and deny-by-default.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tollgate_token::{Scope, Scopes};
+
+use crate::support::TestServer;
+
+const ME: &str = "123e4567-e89b-12d3-a456-426614174000";
+const API_KEY: &str = "server-api-key-for-tests";
+
+/// A protocol client: a socket plus the messages of frames read but not yet consumed
+/// (replies and pushes arrive batched, several per frame).
+struct Ws {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    pending: std::collections::VecDeque<Value>,
+}
+
+async fn open(s: &TestServer) -> Ws {
+    let (socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/connection/websocket", s.addr))
+            .await
+            .unwrap();
+    Ws {
+        socket,
+        pending: std::collections::VecDeque::new(),
+    }
+}
+
+async fn send(ws: &mut Ws, frame: &str) {
+    ws.socket.send(Message::Text(frame.into())).await.unwrap();
+}
+
+/// Reads messages until one satisfies `pred`; others are skipped.
+async fn expect(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        while let Some(v) = ws.pending.pop_front() {
+            if pred(&v) {
+                return v;
+            }
+        }
+        let msg = tokio::time::timeout_at(deadline, ws.socket.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("socket open")
+            .unwrap();
+        match msg {
+            Message::Text(t) => {
+                for line in t.as_str().split('\n') {
+                    ws.pending.push_back(serde_json::from_str(line).unwrap());
+                }
+            }
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Waits for the server to close the socket; returns the close code.
+async fn closed(ws: &mut Ws) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.socket.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+async fn setup() -> (TestServer, String, String, String) {
+    let s = TestServer::start_with(&[("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY)]).await;
+    let all: Scopes = Scope::ALL.into_iter().collect();
+    let (project, token) = s.project_with(all).await;
+    let (_, login) = s
+        .post(
+            "/api/fabric/subscribers/tokens",
+            (&project, &token),
+            &json!({"reference": ME}),
+        )
+        .await;
+    let sat = login["token"].as_str().unwrap().to_owned();
+    (s, project, token, sat)
+}
+
+async fn app_token(s: &TestServer, sat: &str, path: &str, body: Value) -> String {
+    let res: Value = s
+        .client
+        .post(s.url(path))
+        .bearer_auth(sat)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    res["token"].as_str().unwrap().to_owned()
+}
+
+async fn server_publish(s: &TestServer, channel: &str, data: Value) -> (u16, Value) {
+    let res = s
+        .client
+        .post(s.url("/api/publish"))
+        .header("X-API-Key", API_KEY)
+        .json(&json!({"channel": channel, "data": data}))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn seed_000_client_flow_end_to_end() {
+    let (s, _, _, sat) = setup().await;
+    let channel = format!("user:{ME}");
+    let conn = app_token(&s, &sat, "/api/v1/centrifugo/connection-token", json!({})).await;
+    let sub = app_token(
+        &s,
+        &sat,
+        "/api/v1/centrifugo/subscription-token",
+        json!({"channel": channel}),
+    )
+    .await;
+
+    let mut ws = open(&s).await;
+    // centrifuge-js sends connect and its subscribes in one frame.
+    send(
+        &mut ws,
+        &format!(
+            "{}\n{}",
+            json!({"id": 1, "connect": {"token": conn, "name": "js"}}),
+            json!({"id": 2, "subscribe": {"channel": channel, "token": sub}})
+        ),
+    )
+    .await;
+    let connected = expect(&mut ws, |v| v["id"] == 1).await;
+    let result = &connected["connect"];
+    assert!(uuid::Uuid::parse_str(result["client"].as_str().unwrap()).is_ok());
+    assert_eq!(result["ping"], 25);
+    assert_eq!(result["pong"], true);
+    assert_eq!(result["expires"], true);
+    assert!(result["ttl"].as_i64().unwrap() > 3000);
+    let subscribed = expect(&mut ws, |v| v["id"] == 2).await;
+    assert!(subscribed["subscribe"].is_object(), "{subscribed}");
+
+    let (status, res) =
+        server_publish(&s, &channel, json!({"event": "notification.created"})).await;
+    assert_eq!((status, res), (200, json!({"result": {}})));
+    let push = expect(&mut ws, |v| v.get("push").is_some()).await;
+    assert_eq!(push["push"]["channel"], channel);
+    assert_eq!(
+        push["push"]["pub"]["data"],
+        json!({"event": "notification.created"})
+    );
+
+    // Another user's channel: no token, no capability → 103; the connection stays.
+    send(
+        &mut ws,
+        &json!({"id": 3, "subscribe": {"channel": "user:00000000-0000-4000-8000-000000000000"}})
+            .to_string(),
+    )
+    .await;
+    let denied = expect(&mut ws, |v| v["id"] == 3).await;
+    assert_eq!(denied["error"]["code"], 103);
+    send(
+        &mut ws,
+        &json!({"id": 4, "subscribe": {"channel": channel}}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        expect(&mut ws, |v| v["id"] == 4).await["error"]["code"],
+        105
+    );
+    // A subscription token for another channel is a mismatch: 3500.
+    send(
+        &mut ws,
+        &json!({"id": 5, "subscribe": {"channel": "user:x", "token": sub}}).to_string(),
+    )
+    .await;
+    assert_eq!(closed(&mut ws).await, 3500);
+}
+
+#[tokio::test]
+async fn pubsub_tokens_open_channels_by_capability() {
+    let (s, project, token, _) = setup().await;
+    let mint = |channels: Value, member: &str| {
+        let body = json!({"ttl": 5, "channels": channels, "member_id": member});
+        let (p, t) = (project.clone(), token.clone());
+        let s = &s;
+        async move {
+            let (_, res) = s.post("/api/pubsub/tokens", (&p, &t), &body).await;
+            res["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let writer = mint(json!({"room": {"read": true, "write": true}}), "alice").await;
+    let reader = mint(json!({"room": {"read": true}}), "bob").await;
+
+    let mut alice = open(&s).await;
+    let mut bob = open(&s).await;
+    for (ws, tok) in [(&mut alice, &writer), (&mut bob, &reader)] {
+        send(
+            ws,
+            &format!(
+                "{}\n{}",
+                json!({"id": 1, "connect": {"token": tok}}),
+                json!({"id": 2, "subscribe": {"channel": "room"}})
+            ),
+        )
+        .await;
+        expect(ws, |v| v["id"] == 1 && v["connect"].is_object()).await;
+        let sub = expect(ws, |v| v["id"] == 2).await;
+        assert!(sub["subscribe"].is_object(), "{sub}");
+    }
+    // Read-only Bob may not publish; Alice may, and Bob receives it with her info.
+    send(
+        &mut bob,
+        &json!({"id": 3, "publish": {"channel": "room", "data": {"t": "no"}}}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        expect(&mut bob, |v| v["id"] == 3).await["error"]["code"],
+        103
+    );
+    send(
+        &mut alice,
+        &json!({"id": 3, "publish": {"channel": "room", "data": {"t": "hi"}}}).to_string(),
+    )
+    .await;
+    assert!(expect(&mut alice, |v| v["id"] == 3).await["publish"].is_object());
+    let push = expect(&mut bob, |v| v.get("push").is_some()).await;
+    assert_eq!(push["push"]["pub"]["data"], json!({"t": "hi"}));
+    assert_eq!(push["push"]["pub"]["info"]["user"], "alice");
+    // A channel the token does not list, and private channels, need a subscription token.
+    send(
+        &mut bob,
+        &json!({"id": 4, "subscribe": {"channel": "other"}}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        expect(&mut bob, |v| v["id"] == 4).await["error"]["code"],
+        103
+    );
+}
+
+#[tokio::test]
+async fn bad_connections_are_closed_with_centrifugo_codes() {
+    let (s, _, _, _) = setup().await;
+    let mut ws = open(&s).await;
+    send(
+        &mut ws,
+        &json!({"id": 1, "connect": {"token": "not-a-token"}}).to_string(),
+    )
+    .await;
+    assert_eq!(closed(&mut ws).await, 3500);
+
+    let mut ws = open(&s).await;
+    send(
+        &mut ws,
+        &json!({"id": 1, "subscribe": {"channel": "room"}}).to_string(),
+    )
+    .await;
+    assert_eq!(closed(&mut ws).await, 3501, "commands before connect");
+
+    let mut ws = open(&s).await;
+    send(&mut ws, "this is not json").await;
+    assert_eq!(closed(&mut ws).await, 3501);
+
+    // The server API refuses callers without the key.
+    let res = s
+        .client
+        .post(s.url("/api/publish"))
+        .json(&json!({"channel": "x", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = s
+        .client
+        .post(s.url("/api"))
+        .header("Authorization", format!("apikey {API_KEY}"))
+        .json(&json!({"method": "publish", "params": {"channel": "x", "data": {"a": 1}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"result": {}}));
+}
