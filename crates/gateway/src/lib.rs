@@ -14,8 +14,10 @@ mod protocol;
 mod session;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tollgate_broker::Broker;
 use tollgate_service::Tollgate;
 
@@ -58,16 +60,43 @@ pub struct Gateway {
     pub(crate) tollgate: Tollgate,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) settings: Arc<GatewaySettings>,
+    /// Flips to `true` when the server shuts down: every session closes with 3001.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Open sessions, so shutdown can wait for their close frames to go out.
+    active: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
 }
 
 impl Gateway {
     /// A gateway over the service and a broker.
     #[must_use]
     pub fn new(tollgate: Tollgate, broker: Arc<dyn Broker>, settings: GatewaySettings) -> Self {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         Self {
             tollgate,
             broker,
             settings: Arc::new(settings),
+            stopping,
+            stop: Arc::new(stop),
+            active: Arc::default(),
+            idle: Arc::default(),
+        }
+    }
+
+    /// Tells every session to close with Centrifugo's reconnect-allowed "shutdown" code.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Resolves once no session is open.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -85,6 +114,10 @@ impl Gateway {
 
     /// Serves one WebSocket connection until it ends.
     pub async fn serve(&self, socket: axum::extract::ws::WebSocket) {
+        self.active.fetch_add(1, Ordering::AcqRel);
         session::Session::new(self.clone()).run(socket).await;
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
     }
 }

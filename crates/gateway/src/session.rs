@@ -7,6 +7,7 @@
 //!     │                        │  ├─ queue overflowed ────────────► closed 3008
 //!     │                        │  └─ invalid token / mismatch ────► closed 3500
 //!     ├─ no connect in time ─────────────────────────────────────► closed 3502
+//!     ├─ server shutting down (any state) ───────────────────────► closed 3001 (reconnect)
 //!     └─ command before connect / malformed frame ───────────────► closed 3501
 //! ```
 
@@ -107,6 +108,7 @@ impl Session {
             self.gw.settings.ping_interval,
         );
         let queue = self.queue.clone();
+        let mut stopping = self.gw.stopping.clone();
         let close = loop {
             let (deadline, timer_code, timer_reason) = self.next_deadline();
             let connected = self.grant.is_some();
@@ -151,6 +153,9 @@ impl Session {
                         }
                         self.ping_sent = Some(Instant::now());
                     }
+                }
+                Ok(()) = stopping.changed() => {
+                    break Some((disconnect::SHUTDOWN, "shutdown"));
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     if timer_code != disconnect::SHUTDOWN {

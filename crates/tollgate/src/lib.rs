@@ -70,15 +70,25 @@ impl App {
             .centrifugo_api_key
             .as_ref()
             .map(|k| k.expose().to_owned());
+        let sessions = gateway.clone();
         let router = tollgate_http::router(
-            AppState::new(self.tollgate, gateway, api_key),
+            AppState::new(self.tollgate, gateway.clone(), api_key),
             &HttpSettings {
                 max_body_bytes: self.config.max_body_bytes,
             },
         );
+        // On shutdown, WebSockets are told to reconnect (close 3001) while HTTP drains.
+        let shutdown = async move {
+            shutdown.await;
+            gateway.shutdown();
+        };
         tollgate_http::serve(listener, router, shutdown)
             .await
-            .context("server failed")
+            .context("server failed")?;
+        // Upgraded sockets are not tracked by the HTTP server: give their close frames a
+        // moment to go out before the process ends.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sessions.drained()).await;
+        Ok(())
     }
 }
 

@@ -296,3 +296,29 @@ async fn bad_connections_are_closed_with_centrifugo_codes() {
         .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"result": {}}));
 }
+
+#[tokio::test]
+async fn shutdown_closes_websockets_with_a_reconnect_code() {
+    let (s, project, token, _) = setup().await;
+    let (_, res) = s
+        .post(
+            "/api/pubsub/tokens",
+            (&project, &token),
+            &json!({"ttl": 5, "channels": {"room": {"read": true}}}),
+        )
+        .await;
+    let mut ws = open(&s).await;
+    send(
+        &mut ws,
+        &json!({"id": 1, "connect": {"token": res["token"]}}).to_string(),
+    )
+    .await;
+    expect(&mut ws, |v| v["id"] == 1).await;
+    let stopping = tokio::spawn(s.stop());
+    assert_eq!(
+        closed(&mut ws).await,
+        3001,
+        "reconnect-allowed shutdown code"
+    );
+    stopping.await.unwrap();
+}
