@@ -11,7 +11,10 @@
 //! protocol, namespace options and the rest of issue 5 are still to come.
 
 mod protocol;
+mod registry;
 mod session;
+
+pub use registry::Control;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,6 +69,8 @@ pub struct Gateway {
     /// Open sessions, so shutdown can wait for their close frames to go out.
     active: Arc<AtomicUsize>,
     idle: Arc<Notify>,
+    pub(crate) registry: Arc<registry::Registry>,
+    started: std::time::Instant,
 }
 
 impl Gateway {
@@ -81,7 +86,27 @@ impl Gateway {
             stop: Arc::new(stop),
             active: Arc::default(),
             idle: Arc::default(),
+            registry: Arc::default(),
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// Sends a server-side command to the connections of `user` (only `client`'s, if
+    /// given). Returns how many connections it reached.
+    pub fn control(&self, user: &str, client: Option<&str>, control: &Control) -> usize {
+        self.registry.send(user, client, control)
+    }
+
+    /// Connected clients and distinct users on this node.
+    #[must_use]
+    pub fn stats(&self) -> (usize, usize) {
+        self.registry.stats()
+    }
+
+    /// Seconds since the gateway started.
+    #[must_use]
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
     }
 
     /// Tells every session to close with Centrifugo's reconnect-allowed "shutdown" code.

@@ -109,7 +109,13 @@ impl Session {
         );
         let queue = self.queue.clone();
         let mut stopping = self.gw.stopping.clone();
-        let close = loop {
+        let mut control: Option<tokio::sync::mpsc::Receiver<crate::Control>> = None;
+        let close: Option<(u16, std::borrow::Cow<'static, str>)> = loop {
+            if control.is_none()
+                && let Some(grant) = &self.grant
+            {
+                control = Some(self.gw.registry.add(&grant.user, &self.client));
+            }
             let (deadline, timer_code, timer_reason) = self.next_deadline();
             let connected = self.grant.is_some();
             tokio::select! {
@@ -122,12 +128,12 @@ impl Session {
                                 break None;
                             }
                         }
-                        if let Some(close) = outcome.close {
-                            break Some(close);
+                        if let Some((code, reason)) = outcome.close {
+                            break Some((code, reason.into()));
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
-                        break Some((disconnect::BAD_REQUEST, "protobuf is not supported"));
+                        break Some((disconnect::BAD_REQUEST, "protobuf is not supported".into()));
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
@@ -141,7 +147,7 @@ impl Session {
                     }
                     None => {
                         if queue.state() == QueueState::Overflowed {
-                            break Some((disconnect::SLOW, "slow"));
+                            break Some((disconnect::SLOW, "slow".into()));
                         }
                         break None;
                     }
@@ -154,17 +160,34 @@ impl Session {
                         self.ping_sent = Some(Instant::now());
                     }
                 }
+                Some(ctrl) = async {
+                    match control.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    match self.apply(ctrl).await {
+                        Ok(Some(push)) => {
+                            if socket.send(Message::Text(push.into())).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(close) => break Some(close),
+                    }
+                }
                 Ok(()) = stopping.changed() => {
-                    break Some((disconnect::SHUTDOWN, "shutdown"));
+                    break Some((disconnect::SHUTDOWN, "shutdown".into()));
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     if timer_code != disconnect::SHUTDOWN {
-                        break Some((timer_code, timer_reason));
+                        break Some((timer_code, timer_reason.into()));
                     }
                 }
             }
         };
         if let Some((code, reason)) = close {
+            let reason: &str = &reason;
             let _ = socket
                 .send(Message::Close(Some(CloseFrame {
                     code,
@@ -176,9 +199,72 @@ impl Session {
     }
 
     async fn cleanup(&mut self) {
+        if let Some(grant) = &self.grant {
+            self.gw.registry.remove(&grant.user, &self.client);
+        }
         self.queue.close();
         for channel in self.subs.keys() {
             let _ = self.gw.broker.unsubscribe(channel, &self.queue).await;
+        }
+    }
+
+    /// Applies a server API command; returns a push to send, or a close.
+    async fn apply(
+        &mut self,
+        control: crate::Control,
+    ) -> Result<Option<String>, (u16, std::borrow::Cow<'static, str>)> {
+        use crate::Control;
+        match control {
+            Control::Disconnect { code, reason } => Err((code, reason.into())),
+            Control::Subscribe { channel } => {
+                if self.subs.contains_key(&channel)
+                    || self
+                        .gw
+                        .broker
+                        .subscribe(&channel, &self.queue)
+                        .await
+                        .is_err()
+                {
+                    return Ok(None);
+                }
+                let can_publish = self.caps_allow(&channel, "pub");
+                let push = json!({"push": {"channel": channel, "subscribe": {}}}).to_string();
+                self.subs.insert(channel, Subscription { can_publish });
+                Ok(Some(push))
+            }
+            Control::Unsubscribe { channel } => {
+                let channels: Vec<String> = if channel.is_empty() {
+                    self.subs.keys().cloned().collect()
+                } else {
+                    self.subs
+                        .contains_key(&channel)
+                        .then_some(channel)
+                        .into_iter()
+                        .collect()
+                };
+                let mut pushes = Vec::new();
+                for ch in channels {
+                    self.subs.remove(&ch);
+                    let _ = self.gw.broker.unsubscribe(&ch, &self.queue).await;
+                    pushes.push(
+                        json!({"push": {"channel": ch, "unsubscribe": {"code": 2000, "reason": "server unsubscribe"}}})
+                            .to_string(),
+                    );
+                }
+                Ok((!pushes.is_empty()).then(|| pushes.join("\n")))
+            }
+            Control::Refresh { expired: true, .. } => {
+                Err((disconnect::CONNECTION_EXPIRED, "connection expired".into()))
+            }
+            Control::Refresh { expire_at, .. } => {
+                let now = self.gw.tollgate.now().seconds();
+                self.expiry = expire_at.map(|e| unix_to_instant(e, now));
+                let mut result = self.expiry_fields(expire_at);
+                if expire_at.is_none() {
+                    result.insert("expires".into(), false.into());
+                }
+                Ok(Some(json!({"push": {"refresh": result}}).to_string()))
+            }
         }
     }
 

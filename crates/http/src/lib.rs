@@ -54,6 +54,8 @@ pub struct AppState {
     pub gateway: Gateway,
     /// Key of the Centrifugo-compatible server API; `None` refuses every call.
     pub api_key: Option<Arc<str>>,
+    /// This node's id, reported by the server API's `info`.
+    pub node_id: Arc<str>,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             metrics: Arc::default(),
             gateway,
             api_key: api_key.map(Arc::from),
+            node_id: Arc::from(uuid::Uuid::new_v4().to_string()),
         }
     }
 }

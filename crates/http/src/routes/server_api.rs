@@ -3,8 +3,8 @@
 //! Success and API errors are HTTP 200 with `{"result"}` / `{"error"}`; bad auth is 401
 //! with an empty body, a body that is not JSON 400 — as Centrifugo answers.
 //!
-//! Implemented so far: `publish` and `broadcast`. The other methods answer error 108
-//! (not available) until the gateway work that backs them lands.
+//! Methods: publish, broadcast, subscribe, unsubscribe, disconnect, refresh, presence,
+//! presence_stats, history, history_remove, channels, info and batch.
 
 use axum::body::Bytes as Body;
 use axum::extract::{Path, State};
@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq as _;
+use tollgate_gateway::Control;
 
 use crate::AppState;
 
@@ -44,8 +45,37 @@ fn api_error(code: u32, message: &str) -> Value {
     json!({"error": {"code": code, "message": message}})
 }
 
+/// Runs one server API method.
 async fn call(state: &AppState, method: &str, params: &Map<String, Value>) -> Value {
     match method {
+        "batch" => {
+            let Some(commands) = params.get("commands").and_then(Value::as_array) else {
+                return api_error(107, "bad request");
+            };
+            if commands.len() > 1000 {
+                return api_error(107, "bad request");
+            }
+            let mut replies = Vec::with_capacity(commands.len());
+            for command in commands {
+                let reply = match command.as_object().and_then(|c| c.iter().next()) {
+                    Some((name, p)) if name != "batch" => {
+                        let empty = Map::new();
+                        let p = p.as_object().unwrap_or(&empty);
+                        let out = Box::pin(call(state, name, p)).await;
+                        match (out.get("result"), out.get("error")) {
+                            (Some(r), _) => json!({ name.as_str(): r }),
+                            (_, Some(e)) => json!({ "error": e }),
+                            _ => api_error(100, "internal server error"),
+                        }
+                    }
+                    Some(_) => api_error(104, "not found"),
+                    None => api_error(107, "bad request"),
+                };
+                replies.push(reply);
+            }
+            // Centrifugo's batch answer has no `result` wrapper.
+            json!({ "replies": replies })
+        }
         "publish" => match publish_one(state, params, params.get("channel")).await {
             Ok(result) => json!({ "result": result }),
             Err(e) => e,
@@ -66,11 +96,187 @@ async fn call(state: &AppState, method: &str, params: &Map<String, Value>) -> Va
             }
             json!({"result": {"responses": responses}})
         }
-        "subscribe" | "unsubscribe" | "disconnect" | "refresh" | "presence" | "presence_stats"
-        | "history" | "history_remove" | "channels" | "info" | "batch" => {
-            api_error(108, "not available")
+        "subscribe" | "unsubscribe" | "disconnect" | "refresh" => control(state, method, params),
+        "presence" => match channel_of(params) {
+            Some(ch) => match state.gateway.broker().presence(ch).await {
+                Ok(entries) => {
+                    let presence: Map<String, Value> = entries
+                        .into_iter()
+                        .map(|e| {
+                            let info = serde_json::from_slice(&e.info)
+                                .unwrap_or_else(|_| json!({"user": e.user, "client": e.client}));
+                            (e.client, info)
+                        })
+                        .collect();
+                    json!({"result": {"presence": presence}})
+                }
+                Err(_) => api_error(100, "internal server error"),
+            },
+            None => api_error(107, "bad request"),
+        },
+        "presence_stats" => match channel_of(params) {
+            Some(ch) => match state.gateway.broker().presence_stats(ch).await {
+                Ok(s) => json!({"result": {"num_clients": s.clients, "num_users": s.users}}),
+                Err(_) => api_error(100, "internal server error"),
+            },
+            None => api_error(107, "bad request"),
+        },
+        "history" => history(state, params).await,
+        "history_remove" => match channel_of(params) {
+            Some(ch) => match state.gateway.broker().remove_history(ch).await {
+                Ok(()) => json!({"result": {}}),
+                Err(_) => api_error(100, "internal server error"),
+            },
+            None => api_error(107, "bad request"),
+        },
+        "channels" => match state.gateway.broker().channels().await {
+            Ok(list) => {
+                let pattern = params.get("pattern").and_then(Value::as_str).unwrap_or("*");
+                let channels: Map<String, Value> = list
+                    .into_iter()
+                    .filter(|(name, _)| glob(pattern, name))
+                    .map(|(name, n)| (name, json!({"num_clients": n})))
+                    .collect();
+                json!({"result": {"channels": channels}})
+            }
+            Err(_) => api_error(100, "internal server error"),
+        },
+        "info" => {
+            let (clients, users) = state.gateway.stats();
+            let channels = state.gateway.broker().channels().await.unwrap_or_default();
+            json!({"result": {"nodes": [{
+                "uid": state.node_id.as_ref(),
+                "name": "tollgate",
+                "version": env!("CARGO_PKG_VERSION"),
+                "num_clients": clients,
+                "num_users": users,
+                "num_channels": channels.len(),
+                "num_subs": channels.iter().map(|(_, n)| n).sum::<usize>(),
+                "uptime": state.gateway.uptime(),
+            }]}})
         }
         _ => api_error(104, "not found"),
+    }
+}
+
+fn channel_of(params: &Map<String, Value>) -> Option<&str> {
+    params
+        .get("channel")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty() && c.len() <= 1024)
+}
+
+/// A `*`-only glob (Centrifugo's `channels` pattern), enough for `chat:*`-style filters.
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// subscribe / unsubscribe / disconnect / refresh: commands to a user's connections.
+fn control(state: &AppState, method: &str, params: &Map<String, Value>) -> Value {
+    let Some(user) = params.get("user").and_then(Value::as_str) else {
+        return api_error(107, "bad request");
+    };
+    let client = params.get("client").and_then(Value::as_str);
+    let channel = params
+        .get("channel")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let command = match method {
+        "subscribe" if channel.is_empty() => return api_error(107, "bad request"),
+        "subscribe" => Control::Subscribe { channel },
+        "unsubscribe" => Control::Unsubscribe { channel },
+        "disconnect" => {
+            let d = params.get("disconnect");
+            let code = d
+                .and_then(|d| d.get("code"))
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (3000..=4999).contains(c))
+                .unwrap_or(3503);
+            let reason = d
+                .and_then(|d| d.get("reason"))
+                .and_then(Value::as_str)
+                .unwrap_or("force disconnect")
+                .chars()
+                .take(100)
+                .collect();
+            Control::Disconnect { code, reason }
+        }
+        _ => Control::Refresh {
+            expired: params
+                .get("expired")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            expire_at: params.get("expire_at").and_then(Value::as_i64),
+        },
+    };
+    state.gateway.control(user, client, &command);
+    json!({"result": {}})
+}
+
+async fn history(state: &AppState, params: &Map<String, Value>) -> Value {
+    let Some(channel) = channel_of(params) else {
+        return api_error(107, "bad request");
+    };
+    let since = params
+        .get("since")
+        .map(|s| tollgate_broker::StreamPosition {
+            offset: s.get("offset").and_then(Value::as_u64).unwrap_or(0),
+            epoch: s
+                .get("epoch")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        });
+    // Without a limit Centrifugo returns only the stream position.
+    let limit = params
+        .get("limit")
+        .and_then(Value::as_u64)
+        .map_or(0, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let query = tollgate_broker::HistoryQuery {
+        since: since.as_ref(),
+        limit: Some(limit),
+        reverse: params
+            .get("reverse")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    match state.gateway.broker().history(channel, query).await {
+        Ok(h) if since.is_some() && !h.recovered => api_error(112, "unrecoverable position"),
+        Ok(h) => {
+            let publications: Vec<Value> = h
+                .publications
+                .iter()
+                .map(|p| {
+                    let mut v = json!({"data": serde_json::from_slice::<Value>(&p.data).unwrap_or(Value::Null)});
+                    if p.offset > 0 {
+                        v["offset"] = p.offset.into();
+                    }
+                    if let Some(info) = &p.info {
+                        v["info"] = serde_json::from_slice(info).unwrap_or(Value::Null);
+                    }
+                    v
+                })
+                .collect();
+            json!({"result": {"publications": publications, "epoch": h.position.epoch, "offset": h.position.offset}})
+        }
+        Err(_) => api_error(100, "internal server error"),
     }
 }
 

@@ -322,3 +322,103 @@ async fn shutdown_closes_websockets_with_a_reconnect_code() {
     );
     stopping.await.unwrap();
 }
+
+async fn api(s: &TestServer, method: &str, params: Value) -> Value {
+    s.client
+        .post(s.url(&format!("/api/{method}")))
+        .header("X-API-Key", API_KEY)
+        .json(&params)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_server_api_reaches_connections() {
+    let (s, project, token, _) = setup().await;
+    let (_, res) = s
+        .post(
+            "/api/pubsub/tokens",
+            (&project, &token),
+            &json!({"ttl": 5, "channels": {"room": {"read": true}}, "member_id": "carol"}),
+        )
+        .await;
+    let mut ws = open(&s).await;
+    send(
+        &mut ws,
+        &format!(
+            "{}\n{}",
+            json!({"id": 1, "connect": {"token": res["token"]}}),
+            json!({"id": 2, "subscribe": {"channel": "room"}})
+        ),
+    )
+    .await;
+    expect(&mut ws, |v| v["id"] == 2).await;
+
+    let channels = api(&s, "channels", json!({"pattern": "ro*"})).await;
+    assert_eq!(
+        channels,
+        json!({"result": {"channels": {"room": {"num_clients": 1}}}})
+    );
+    let info = api(&s, "info", json!({})).await;
+    assert_eq!(info["result"]["nodes"][0]["num_clients"], 1);
+    assert_eq!(info["result"]["nodes"][0]["num_users"], 1);
+    let stats = api(&s, "presence_stats", json!({"channel": "room"})).await;
+    assert_eq!(stats, json!({"result": {"num_clients": 0, "num_users": 0}}));
+    let history = api(&s, "history", json!({"channel": "room", "limit": 10})).await;
+    assert_eq!(history["result"]["publications"], json!([]));
+    assert!(history["result"]["epoch"].is_string());
+
+    // Server-side subscribe and unsubscribe arrive as pushes.
+    assert_eq!(
+        api(&s, "subscribe", json!({"user": "carol", "channel": "news"})).await,
+        json!({"result": {}})
+    );
+    let push = expect(&mut ws, |v| v["push"]["subscribe"].is_object()).await;
+    assert_eq!(push["push"]["channel"], "news");
+    api(
+        &s,
+        "unsubscribe",
+        json!({"user": "carol", "channel": "room"}),
+    )
+    .await;
+    let push = expect(&mut ws, |v| v["push"]["unsubscribe"].is_object()).await;
+    assert_eq!(push["push"]["channel"], "room");
+    assert_eq!(push["push"]["unsubscribe"]["code"], 2000);
+
+    // Batch: no `result` wrapper, one reply per command.
+    let batch = api(
+        &s,
+        "batch",
+        json!({"commands": [{"publish": {"channel": "news", "data": {"n": 1}}}, {"nope": {}}, null]}),
+    )
+    .await;
+    assert_eq!(
+        batch,
+        json!({"replies": [{"publish": {}}, {"error": {"code": 104, "message": "not found"}}, {"error": {"code": 107, "message": "bad request"}}]})
+    );
+    let push = expect(&mut ws, |v| v["push"]["pub"].is_object()).await;
+    assert_eq!(push["push"]["pub"]["data"], json!({"n": 1}));
+
+    // Disconnect with a custom code.
+    api(
+        &s,
+        "disconnect",
+        json!({"user": "carol", "disconnect": {"code": 4000, "reason": "bye"}}),
+    )
+    .await;
+    assert_eq!(closed(&mut ws).await, 4000);
+    // The session deregisters right after its close frame: allow it a moment.
+    let mut clients = Value::Null;
+    for _ in 0..50 {
+        clients = api(&s, "info", json!({})).await["result"]["nodes"][0]["num_clients"].clone();
+        if clients == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(clients, 0);
+}

@@ -1,0 +1,80 @@
+//! Which connections are open, by user: how the server API reaches them (disconnect,
+//! server-side subscribe and unsubscribe, refresh).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+/// A command from the server API to one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Close with this code and reason.
+    Disconnect { code: u16, reason: String },
+    /// Subscribe server-side to a channel.
+    Subscribe { channel: String },
+    /// Unsubscribe from a channel (all channels when empty).
+    Unsubscribe { channel: String },
+    /// Expire the connection now, or move its expiry (`None`: never expires).
+    Refresh {
+        expired: bool,
+        expire_at: Option<i64>,
+    },
+}
+
+/// Control messages a connection may have waiting before more are dropped.
+const CONTROL_QUEUE: usize = 64;
+
+type Sender = mpsc::Sender<Control>;
+
+/// Open connections by user and client id.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    users: Mutex<HashMap<String, HashMap<String, Sender>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Sender>>> {
+        self.users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a connection; returns where its control messages arrive.
+    pub(crate) fn add(&self, user: &str, client: &str) -> mpsc::Receiver<Control> {
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+        self.lock()
+            .entry(user.to_owned())
+            .or_default()
+            .insert(client.to_owned(), tx);
+        rx
+    }
+
+    /// Forgets a connection.
+    pub(crate) fn remove(&self, user: &str, client: &str) {
+        let mut users = self.lock();
+        if let Some(clients) = users.get_mut(user) {
+            clients.remove(client);
+            if clients.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    pub(crate) fn send(&self, user: &str, client: Option<&str>, control: &Control) -> usize {
+        let users = self.lock();
+        let Some(clients) = users.get(user) else {
+            return 0;
+        };
+        clients
+            .iter()
+            .filter(|(id, _)| client.is_none_or(|c| c == id.as_str()))
+            .filter(|(_, tx)| tx.try_send(control.clone()).is_ok())
+            .count()
+    }
+
+    pub(crate) fn stats(&self) -> (usize, usize) {
+        let users = self.lock();
+        (users.values().map(HashMap::len).sum(), users.len())
+    }
+}
