@@ -6,9 +6,10 @@
 //! pushes batched into newline-separated frames.
 //!
 //! Implemented so far: `connect`, `subscribe` (subscription JWTs or PubSub/Chat token
-//! capabilities; deny by default), `unsubscribe`, `publish`, `refresh`, server pings with
-//! pong checks, connection expiry, slow-consumer disconnects. Presence, history over the
-//! protocol, namespace options and the rest of issue 5 are still to come.
+//! capabilities; deny by default), `unsubscribe`, `publish`, `refresh`, `sub_refresh`,
+//! server pings with pong checks, connection expiry, slow-consumer disconnects, shutdown,
+//! and server-side commands from the server API. Presence and history over the protocol,
+//! subscription expiry timers and per-namespace options are still to come.
 
 mod protocol;
 mod registry;

@@ -18,6 +18,7 @@ pub(crate) mod code {
 pub(crate) mod disconnect {
     pub(crate) const SHUTDOWN: u16 = 3001;
     pub(crate) const CONNECTION_EXPIRED: u16 = 3005;
+    pub(crate) const SUBSCRIPTION_EXPIRED: u16 = 3006;
     pub(crate) const SLOW: u16 = 3008;
     pub(crate) const NO_PONG: u16 = 3012;
     pub(crate) const INVALID_TOKEN: u16 = 3500;

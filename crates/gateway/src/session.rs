@@ -342,6 +342,7 @@ impl Session {
             "unsubscribe" => self.unsubscribe(id, params).await,
             "publish" => self.publish(id, params).await,
             "refresh" => self.refresh(id, params).await,
+            "sub_refresh" => self.sub_refresh(id, params).await,
             "ping" => Ok(Some(protocol::reply(id, "ping", json!({})))),
             "send" => Ok(None),
             _ => Ok(Some(protocol::error(
@@ -591,6 +592,61 @@ impl Session {
         {
             Ok(_) => Ok(Some(protocol::reply(id, "publish", json!({})))),
             Err(_) => Ok(Some(protocol::error(
+                id,
+                code::INTERNAL,
+                "internal server error",
+            ))),
+        }
+    }
+
+    /// `sub_refresh`: a new subscription token for a channel the client is subscribed to.
+    async fn sub_refresh(
+        &mut self,
+        id: u64,
+        params: &Map<String, Value>,
+    ) -> Result<Option<String>, (u16, &'static str)> {
+        let Some(channel) = params
+            .get("channel")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+        else {
+            return Err((disconnect::BAD_REQUEST, "bad request"));
+        };
+        let Some(token) = params
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        else {
+            return Ok(Some(protocol::error(id, code::BAD_REQUEST, "bad request")));
+        };
+        if !self.subs.contains_key(channel) {
+            return Ok(Some(protocol::error(
+                id,
+                code::PERMISSION_DENIED,
+                "permission denied",
+            )));
+        }
+        let Some(grant) = &self.grant else {
+            return Err((disconnect::BAD_REQUEST, "connect first"));
+        };
+        match self
+            .gw
+            .tollgate
+            .verify_subscription_token(token, grant.project, &grant.user, &self.client, channel)
+            .await
+        {
+            Ok(sub) => Ok(Some(protocol::reply(
+                id,
+                "sub_refresh",
+                Value::Object(self.expiry_fields(sub.expires_at)),
+            ))),
+            // Centrifugo's fixed behaviour (centrifuge#627): an expired token ends the
+            // subscription's connection with 3006 rather than being accepted.
+            Err(GatewayTokenError::Expired) => {
+                Err((disconnect::SUBSCRIPTION_EXPIRED, "subscription expired"))
+            }
+            Err(GatewayTokenError::Invalid(_)) => Err((disconnect::INVALID_TOKEN, "invalid token")),
+            Err(GatewayTokenError::Unavailable(_)) => Ok(Some(protocol::error(
                 id,
                 code::INTERNAL,
                 "internal server error",

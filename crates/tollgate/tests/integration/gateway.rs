@@ -183,6 +183,30 @@ async fn seed_000_client_flow_end_to_end() {
         expect(&mut ws, |v| v["id"] == 4).await["error"]["code"],
         105
     );
+    // sub_refresh with a fresh token for the same channel.
+    let again = app_token(
+        &s,
+        &sat,
+        "/api/v1/centrifugo/subscription-token",
+        json!({"channel": channel}),
+    )
+    .await;
+    send(
+        &mut ws,
+        &json!({"id": 6, "sub_refresh": {"channel": channel, "token": again}}).to_string(),
+    )
+    .await;
+    let refreshed = expect(&mut ws, |v| v["id"] == 6).await;
+    assert_eq!(refreshed["sub_refresh"]["expires"], true, "{refreshed}");
+    send(
+        &mut ws,
+        &json!({"id": 7, "sub_refresh": {"channel": "not-subscribed", "token": again}}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        expect(&mut ws, |v| v["id"] == 7).await["error"]["code"],
+        103
+    );
     // A subscription token for another channel is a mismatch: 3500.
     send(
         &mut ws,
