@@ -203,6 +203,30 @@ pub(crate) async fn retire_active_keys(
     Ok(())
 }
 
+/// Inserts a signing key inside the caller's transaction.
+pub(crate) async fn insert_signing_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key: &SigningKeyRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO signing_keys \
+         (kid, project_id, alg, state, sealed_secret, public_key, created_at, not_after) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(key.kid.to_string())
+    .bind(key.project_id.to_string())
+    .bind(key.alg.as_str())
+    .bind(key.state.as_str())
+    .bind(&key.sealed_secret)
+    .bind(key.public_key.as_deref())
+    .bind(key.created_at.seconds())
+    .bind(key.not_after.map(UnixTime::seconds))
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 const TOKEN_COLUMNS: &str = "id, project_id, name, token_hash, scopes, created_at, revoked_at";
 pub(crate) const KEY_COLUMNS: &str =
     "kid, project_id, alg, state, sealed_secret, public_key, created_at, not_after";
@@ -270,22 +294,7 @@ impl Store for SqlStore {
             .await
             .map_err(unavailable)?;
         insert_token(&mut *tx, token).await?;
-        sqlx::query(
-            "INSERT INTO signing_keys \
-             (kid, project_id, alg, state, sealed_secret, public_key, created_at, not_after) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(key.kid.to_string())
-        .bind(key.project_id.to_string())
-        .bind(key.alg.as_str())
-        .bind(key.state.as_str())
-        .bind(&key.sealed_secret)
-        .bind(key.public_key.as_deref())
-        .bind(key.created_at.seconds())
-        .bind(key.not_after.map(UnixTime::seconds))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        insert_signing_key(&mut tx, key).await?;
         tx.commit().await.map_err(unavailable)
     }
 

@@ -5,7 +5,9 @@ use sqlx::any::AnyRow;
 use tollgate_token::{ProjectId, UnixTime};
 
 use crate::channels::{ChannelStore, NamespaceRecord, UserAuthKeyRecord};
-use crate::sql::{KEY_COLUMNS, corrupt, get, key_from, parse, retire_active_keys, unavailable};
+use crate::sql::{
+    KEY_COLUMNS, corrupt, get, insert_signing_key, key_from, parse, retire_active_keys, unavailable,
+};
 use crate::{SigningKeyRecord, SqlStore, StoreError};
 
 fn user_auth_from(row: &AnyRow) -> Result<UserAuthKeyRecord, StoreError> {
@@ -236,22 +238,7 @@ impl ChannelStore for SqlStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         retire_active_keys(&mut tx, "signing_keys", key.project_id, retire_until).await?;
-        sqlx::query(
-            "INSERT INTO signing_keys \
-             (kid, project_id, alg, state, sealed_secret, public_key, created_at, not_after) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(key.kid.to_string())
-        .bind(key.project_id.to_string())
-        .bind(key.alg.as_str())
-        .bind(key.state.as_str())
-        .bind(&key.sealed_secret)
-        .bind(key.public_key.as_deref())
-        .bind(key.created_at.seconds())
-        .bind(key.not_after.map(UnixTime::seconds))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        insert_signing_key(&mut tx, key).await?;
         tx.commit().await.map_err(unavailable)
     }
 

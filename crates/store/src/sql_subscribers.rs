@@ -180,20 +180,7 @@ async fn update_rows(
 #[async_trait]
 impl SubscriberStore for SqlStore {
     async fn insert_encryption_key(&self, key: &EncryptionKeyRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO encryption_keys (kid, project_id, state, sealed_secret, created_at, not_after) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(key.kid.as_str())
-        .bind(key.project_id.to_string())
-        .bind(key.state.as_str())
-        .bind(&key.sealed_secret)
-        .bind(key.created_at.seconds())
-        .bind(key.not_after.map(UnixTime::seconds))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        insert_encryption_key_row(&self.pool, key).await
     }
 
     async fn rotate_encryption_key(
@@ -203,19 +190,7 @@ impl SubscriberStore for SqlStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         retire_active_keys(&mut tx, "encryption_keys", key.project_id, retire_until).await?;
-        sqlx::query(
-            "INSERT INTO encryption_keys (kid, project_id, state, sealed_secret, created_at, not_after) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(key.kid.as_str())
-        .bind(key.project_id.to_string())
-        .bind(key.state.as_str())
-        .bind(&key.sealed_secret)
-        .bind(key.created_at.seconds())
-        .bind(key.not_after.map(UnixTime::seconds))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        insert_encryption_key_row(&mut *tx, key).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -620,6 +595,29 @@ impl SubscriberStore for SqlStore {
             Err(e) => Err(e),
         }
     }
+}
+
+async fn insert_encryption_key_row<'e, E>(
+    exec: E,
+    key: &EncryptionKeyRecord,
+) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO encryption_keys (kid, project_id, state, sealed_secret, created_at, not_after) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(key.kid.as_str())
+    .bind(key.project_id.to_string())
+    .bind(key.state.as_str())
+    .bind(&key.sealed_secret)
+    .bind(key.created_at.seconds())
+    .bind(key.not_after.map(UnixTime::seconds))
+    .execute(exec)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 async fn insert_family_rows(
