@@ -31,6 +31,11 @@ pub(crate) fn error(id: u64, code: u32, message: &str) -> String {
     json!({"id": id, "error": {"code": code, "message": message}}).to_string()
 }
 
+/// The reply to a command that failed on our side (store or broker unavailable).
+pub(crate) fn internal(id: u64) -> String {
+    error(id, code::INTERNAL, "internal server error")
+}
+
 /// A successful reply: `{"id": id, "<method>": result}`. The result object is always
 /// present, even empty: the SDKs crash without it.
 pub(crate) fn reply(id: u64, method: &str, result: Value) -> String {

@@ -371,11 +371,7 @@ impl Session {
         if self.grant.is_some() {
             return Err((disconnect::BAD_REQUEST, "already connected"));
         }
-        let Some(token) = params
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        else {
+        let Some(token) = non_empty(params, "token") else {
             return Err((disconnect::BAD_REQUEST, "bad request"));
         };
         match self.gw.tollgate.verify_connection_token(token).await {
@@ -407,11 +403,7 @@ impl Session {
             }
             Err(GatewayTokenError::Unavailable(e)) => {
                 tracing::warn!(error = %e, "token check unavailable");
-                Ok(Some(protocol::error(
-                    id,
-                    code::INTERNAL,
-                    "internal server error",
-                )))
+                Ok(Some(protocol::internal(id)))
             }
         }
     }
@@ -455,10 +447,7 @@ impl Session {
         let Some(grant) = &self.grant else {
             return Err((disconnect::BAD_REQUEST, "connect first"));
         };
-        let token = params
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty());
+        let token = non_empty(params, "token");
         let mut result = Map::new();
         match token {
             Some(token) => {
@@ -494,11 +483,7 @@ impl Session {
                         )));
                     }
                     Err(GatewayTokenError::Unavailable(_)) => {
-                        return Ok(Some(protocol::error(
-                            id,
-                            code::INTERNAL,
-                            "internal server error",
-                        )));
+                        return Ok(Some(protocol::internal(id)));
                     }
                 }
             }
@@ -520,11 +505,7 @@ impl Session {
             .await
             .is_err()
         {
-            return Ok(Some(protocol::error(
-                id,
-                code::INTERNAL,
-                "internal server error",
-            )));
+            return Ok(Some(protocol::internal(id)));
         }
         let can_publish = self.caps_allow(channel, "pub");
         self.subs
@@ -591,11 +572,7 @@ impl Session {
             .await
         {
             Ok(_) => Ok(Some(protocol::reply(id, "publish", json!({})))),
-            Err(_) => Ok(Some(protocol::error(
-                id,
-                code::INTERNAL,
-                "internal server error",
-            ))),
+            Err(_) => Ok(Some(protocol::internal(id))),
         }
     }
 
@@ -605,18 +582,10 @@ impl Session {
         id: u64,
         params: &Map<String, Value>,
     ) -> Result<Option<String>, (u16, &'static str)> {
-        let Some(channel) = params
-            .get("channel")
-            .and_then(Value::as_str)
-            .filter(|c| !c.is_empty())
-        else {
+        let Some(channel) = non_empty(params, "channel") else {
             return Err((disconnect::BAD_REQUEST, "bad request"));
         };
-        let Some(token) = params
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        else {
+        let Some(token) = non_empty(params, "token") else {
             return Ok(Some(protocol::error(id, code::BAD_REQUEST, "bad request")));
         };
         if !self.subs.contains_key(channel) {
@@ -646,11 +615,7 @@ impl Session {
                 Err((disconnect::SUBSCRIPTION_EXPIRED, "subscription expired"))
             }
             Err(GatewayTokenError::Invalid(_)) => Err((disconnect::INVALID_TOKEN, "invalid token")),
-            Err(GatewayTokenError::Unavailable(_)) => Ok(Some(protocol::error(
-                id,
-                code::INTERNAL,
-                "internal server error",
-            ))),
+            Err(GatewayTokenError::Unavailable(_)) => Ok(Some(protocol::internal(id))),
         }
     }
 
@@ -659,11 +624,7 @@ impl Session {
         id: u64,
         params: &Map<String, Value>,
     ) -> Result<Option<String>, (u16, &'static str)> {
-        let Some(token) = params
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        else {
+        let Some(token) = non_empty(params, "token") else {
             return Err((disconnect::BAD_REQUEST, "bad request"));
         };
         let user = self
@@ -685,13 +646,17 @@ impl Session {
             Err(GatewayTokenError::Expired) => {
                 Err((disconnect::CONNECTION_EXPIRED, "connection expired"))
             }
-            Err(GatewayTokenError::Unavailable(_)) => Ok(Some(protocol::error(
-                id,
-                code::INTERNAL,
-                "internal server error",
-            ))),
+            Err(GatewayTokenError::Unavailable(_)) => Ok(Some(protocol::internal(id))),
         }
     }
+}
+
+/// A string parameter, if present and not empty.
+fn non_empty<'p>(params: &'p Map<String, Value>, key: &str) -> Option<&'p str> {
+    params
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// Pushes for a batch of deliveries, one per line. Payloads are raw JSON, inserted as is.
