@@ -190,19 +190,7 @@ impl KeyCache {
         if records.is_empty() {
             // Concurrent first uses may each add a key; all stay valid for decryption (by
             // kid), and everyone then signs with the newest.
-            let kid = KeyId::new_random();
-            let (_, secret) = EncryptionKey::generate(kid.clone())
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            let record = EncryptionKeyRecord {
-                sealed_secret: secrets
-                    .seal(&kid, &secret)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?,
-                kid,
-                project_id: project,
-                state: KeyState::Active,
-                created_at: now,
-                not_after: None,
-            };
+            let record = new_encryption_record(secrets, project, now)?;
             store.insert_encryption_key(&record).await?;
             records = store.encryption_keys(project, KeyState::Active).await?;
         }
@@ -254,24 +242,34 @@ impl KeyCache {
         now: UnixTime,
         retire_until: UnixTime,
     ) -> Result<KeyId, ServiceError> {
-        let kid = KeyId::new_random();
-        let (_, secret) = EncryptionKey::generate(kid.clone())
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let record = EncryptionKeyRecord {
-            sealed_secret: secrets
-                .seal(&kid, &secret)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?,
-            kid: kid.clone(),
-            project_id: project,
-            state: KeyState::Active,
-            created_at: now,
-            not_after: None,
-        };
+        let record = new_encryption_record(secrets, project, now)?;
+        let kid = record.kid.clone();
         store.rotate_encryption_key(&record, retire_until).await?;
         self.encrypting.retain(|p, _| *p != project);
         self.decrypting.retain(|_, (_, p)| *p != project);
         Ok(kid)
     }
+}
+
+/// A fresh active encryption key for `project`, sealed for storage.
+fn new_encryption_record(
+    secrets: &Secrets,
+    project: ProjectId,
+    now: UnixTime,
+) -> Result<EncryptionKeyRecord, ServiceError> {
+    let kid = KeyId::new_random();
+    let (_, secret) =
+        EncryptionKey::generate(kid.clone()).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    Ok(EncryptionKeyRecord {
+        sealed_secret: secrets
+            .seal(&kid, &secret)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?,
+        kid,
+        project_id: project,
+        state: KeyState::Active,
+        created_at: now,
+        not_after: None,
+    })
 }
 
 fn open_encryption(
