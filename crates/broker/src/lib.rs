@@ -32,8 +32,21 @@ pub struct Publication {
     pub data: Bytes,
     /// Who published it (raw JSON `ClientInfo`), for client-side publications.
     pub info: Option<Bytes>,
+    /// Publication tags (raw JSON object of strings), from the server API.
+    pub tags: Option<Bytes>,
     /// Unix time in milliseconds.
     pub time_ms: i64,
+}
+
+/// What a publisher hands the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewPublication {
+    /// The payload: raw JSON without newlines.
+    pub data: Bytes,
+    /// The publisher's `ClientInfo` (raw JSON), for client-side publications.
+    pub info: Option<Bytes>,
+    /// Tags (raw JSON object).
+    pub tags: Option<Bytes>,
 }
 
 /// A position in a channel's stream. A new epoch means the stream was reset (history
@@ -75,7 +88,11 @@ impl Delivery {
     #[must_use]
     pub fn weight(&self) -> usize {
         let payload = match &self.event {
-            Event::Publication(p) => p.data.len() + p.info.as_ref().map_or(0, Bytes::len),
+            Event::Publication(p) => {
+                p.data.len()
+                    + p.info.as_ref().map_or(0, Bytes::len)
+                    + p.tags.as_ref().map_or(0, Bytes::len)
+            }
             Event::Join(i) | Event::Leave(i) => i.len(),
         };
         // Fixed overhead approximates the envelope the gateway wraps around it.
@@ -129,13 +146,12 @@ pub enum BrokerError {
 /// The broker interface.
 #[async_trait]
 pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
-    /// Publishes `data` into `channel`, keeping it in history under `history` if given.
+    /// Publishes into `channel`, keeping it in history under `history` if given.
     /// Returns the stream position it got.
     async fn publish(
         &self,
         channel: &str,
-        data: Bytes,
-        info: Option<Bytes>,
+        publication: NewPublication,
         history: Option<HistoryPolicy>,
     ) -> Result<StreamPosition, BrokerError>;
 

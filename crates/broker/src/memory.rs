@@ -5,11 +5,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use crate::{
-    Broker, BrokerError, Delivery, Event, History, HistoryPolicy, HistoryQuery, PresenceEntry,
-    PresenceStats, Publication, Queue, StreamPosition,
+    Broker, BrokerError, Delivery, Event, History, HistoryPolicy, HistoryQuery, NewPublication,
+    PresenceEntry, PresenceStats, Publication, Queue, StreamPosition,
 };
 
 #[derive(Debug)]
@@ -122,8 +121,7 @@ impl Broker for MemoryBroker {
     async fn publish(
         &self,
         channel: &str,
-        data: Bytes,
-        info: Option<Bytes>,
+        new: NewPublication,
         history: Option<HistoryPolicy>,
     ) -> Result<StreamPosition, BrokerError> {
         Ok(self.with_channel(channel, |ch| {
@@ -133,8 +131,9 @@ impl Broker for MemoryBroker {
             }
             let publication = Arc::new(Publication {
                 offset: if keep.is_some() { ch.offset } else { 0 },
-                data,
-                info,
+                data: new.data,
+                info: new.info,
+                tags: new.tags,
                 time_ms: now_ms(),
             });
             if let Some(policy) = keep {

@@ -5,17 +5,21 @@
 //! connection's bounded queue with the broker for each subscription, and writes replies and
 //! pushes batched into newline-separated frames.
 //!
-//! Implemented so far: `connect`, `subscribe` (subscription JWTs or PubSub/Chat token
-//! capabilities; deny by default), `unsubscribe`, `publish`, `refresh`, `sub_refresh`,
-//! server pings with pong checks, connection expiry, slow-consumer disconnects, shutdown,
-//! and server-side commands from the server API. Presence and history over the protocol,
-//! subscription expiry timers and per-namespace options are still to come.
+//! Channel behaviour (presence, join/leave, history and recovery, who may publish) comes
+//! from per-namespace [`ChannelOptions`], as in Centrifugo; who may subscribe comes from
+//! tokens (subscription JWTs, PubSub/Chat capabilities) and, where an operator opens a
+//! namespace, from its `allow_*` options. Deny by default.
 
+mod channels;
+mod metrics;
 mod protocol;
 mod registry;
 mod session;
 
+pub use channels::{presence_map, publication_json};
+pub use metrics::GatewayMetrics;
 pub use registry::Control;
+pub use tollgate_token::centrifugo::{ChannelConfig, ChannelOptions};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,8 +44,28 @@ pub struct GatewaySettings {
     pub queue_bytes: usize,
     /// Most channels one connection may subscribe to.
     pub max_channels: usize,
-    /// Largest inbound WebSocket message, bytes.
+    /// Largest inbound WebSocket message, bytes: room for a connect carrying the largest
+    /// valid token (a PubSub token with 500 channels is about 200 KB).
     pub max_message_bytes: usize,
+    /// Largest publication payload a client may publish, bytes.
+    pub max_publication_bytes: usize,
+    /// Most open WebSocket connections on this node (0: no limit).
+    pub max_connections: usize,
+    /// Sustained commands per second one connection may send (0: no limit).
+    pub max_commands_per_second: u32,
+    /// Commands one connection may send in a burst above the sustained rate.
+    pub command_burst: u32,
+    /// How often presence is refreshed and subscription expiry checked.
+    pub presence_update_interval: Duration,
+    /// Grace after a subscription's expiry before it is ended (time to `sub_refresh`).
+    pub expired_sub_close_delay: Duration,
+    /// Most publications one history or recovery read returns.
+    pub history_max_publication_limit: usize,
+    /// `Origin` patterns allowed to open a WebSocket (`*` for all; `*.example.com` for
+    /// subdomains). Empty: only clients that send no `Origin` (non-browsers).
+    pub allowed_origins: Vec<String>,
+    /// Per-namespace channel options.
+    pub channels: ChannelConfig,
 }
 
 impl Default for GatewaySettings {
@@ -53,7 +77,16 @@ impl Default for GatewaySettings {
             expired_close_delay: Duration::from_secs(25),
             queue_bytes: 1024 * 1024,
             max_channels: 128,
-            max_message_bytes: 65_536,
+            max_message_bytes: 512 * 1024,
+            max_publication_bytes: 64 * 1024,
+            max_connections: 0,
+            max_commands_per_second: 100,
+            command_burst: 300,
+            presence_update_interval: Duration::from_secs(27),
+            expired_sub_close_delay: Duration::from_secs(25),
+            history_max_publication_limit: 300,
+            allowed_origins: Vec::new(),
+            channels: ChannelConfig::default(),
         }
     }
 }
@@ -71,6 +104,7 @@ pub struct Gateway {
     active: Arc<AtomicUsize>,
     idle: Arc<Notify>,
     pub(crate) registry: Arc<registry::Registry>,
+    pub(crate) metrics: Arc<GatewayMetrics>,
     started: std::time::Instant,
 }
 
@@ -88,6 +122,7 @@ impl Gateway {
             active: Arc::default(),
             idle: Arc::default(),
             registry: Arc::default(),
+            metrics: Arc::default(),
             started: std::time::Instant::now(),
         }
     }
@@ -138,9 +173,54 @@ impl Gateway {
         &self.settings
     }
 
+    /// Counters for `/metrics`.
+    #[must_use]
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
+    }
+
+    /// Open WebSocket connections (connected or not yet).
+    #[must_use]
+    pub fn open_connections(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Whether the node may take one more connection (checked before the upgrade, so an
+    /// over-full node answers 503 and the client's backoff does the rest).
+    #[must_use]
+    pub fn has_room(&self) -> bool {
+        self.settings.max_connections == 0
+            || self.active.load(Ordering::Acquire) < self.settings.max_connections
+    }
+
+    /// Whether a browser page from `origin` may connect (Centrifugo's `allowed_origins`).
+    #[must_use]
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        let origin = origin.to_ascii_lowercase();
+        self.settings.allowed_origins.iter().any(|pattern| {
+            let pattern = pattern.to_ascii_lowercase();
+            if pattern == "*" {
+                return true;
+            }
+            match pattern.split_once("://*.") {
+                // `https://*.example.com` matches any subdomain, not the bare domain.
+                Some((scheme, domain)) => origin
+                    .strip_prefix(scheme)
+                    .and_then(|o| o.strip_prefix("://"))
+                    .and_then(|host| host.strip_suffix(domain))
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => pattern == origin,
+            }
+        })
+    }
+
     /// Serves one WebSocket connection until it ends.
     pub async fn serve(&self, socket: axum::extract::ws::WebSocket) {
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.metrics.connection_opened();
         session::Session::new(self.clone()).run(socket).await;
         if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();

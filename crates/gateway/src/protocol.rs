@@ -12,6 +12,9 @@ pub(crate) mod code {
     pub(crate) const BAD_REQUEST: u32 = 107;
     pub(crate) const NOT_AVAILABLE: u32 = 108;
     pub(crate) const TOKEN_EXPIRED: u32 = 109;
+    pub(crate) const EXPIRED: u32 = 110;
+    pub(crate) const TOO_MANY_REQUESTS: u32 = 111;
+    pub(crate) const UNRECOVERABLE_POSITION: u32 = 112;
 }
 
 /// Disconnect codes, sent as the WebSocket close code (reference §2.11).
@@ -24,11 +27,51 @@ pub(crate) mod disconnect {
     pub(crate) const INVALID_TOKEN: u16 = 3500;
     pub(crate) const BAD_REQUEST: u16 = 3501;
     pub(crate) const STALE: u16 = 3502;
+    pub(crate) const CHANNEL_LIMIT: u16 = 3505;
+    pub(crate) const NOT_AVAILABLE: u16 = 3508;
+    pub(crate) const INSUFFICIENT_STATE: u16 = 3010;
 }
 
-/// An error reply.
+/// Unsubscribe push codes (reference §2.12).
+pub(crate) mod unsubscribe {
+    pub(crate) const SERVER: u32 = 2000;
+    pub(crate) const EXPIRED: u32 = 2501;
+}
+
+/// An error reply. Codes the SDKs should retry carry `temporary` (reference §2.10).
 pub(crate) fn error(id: u64, code: u32, message: &str) -> String {
-    json!({"id": id, "error": {"code": code, "message": message}}).to_string()
+    if matches!(code, code::INTERNAL | code::TOO_MANY_REQUESTS) {
+        json!({"id": id, "error": {"code": code, "message": message, "temporary": true}})
+            .to_string()
+    } else {
+        json!({"id": id, "error": {"code": code, "message": message}}).to_string()
+    }
+}
+
+/// The error reply for a code, with Centrifugo's message for it.
+pub(crate) fn error_code(id: u64, code: u32) -> String {
+    let message = match code {
+        code::INTERNAL => "internal server error",
+        code::PERMISSION_DENIED => "permission denied",
+        code::METHOD_NOT_FOUND => "method not found",
+        code::ALREADY_SUBSCRIBED => "already subscribed",
+        code::LIMIT_EXCEEDED => "limit exceeded",
+        code::NOT_AVAILABLE => "not available",
+        code::TOKEN_EXPIRED => "token expired",
+        code::EXPIRED => "expired",
+        code::TOO_MANY_REQUESTS => "too many requests",
+        code::UNRECOVERABLE_POSITION => "unrecoverable position",
+        _ => "bad request",
+    };
+    error(id, code, message)
+}
+
+/// A push for one channel: `{"push":{"channel":…,"<kind>":body}}`.
+pub(crate) fn push(channel: &str, kind: &str, body: Value) -> String {
+    let mut p = serde_json::Map::new();
+    p.insert("channel".into(), channel.into());
+    p.insert(kind.into(), body);
+    json!({ "push": p }).to_string()
 }
 
 /// The reply to a command that failed on our side (store or broker unavailable).

@@ -11,8 +11,13 @@ use tokio::sync::mpsc;
 pub enum Control {
     /// Close with this code and reason.
     Disconnect { code: u16, reason: String },
-    /// Subscribe server-side to a channel.
-    Subscribe { channel: String },
+    /// Subscribe server-side to a channel, with this client's channel info and data for
+    /// the `subscribe` push.
+    Subscribe {
+        channel: String,
+        info: Option<serde_json::Value>,
+        data: Option<serde_json::Value>,
+    },
     /// Unsubscribe from a channel (all channels when empty).
     Unsubscribe { channel: String },
     /// Expire the connection now, or move its expiry (`None`: never expires).

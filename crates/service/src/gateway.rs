@@ -35,26 +35,58 @@ impl From<ServiceError> for GatewayTokenError {
     }
 }
 
+/// Per-subscription overrides of namespace options a token may carry (Centrifugo's
+/// `override`: each is `{"value": bool}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub presence: Option<bool>,
+    pub join_leave: Option<bool>,
+    pub force_push_join_leave: Option<bool>,
+    pub force_positioning: Option<bool>,
+    pub force_recovery: Option<bool>,
+}
+
+/// A subscription a connection token asks for (`channels` / `subs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSub {
+    pub channel: String,
+    /// Channel info (`chan_info`) for presence, join/leave and publications.
+    pub info: Option<Value>,
+    /// Sent to the client in the connect result (`subs[ch].data`).
+    pub data: Option<Value>,
+    pub overrides: Overrides,
+}
+
 /// A verified connection token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionGrant {
-    pub project: ProjectId,
+    /// The project the token belongs to; `None` for a token signed with the shared
+    /// Centrifugo secret that names none (a token the application signed itself).
+    pub project: Option<ProjectId>,
     /// Centrifugo's user id (`sub`); empty for an anonymous token.
     pub user: String,
-    /// When the connection expires (`exp`), if it does.
+    /// When the connection expires (`expire_at`, else `exp`), if it does.
     pub expires_at: Option<i64>,
     /// Channel capabilities carried by PubSub/Chat tokens.
     pub caps: Vec<Capability>,
-    /// Connection info shown to others (`info`).
+    /// Connection info shown to others (`info`, or `b64info` decoded).
     pub info: Option<Value>,
+    /// Server-side subscriptions (`subs`, else `channels`).
+    pub subs: Vec<ServerSub>,
 }
 
 /// A verified subscription token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionGrant {
+    /// When the subscription expires (`expire_at`, else `exp`), if it does.
     pub expires_at: Option<i64>,
     pub info: Option<Value>,
+    pub data: Option<Value>,
+    pub overrides: Overrides,
 }
+
+/// Most server-side subscriptions one connection token may carry.
+pub const MAX_TOKEN_SUBS: usize = 128;
 
 impl Tollgate {
     /// Finds the key for a token: the shared Centrifugo HMAC secret (whose tokens name
@@ -62,26 +94,25 @@ impl Tollgate {
     async fn gateway_verify(
         &self,
         token: &str,
-    ) -> Result<(ProjectId, Map<String, Value>), GatewayTokenError> {
+    ) -> Result<(Option<ProjectId>, Map<String, Value>), GatewayTokenError> {
         let header = jose::peek_header(token, MAX_GATEWAY_TOKEN_LEN)
             .map_err(|_| GatewayTokenError::Invalid("malformed"))?;
         let kid = header.get("kid").and_then(Value::as_str);
         let hmac_kid = crate::centrifugo::HMAC_KID;
+        let shared = |secret: &[u8]| -> Result<Arc<VerifyingKey>, GatewayTokenError> {
+            let kid = hmac_kid
+                .parse::<KeyId>()
+                .map_err(|_| GatewayTokenError::Invalid("kid"))?;
+            VerifyingKey::hmac(Algorithm::HS256, kid, secret)
+                .map(Arc::new)
+                .map_err(|_| GatewayTokenError::Invalid("hmac"))
+        };
         let (key, project): (Arc<VerifyingKey>, Option<ProjectId>) =
             match (kid, &self.inner.settings.centrifugo_hmac_secret) {
-                (Some(k), Some(secret)) if k == hmac_kid => (
-                    Arc::new(
-                        VerifyingKey::hmac(
-                            Algorithm::HS256,
-                            hmac_kid
-                                .parse::<KeyId>()
-                                .map_err(|_| GatewayTokenError::Invalid("kid"))?,
-                            secret,
-                        )
-                        .map_err(|_| GatewayTokenError::Invalid("hmac"))?,
-                    ),
-                    None,
-                ),
+                // The shared secret: tokens Tollgate mints name it by kid; tokens an
+                // application signs itself, as for Centrifugo, carry no kid at all.
+                (None, Some(secret)) => (shared(secret)?, None),
+                (Some(k), Some(secret)) if k == hmac_kid => (shared(secret)?, None),
                 (Some(k), _) => {
                     let kid: KeyId = k.parse().map_err(|_| GatewayTokenError::Invalid("kid"))?;
                     let (key, project) = self
@@ -90,7 +121,7 @@ impl Tollgate {
                         .ok_or(GatewayTokenError::Invalid("unknown key"))?;
                     (key, Some(project))
                 }
-                (None, _) => return Err(GatewayTokenError::Invalid("no kid")),
+                (None, None) => return Err(GatewayTokenError::Invalid("no kid")),
             };
         let verified = jose::verify_pinned(token, MAX_GATEWAY_TOKEN_LEN, &key)
             .map_err(|_| GatewayTokenError::Invalid("signature"))?;
@@ -99,16 +130,19 @@ impl Tollgate {
             .get("aud")
             .and_then(Value::as_str)
             .and_then(|a| a.parse::<ProjectId>().ok());
-        // A project key binds its project; a shared secret needs the token to say which.
+        // A project key binds its project, so a token naming another is refused. The
+        // shared secret is deployment-wide (Centrifugo's `hmac_secret_key`): its tokens
+        // may name a project or, when the application signed them itself, none.
         let project = match (project, aud) {
             (Some(p), Some(a)) if p != a => return Err(GatewayTokenError::Invalid("audience")),
-            (Some(p), _) => p,
-            (None, Some(a)) => a,
-            (None, None) => return Err(GatewayTokenError::Invalid("no project")),
+            (Some(p), _) => Some(p),
+            (None, a) => a,
         };
         Ok((project, claims))
     }
 
+    /// Checks `exp`/`nbf` (no leeway, as Centrifugo) and returns the expiration time:
+    /// `expire_at` when present (`0`: never), else `exp`.
     fn check_times(&self, claims: &Map<String, Value>) -> Result<Option<i64>, GatewayTokenError> {
         let now = self.inner.clock.now();
         let exp = match claims.get("exp") {
@@ -124,7 +158,14 @@ impl Tollgate {
         if exp.is_some_and(|e| e <= now.seconds()) {
             return Err(GatewayTokenError::Expired);
         }
-        Ok(exp)
+        match claims.get("expire_at") {
+            None | Some(Value::Null) => Ok(exp),
+            Some(v) => match v.as_i64() {
+                Some(0) => Ok(None),
+                Some(at) => Ok(Some(at)),
+                None => Err(GatewayTokenError::Invalid("expire_at")),
+            },
+        }
     }
 
     /// Verifies a connection token: a Centrifugo connection JWT or a PubSub/Chat token.
@@ -149,13 +190,16 @@ impl Tollgate {
             Some(v) => serde_json::from_value::<Vec<Capability>>(v.clone())
                 .map_err(|_| GatewayTokenError::Invalid("caps"))?,
         };
+        let info = info_claim(&claims, "info", "b64info")?;
+        let subs = server_subs(&claims)?;
         let expires_at = self.check_times(&claims)?;
         Ok(ConnectionGrant {
             project,
             user,
             expires_at,
             caps,
-            info: claims.get("info").cloned(),
+            info,
+            subs,
         })
     }
 
@@ -164,13 +208,16 @@ impl Tollgate {
     pub async fn verify_subscription_token(
         &self,
         token: &str,
-        project: ProjectId,
+        project: Option<ProjectId>,
         user: &str,
         client: &str,
         channel: &str,
     ) -> Result<SubscriptionGrant, GatewayTokenError> {
         let (token_project, claims) = self.gateway_verify(token).await?;
         let claim = |k: &str| claims.get(k).and_then(Value::as_str);
+        // A token of one project never opens a channel for a connection of another; a
+        // token naming no project comes from the shared secret and matches only a
+        // connection that also named none.
         if token_project != project {
             return Err(GatewayTokenError::Invalid("another project"));
         }
@@ -183,10 +230,15 @@ impl Tollgate {
         if claim("client").is_some_and(|c| c != client) {
             return Err(GatewayTokenError::Invalid("client"));
         }
+        let info = info_claim(&claims, "info", "b64info")?;
+        let data = info_claim(&claims, "data", "b64data")?;
+        let overrides = overrides(claims.get("override"))?;
         let expires_at = self.check_times(&claims)?;
         Ok(SubscriptionGrant {
             expires_at,
-            info: claims.get("info").cloned(),
+            info,
+            data,
+            overrides,
         })
     }
 
@@ -194,5 +246,101 @@ impl Tollgate {
     #[must_use]
     pub fn now(&self) -> UnixTime {
         self.inner.clock.now()
+    }
+}
+
+/// A raw-JSON claim and its base64 form (`b64info`/`b64data`, which wins when set). The
+/// JSON protocol carries payloads as embedded JSON, so the decoded bytes must be JSON.
+fn info_claim(
+    claims: &Map<String, Value>,
+    key: &str,
+    b64_key: &str,
+) -> Result<Option<Value>, GatewayTokenError> {
+    use base64::Engine as _;
+    match claims
+        .get(b64_key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        Some(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| GatewayTokenError::Invalid("b64"))?;
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|_| GatewayTokenError::Invalid("b64 payload is not JSON"))
+        }
+        None => Ok(claims.get(key).filter(|v| !v.is_null()).cloned()),
+    }
+}
+
+fn overrides(v: Option<&Value>) -> Result<Overrides, GatewayTokenError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Overrides::default());
+    };
+    let obj = v
+        .as_object()
+        .ok_or(GatewayTokenError::Invalid("override"))?;
+    let flag = |k: &str| -> Result<Option<bool>, GatewayTokenError> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(o) => o
+                .get("value")
+                .and_then(Value::as_bool)
+                .map(Some)
+                .ok_or(GatewayTokenError::Invalid("override")),
+        }
+    };
+    Ok(Overrides {
+        presence: flag("presence")?,
+        join_leave: flag("join_leave")?,
+        force_push_join_leave: flag("force_push_join_leave")?,
+        force_positioning: flag("force_positioning")?,
+        force_recovery: flag("force_recovery")?,
+    })
+}
+
+/// `subs` (per-channel options) or, when that is empty, `channels`.
+fn server_subs(claims: &Map<String, Value>) -> Result<Vec<ServerSub>, GatewayTokenError> {
+    let bad = GatewayTokenError::Invalid("channels");
+    let channel_ok = |c: &str| !c.is_empty() && c.len() <= 1024;
+    if let Some(subs) = claims
+        .get("subs")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
+    {
+        if subs.len() > MAX_TOKEN_SUBS {
+            return Err(bad);
+        }
+        let mut out = Vec::with_capacity(subs.len());
+        for (channel, opts) in subs {
+            let opts = opts.as_object().cloned().unwrap_or_default();
+            if !channel_ok(channel) {
+                return Err(bad);
+            }
+            out.push(ServerSub {
+                channel: channel.clone(),
+                info: info_claim(&opts, "info", "b64info")?,
+                data: info_claim(&opts, "data", "b64data")?,
+                overrides: overrides(opts.get("override"))?,
+            });
+        }
+        return Ok(out);
+    }
+    match claims.get("channels") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) if list.len() <= MAX_TOKEN_SUBS => list
+            .iter()
+            .map(|c| match c.as_str() {
+                Some(c) if channel_ok(c) => Ok(ServerSub {
+                    channel: c.to_owned(),
+                    info: None,
+                    data: None,
+                    overrides: Overrides::default(),
+                }),
+                _ => Err(GatewayTokenError::Invalid("channels")),
+            })
+            .collect(),
+        Some(_) => Err(bad),
     }
 }

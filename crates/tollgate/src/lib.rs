@@ -63,7 +63,7 @@ impl App {
         let gateway = tollgate_gateway::Gateway::new(
             self.tollgate.clone(),
             broker,
-            tollgate_gateway::GatewaySettings::default(),
+            self.config.gateway.clone(),
         );
         let api_key = self
             .config

@@ -14,6 +14,13 @@ const KEEP: Option<HistoryPolicy> = Some(HistoryPolicy {
     ttl: Duration::from_secs(60),
 });
 
+fn pubn(data: Bytes) -> crate::NewPublication {
+    crate::NewPublication {
+        data,
+        ..Default::default()
+    }
+}
+
 fn data(s: &str) -> Bytes {
     Bytes::from(format!("{{\"v\":\"{s}\"}}"))
 }
@@ -44,7 +51,7 @@ async fn fans_out_to_every_subscriber_and_only_them() {
     b.subscribe("news", &q1).await.unwrap();
     b.subscribe("news", &q2).await.unwrap();
     b.subscribe("sport", &other).await.unwrap();
-    b.publish("news", data("a"), None, None).await.unwrap();
+    b.publish("news", pubn(data("a")), None).await.unwrap();
     assert_eq!(received(&q1).await, [r#"news:{"v":"a"}"#]);
     assert_eq!(received(&q2).await, [r#"news:{"v":"a"}"#]);
     assert!(
@@ -54,7 +61,7 @@ async fn fans_out_to_every_subscriber_and_only_them() {
         "another channel's subscriber gets nothing"
     );
     b.unsubscribe("news", &q2).await.unwrap();
-    b.publish("news", data("b"), None, None).await.unwrap();
+    b.publish("news", pubn(data("b")), None).await.unwrap();
     assert_eq!(received(&q1).await, [r#"news:{"v":"b"}"#]);
     assert_eq!(
         b.channels().await.unwrap(),
@@ -63,20 +70,20 @@ async fn fans_out_to_every_subscriber_and_only_them() {
 
     // A dropped connection's queue is forgotten on the next publication.
     drop(q1);
-    b.publish("news", data("c"), None, None).await.unwrap();
+    b.publish("news", pubn(data("c")), None).await.unwrap();
     assert_eq!(b.channels().await.unwrap(), [("sport".to_owned(), 1)]);
 }
 
 #[tokio::test]
 async fn history_keeps_positions_size_and_ttl() {
     let b = MemoryBroker::new();
-    let p1 = b.publish("c", data("1"), None, KEEP).await.unwrap();
-    let p2 = b.publish("c", data("2"), None, KEEP).await.unwrap();
+    let p1 = b.publish("c", pubn(data("1")), KEEP).await.unwrap();
+    let p2 = b.publish("c", pubn(data("2")), KEEP).await.unwrap();
     assert_eq!((p1.offset, p2.offset), (1, 2));
     assert_eq!(p1.epoch, p2.epoch);
     assert_eq!(p1.epoch.len(), 8);
     for i in 3..=5 {
-        b.publish("c", data(&i.to_string()), None, KEEP)
+        b.publish("c", pubn(data(&i.to_string())), KEEP)
             .await
             .unwrap();
     }
@@ -99,7 +106,7 @@ async fn history_keeps_positions_size_and_ttl() {
     assert_eq!(offsets, [5, 4]);
 
     // Without a history policy nothing is kept and no offset is taken.
-    let p = b.publish("plain", data("x"), None, None).await.unwrap();
+    let p = b.publish("plain", pubn(data("x")), None).await.unwrap();
     assert_eq!(p.offset, 0);
     assert!(
         b.history("plain", HistoryQuery::default())
@@ -114,8 +121,8 @@ async fn history_keeps_positions_size_and_ttl() {
         size: 10,
         ttl: Duration::from_millis(40),
     });
-    b.publish("t", data("x"), None, short).await.unwrap();
-    b.publish("t", data("y"), None, KEEP).await.unwrap();
+    b.publish("t", pubn(data("x")), short).await.unwrap();
+    b.publish("t", pubn(data("y")), KEEP).await.unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
     let h = b.history("t", HistoryQuery::default()).await.unwrap();
     assert_eq!(h.publications.len(), 1);
@@ -127,10 +134,10 @@ async fn recovery_reports_whether_the_stream_is_continuous() {
     let b = MemoryBroker::new();
     let q = Queue::new(1 << 20);
     b.subscribe("c", &q).await.unwrap();
-    let mut last = b.publish("c", data("1"), None, KEEP).await.unwrap();
+    let mut last = b.publish("c", pubn(data("1")), KEEP).await.unwrap();
     for i in 2..=3 {
         last = b
-            .publish("c", data(&i.to_string()), None, KEEP)
+            .publish("c", pubn(data(&i.to_string())), KEEP)
             .await
             .unwrap();
     }
@@ -168,7 +175,7 @@ async fn recovery_reports_whether_the_stream_is_continuous() {
     assert!(top.recovered && top.publications.is_empty());
 
     // A gap (publication 1 pushed out of a size-3 history) or another epoch: not recovered.
-    b.publish("c", data("4"), None, KEEP).await.unwrap();
+    b.publish("c", pubn(data("4")), KEEP).await.unwrap();
     let old = crate::StreamPosition {
         offset: 0,
         epoch: last.epoch.clone(),
@@ -231,7 +238,7 @@ async fn a_slow_consumer_overflows_without_stalling_the_publisher() {
         // Never blocks, whatever the slow queue's state.
         tokio::time::timeout(
             Duration::from_millis(50),
-            b.publish("c", big.clone(), None, None),
+            b.publish("c", pubn(big.clone()), None),
         )
         .await
         .expect("publishing never waits for a subscriber")
@@ -247,7 +254,7 @@ async fn a_slow_consumer_overflows_without_stalling_the_publisher() {
 
     // Batches are bounded by the caller.
     for _ in 0..5 {
-        b.publish("c", data("s"), None, None).await.unwrap();
+        b.publish("c", pubn(data("s")), None).await.unwrap();
     }
     assert_eq!(fast.next_batch(2).await.unwrap().len(), 2);
     assert_eq!(fast.next_batch(10).await.unwrap().len(), 3);

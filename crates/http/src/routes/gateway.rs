@@ -3,7 +3,8 @@
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::AppState;
@@ -13,7 +14,24 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// `GET /connection/websocket`: Centrifugo client protocol v2 (JSON).
-async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+///
+/// Checked before the upgrade, so nothing is allocated for a refused socket: the `Origin`
+/// (a browser page not on the allowlist gets 403, as Centrifugo answers) and the node's
+/// connection limit (503; clients back off and retry).
+async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("\u{0}"));
+    if !state.gateway.origin_allowed(origin) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    if !state.gateway.has_room() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+    }
     let limit = state.gateway.settings().max_message_bytes;
     let gateway = state.gateway.clone();
     upgrade

@@ -29,11 +29,19 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 
 /// Prometheus text exposition.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let gw = &state.gateway;
+    let (clients, users) = gw.stats();
+    let channels = gw.broker().channels().await.map_or(0, |c| c.len());
+    let mut text = state.metrics.render();
+    text.push_str(
+        &gw.metrics()
+            .render(gw.open_connections(), clients, users, channels),
+    );
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
 }

@@ -7,7 +7,7 @@
 //! presence_stats, history, history_remove, channels, info and batch.
 
 use axum::body::Bytes as Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq as _;
-use tollgate_gateway::Control;
+use tollgate_gateway::{ChannelOptions, Control, presence_map, publication_json};
 
 use crate::AppState;
 
@@ -25,18 +25,28 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/{method}", post(method))
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(key) = state.api_key.as_deref() else {
+/// Centrifugo's order: `X-API-Key` if present, else `Authorization: apikey <key>`, else
+/// the `api_key` query parameter. Compared in constant time.
+fn authorized(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> bool {
+    let Some(key) = state.api_key.as_deref().filter(|k| !k.is_empty()) else {
         return false;
+    };
+    let from_query = || {
+        query?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("api_key="))
     };
     let given = match headers.get("x-api-key") {
         Some(v) => v.to_str().ok(),
-        None => headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("apikey"))
-            .map(|(_, k)| k),
+        None => match headers.get("authorization") {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, k)| scheme.eq_ignore_ascii_case("apikey") && !k.contains(' '))
+                .map(|(_, k)| k),
+            None => from_query(),
+        },
     };
     given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(key.as_bytes())))
 }
@@ -98,36 +108,29 @@ async fn call(state: &AppState, method: &str, params: &Map<String, Value>) -> Va
         }
         "subscribe" | "unsubscribe" | "disconnect" | "refresh" => control(state, method, params),
         "presence" => match channel_of(params) {
+            None => api_error(107, "bad request"),
+            Some(ch) if !options(state, ch).presence => api_error(108, "not available"),
             Some(ch) => match state.gateway.broker().presence(ch).await {
-                Ok(entries) => {
-                    let presence: Map<String, Value> = entries
-                        .into_iter()
-                        .map(|e| {
-                            let info = serde_json::from_slice(&e.info)
-                                .unwrap_or_else(|_| json!({"user": e.user, "client": e.client}));
-                            (e.client, info)
-                        })
-                        .collect();
-                    json!({"result": {"presence": presence}})
-                }
+                Ok(entries) => json!({"result": {"presence": presence_map(entries)}}),
                 Err(_) => api_error(100, "internal server error"),
             },
-            None => api_error(107, "bad request"),
         },
         "presence_stats" => match channel_of(params) {
+            None => api_error(107, "bad request"),
+            Some(ch) if !options(state, ch).presence => api_error(108, "not available"),
             Some(ch) => match state.gateway.broker().presence_stats(ch).await {
                 Ok(s) => json!({"result": {"num_clients": s.clients, "num_users": s.users}}),
                 Err(_) => api_error(100, "internal server error"),
             },
-            None => api_error(107, "bad request"),
         },
         "history" => history(state, params).await,
         "history_remove" => match channel_of(params) {
+            None => api_error(107, "bad request"),
+            Some(ch) if !options(state, ch).history() => api_error(108, "not available"),
             Some(ch) => match state.gateway.broker().remove_history(ch).await {
                 Ok(()) => json!({"result": {}}),
                 Err(_) => api_error(100, "internal server error"),
             },
-            None => api_error(107, "bad request"),
         },
         "channels" => match state.gateway.broker().channels().await {
             Ok(list) => {
@@ -157,6 +160,10 @@ async fn call(state: &AppState, method: &str, params: &Map<String, Value>) -> Va
         }
         _ => api_error(104, "not found"),
     }
+}
+
+fn options<'s>(state: &'s AppState, channel: &str) -> &'s ChannelOptions {
+    state.gateway.settings().channels.options(channel)
 }
 
 fn channel_of(params: &Map<String, Value>) -> Option<&str> {
@@ -199,7 +206,11 @@ fn control(state: &AppState, method: &str, params: &Map<String, Value>) -> Value
         .to_owned();
     let command = match method {
         "subscribe" if channel.is_empty() => return api_error(107, "bad request"),
-        "subscribe" => Control::Subscribe { channel },
+        "subscribe" => Control::Subscribe {
+            channel,
+            info: raw_or_b64(params, "info", "b64info"),
+            data: raw_or_b64(params, "data", "b64data"),
+        },
         "unsubscribe" => Control::Unsubscribe { channel },
         "disconnect" => {
             let d = params.get("disconnect");
@@ -234,6 +245,9 @@ async fn history(state: &AppState, params: &Map<String, Value>) -> Value {
     let Some(channel) = channel_of(params) else {
         return api_error(107, "bad request");
     };
+    if !options(state, channel).history() {
+        return api_error(108, "not available");
+    }
     let since = params
         .get("since")
         .map(|s| tollgate_broker::StreamPosition {
@@ -244,11 +258,12 @@ async fn history(state: &AppState, params: &Map<String, Value>) -> Value {
                 .unwrap_or_default()
                 .to_owned(),
         });
-    // Without a limit Centrifugo returns only the stream position.
-    let limit = params
-        .get("limit")
-        .and_then(Value::as_u64)
-        .map_or(0, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    // Without a limit Centrifugo returns only the stream position; a negative one means
+    // everything kept.
+    let limit = match params.get("limit").and_then(Value::as_i64).unwrap_or(0) {
+        l if l < 0 => usize::MAX,
+        l => usize::try_from(l).unwrap_or(usize::MAX),
+    };
     let query = tollgate_broker::HistoryQuery {
         since: since.as_ref(),
         limit: Some(limit),
@@ -260,23 +275,28 @@ async fn history(state: &AppState, params: &Map<String, Value>) -> Value {
     match state.gateway.broker().history(channel, query).await {
         Ok(h) if since.is_some() && !h.recovered => api_error(112, "unrecoverable position"),
         Ok(h) => {
-            let publications: Vec<Value> = h
-                .publications
-                .iter()
-                .map(|p| {
-                    let mut v = json!({"data": serde_json::from_slice::<Value>(&p.data).unwrap_or(Value::Null)});
-                    if p.offset > 0 {
-                        v["offset"] = p.offset.into();
-                    }
-                    if let Some(info) = &p.info {
-                        v["info"] = serde_json::from_slice(info).unwrap_or(Value::Null);
-                    }
-                    v
-                })
-                .collect();
+            let publications: Vec<Value> =
+                h.publications.iter().map(|p| publication_json(p)).collect();
             json!({"result": {"publications": publications, "epoch": h.position.epoch, "offset": h.position.offset}})
         }
         Err(_) => api_error(100, "internal server error"),
+    }
+}
+
+/// A raw-JSON field, or its base64 twin (which wins when set) decoded; `None` when absent
+/// or when the decoded bytes are not JSON (the JSON protocol embeds payloads as JSON).
+fn raw_or_b64(params: &Map<String, Value>, key: &str, b64_key: &str) -> Option<Value> {
+    use base64::Engine as _;
+    match params
+        .get(b64_key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok()),
+        None => params.get(key).filter(|v| !v.is_null()).cloned(),
     }
 }
 
@@ -289,19 +309,45 @@ async fn publish_one(
         .and_then(Value::as_str)
         .filter(|c| !c.is_empty() && c.len() <= 1024)
         .ok_or_else(|| api_error(107, "bad request"))?;
-    let data = params
-        .get("data")
-        .filter(|d| !d.is_null())
-        .ok_or_else(|| api_error(107, "bad request"))?;
+    let data =
+        raw_or_b64(params, "data", "b64data").ok_or_else(|| api_error(107, "bad request"))?;
+    let tags = match params.get("tags") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(t)) if t.values().all(Value::is_string) => {
+            Some(Bytes::from(Value::Object(t.clone()).to_string()))
+        }
+        Some(_) => return Err(api_error(107, "bad request")),
+    };
     // Compact re-serialisation: payloads travel inside newline-delimited frames.
     let data = Bytes::from(data.to_string());
-    state
+    if data.len() > state.gateway.settings().max_publication_bytes {
+        return Err(api_error(107, "bad request"));
+    }
+    let skip_history = params
+        .get("skip_history")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let o = options(state, channel);
+    let history = (!skip_history && o.history()).then(|| tollgate_broker::HistoryPolicy {
+        size: o.history_size as usize,
+        ttl: o.history_ttl,
+    });
+    let publication = tollgate_broker::NewPublication {
+        data,
+        info: None,
+        tags,
+    };
+    let position = state
         .gateway
         .broker()
-        .publish(channel, data, None, None)
+        .publish(channel, publication, history)
         .await
-        .map(|_| json!({}))
-        .map_err(|_| api_error(100, "internal server error"))
+        .map_err(|_| api_error(100, "internal server error"))?;
+    Ok(if history.is_some() {
+        json!({"offset": position.offset, "epoch": position.epoch})
+    } else {
+        json!({})
+    })
 }
 
 fn parse(body: &Body) -> Option<Map<String, Value>> {
@@ -315,10 +361,11 @@ fn parse(body: &Body) -> Option<Map<String, Value>> {
 async fn method(
     State(state): State<AppState>,
     Path(method): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !authorized(&state, &headers) {
+    if !authorized(&state, &headers, query.as_deref()) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let Some(params) = parse(&body) else {
@@ -327,22 +374,79 @@ async fn method(
     Json(call(&state, &method, &params).await).into_response()
 }
 
-/// Legacy `POST /api` `{method, params}`.
-async fn legacy(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    if !authorized(&state, &headers) {
+/// The legacy single endpoint's method numbers (Centrifugo's `MethodType`).
+const LEGACY_METHODS: [&str; 13] = [
+    "publish",
+    "broadcast",
+    "unsubscribe",
+    "disconnect",
+    "presence",
+    "presence_stats",
+    "history",
+    "history_remove",
+    "channels",
+    "info",
+    "rpc",
+    "subscribe",
+    "refresh",
+];
+
+/// Most commands in one legacy request.
+const MAX_LEGACY_COMMANDS: usize = 1000;
+
+/// Legacy `POST /api`: one or more newline-separated `{"id"?, "method", "params"}`; the
+/// answer is one `{"id"?, "result"|"error"}` line per command, in order.
+async fn legacy(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !authorized(&state, &headers, query.as_deref()) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let Some(command) = parse(&body) else {
+    let Ok(text) = std::str::from_utf8(&body) else {
         return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
     };
-    let method = command
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let empty = Map::new();
-    let params = command
-        .get("params")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    Json(call(&state, method, params).await).into_response()
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() || lines.len() > MAX_LEGACY_COMMANDS {
+        return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
+    }
+    let mut commands = Vec::with_capacity(lines.len());
+    for line in lines {
+        let Ok(Value::Object(command)) = serde_json::from_str::<Value>(line) else {
+            return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
+        };
+        commands.push(command);
+    }
+    let mut out = Vec::with_capacity(commands.len());
+    for command in &commands {
+        let method = match command.get("method") {
+            Some(Value::String(m)) => m.to_ascii_lowercase(),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|i| LEGACY_METHODS.get(usize::try_from(i).ok()?))
+                .map_or_else(String::new, |m| (*m).to_owned()),
+            None => "publish".to_owned(),
+            Some(_) => String::new(),
+        };
+        let empty = Map::new();
+        let mut reply = match command.get("params") {
+            None | Some(Value::Null) => call(&state, &method, &empty).await,
+            Some(Value::Object(params)) if method != "batch" => call(&state, &method, params).await,
+            Some(_) => api_error(107, "bad request"),
+        };
+        if let (Some(id), Value::Object(r)) =
+            (command.get("id").filter(|i| !i.is_null()), &mut reply)
+        {
+            r.insert("id".into(), id.clone());
+        }
+        out.push(reply.to_string());
+    }
+    let mut response = out.join("\n").into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }

@@ -14,6 +14,12 @@ use uuid::Uuid;
 
 use crate::time::UnixTime;
 
+mod options;
+pub use options::{
+    Action, ChannelConfig, ChannelOptions, MAX_HISTORY_SIZE, MAX_HISTORY_TTL, parse_duration,
+    user_limited_allows,
+};
+
 /// Longest channel name (Centrifugo's default `channel.max_length`).
 pub const MAX_CHANNEL_LEN: usize = 255;
 /// Default subscription-token lifetime: one hour.

@@ -8,6 +8,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod gateway;
+
+pub use gateway::{RawDuration, RawGateway, RawList};
+
 use figment::Figment;
 use figment::providers::{Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -54,12 +58,6 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RawTokens {
     pub issuer: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawGateway {
-    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -139,7 +137,6 @@ pub const SETTINGS: &[&str] = &[
     "secret_key",
     "secret_key_file",
     "tokens.issuer",
-    "gateway.public_url",
     "centrifugo.token_hmac_secret_key",
     "centrifugo.api_key",
     "http.max_body_bytes",
@@ -203,6 +200,8 @@ pub struct Config {
     pub master_key: MasterKeySource,
     pub issuer: String,
     pub public_gateway_url: Option<String>,
+    /// WebSocket gateway limits, timers and channel options.
+    pub gateway: tollgate_gateway::GatewaySettings,
     pub centrifugo_hmac_secret: Option<Secret>,
     pub centrifugo_api_key: Option<Secret>,
     pub max_body_bytes: usize,
@@ -248,7 +247,7 @@ pub fn load(
             continue;
         };
         let path = rest.to_lowercase().replace("__", ".");
-        if SETTINGS.contains(&path.as_str()) {
+        if SETTINGS.contains(&path.as_str()) || gateway::GATEWAY_SETTINGS.contains(&path.as_str()) {
             // Values are inserted as strings and converted by `extract_lossy`, so a secret
             // that happens to look like a number stays a string.
             figment = figment.merge(Serialized::default(&path, value));
@@ -397,6 +396,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(bad("tokens.issuer", "must be 1 to 256 characters"));
     }
 
+    let gateway = gateway::validate(&raw.gateway)?;
     let public_gateway_url = match raw.gateway.public_url {
         None => None,
         Some(url) if url.is_empty() => None,
@@ -469,6 +469,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         master_key,
         issuer,
         public_gateway_url,
+        gateway,
         centrifugo_hmac_secret,
         centrifugo_api_key,
         max_body_bytes,

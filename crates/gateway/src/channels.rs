@@ -1,0 +1,687 @@
+//! Channel commands of a session: subscribe (client-side, token-side and server API),
+//! unsubscribe, publish, presence, presence_stats, history, sub_refresh, and the periodic
+//! tick that refreshes presence and ends expired subscriptions.
+//!
+//! Who may do what follows Centrifugo's order (reference §4.3): a subscription token alone
+//! decides for its channel; otherwise a user-limited channel admits its listed users; then
+//! the connection token's capabilities (PubSub/Chat `caps`); then the namespace's
+//! `allow_*` options. Anything else is 103. Features that are off in the namespace
+//! (presence, history) answer 108 before any permission check.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tollgate_broker::{
+    Event, HistoryPolicy, HistoryQuery, NewPublication, PresenceEntry, Publication, StreamPosition,
+};
+use tollgate_service::gateway::{GatewayTokenError, Overrides, ServerSub};
+use tollgate_token::centrifugo::{Action, ChannelOptions, user_limited_allows};
+
+use crate::protocol::{self, code, disconnect};
+use crate::session::{Close, Handled, Session, close, non_empty};
+
+/// Longest channel name accepted (bytes): PubSub channel names are up to 250 characters
+/// of any Unicode.
+const MAX_CHANNEL_BYTES: usize = 1024;
+/// `subscribe` flag bit: refuse rather than silently not recover (js/py `getState`).
+const FLAG_REJECT_UNRECOVERED: i64 = 2;
+
+/// One subscription of a connection.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    /// This client's `ClientInfo` in the channel (raw JSON): presence, join/leave and
+    /// the `info` of its publications.
+    info: Bytes,
+    /// When it expires (unix seconds), if it does.
+    expires_at: Option<i64>,
+    /// Kept in channel presence.
+    presence: bool,
+    /// Publishes join/leave for this client.
+    join_leave: bool,
+    /// Receives join/leave of others.
+    pub(crate) push_join_leave: bool,
+    /// The newest publication offset handed to the client (duplicates from the live
+    /// stream after a recovery are skipped).
+    pub(crate) last_offset: u64,
+    /// Opened by the connection token (`channels`/`subs`): expiry closes with 3006.
+    from_token: bool,
+}
+
+/// A subscribe request's client-side wishes.
+#[derive(Debug, Default)]
+struct Wishes {
+    recover: Option<StreamPosition>,
+    positioned: bool,
+    recoverable: bool,
+    join_leave: bool,
+    reject_unrecovered: bool,
+}
+
+impl Wishes {
+    fn from(params: &Map<String, Value>) -> Self {
+        let flag = |k: &str| params.get(k).and_then(Value::as_bool).unwrap_or(false);
+        Self {
+            recover: flag("recover").then(|| StreamPosition {
+                offset: params.get("offset").and_then(Value::as_u64).unwrap_or(0),
+                epoch: params
+                    .get("epoch")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            }),
+            positioned: flag("positioned"),
+            recoverable: flag("recoverable"),
+            join_leave: flag("join_leave"),
+            reject_unrecovered: params
+                .get("flag")
+                .and_then(Value::as_i64)
+                .is_some_and(|f| f & FLAG_REJECT_UNRECOVERED != 0),
+        }
+    }
+}
+
+/// Where a subscription's permission came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Token,
+    Capability,
+    Options,
+}
+
+fn valid_channel(c: &str) -> bool {
+    c.len() <= MAX_CHANNEL_BYTES && !c.chars().any(char::is_control)
+}
+
+fn history_policy(o: &ChannelOptions) -> Option<HistoryPolicy> {
+    o.history().then(|| HistoryPolicy {
+        size: o.history_size as usize,
+        ttl: o.history_ttl,
+    })
+}
+
+/// A publication as the protocol and the server API show it (history, recovery).
+pub fn publication_json(p: &Publication) -> Value {
+    let parse = |b: &Bytes| serde_json::from_slice::<Value>(b).unwrap_or(Value::Null);
+    let mut v = json!({ "data": parse(&p.data) });
+    if let Some(info) = &p.info {
+        v["info"] = parse(info);
+    }
+    if p.offset > 0 {
+        v["offset"] = p.offset.into();
+    }
+    if let Some(tags) = &p.tags {
+        v["tags"] = parse(tags);
+    }
+    v
+}
+
+impl Session {
+    fn options(&self, channel: &str) -> &ChannelOptions {
+        self.gw.settings.channels.options(channel)
+    }
+
+    /// Whether the connection token's capabilities allow `what` (`sub`, `pub`, `prs`,
+    /// `hst`) on `channel`. Centrifugo applies the first capability that lists it.
+    fn caps_allow(&self, channel: &str, what: &str) -> bool {
+        self.grant.as_ref().is_some_and(|g| {
+            g.caps
+                .iter()
+                .find(|c| c.channels.iter().any(|ch| ch == channel))
+                .is_some_and(|c| c.allow.iter().any(|a| a == what))
+        })
+    }
+
+    /// Whether the connection may use presence or history of `channel` (not whether the
+    /// feature is on).
+    fn may(&self, action: Action, channel: &str) -> bool {
+        let cap = match action {
+            Action::Publish => "pub",
+            Action::Presence => "prs",
+            Action::History => "hst",
+        };
+        self.caps_allow(channel, cap)
+            || self
+                .options(channel)
+                .allows(action, self.user(), self.subs.contains_key(channel))
+    }
+
+    fn client_info(&self, chan_info: Option<&Value>) -> Bytes {
+        let mut info = json!({"user": self.user(), "client": self.client});
+        if let Some(conn_info) = self.grant.as_ref().and_then(|g| g.info.as_ref()) {
+            info["conn_info"] = conn_info.clone();
+        }
+        if let Some(chan_info) = chan_info {
+            info["chan_info"] = chan_info.clone();
+        }
+        Bytes::from(info.to_string())
+    }
+
+    /// The shared part of every subscribe: registers with the broker, reads the stream
+    /// position (and recovers), joins presence and announces the join. Returns the
+    /// `SubscribeResult` fields, or a reply error code.
+    async fn open(
+        &mut self,
+        channel: &str,
+        via: Via,
+        overrides: Overrides,
+        chan_info: Option<&Value>,
+        expires_at: Option<i64>,
+        wishes: &Wishes,
+        from_token: bool,
+    ) -> Result<Map<String, Value>, u32> {
+        let o = self.options(channel).clone();
+        let presence = overrides.presence.unwrap_or(o.presence);
+        let join_leave = overrides.join_leave.unwrap_or(o.join_leave);
+        let force_push = overrides
+            .force_push_join_leave
+            .unwrap_or(o.force_push_join_leave);
+        // Centrifugo: at subscribe time, "for subscriber" permissions count as granted.
+        let user = self.user().to_owned();
+        let history_access = via == Via::Token
+            || self.caps_allow(channel, "hst")
+            || o.allows(Action::History, &user, true);
+        let presence_access =
+            self.caps_allow(channel, "prs") || o.allows(Action::Presence, &user, true);
+        let history = history_policy(&o);
+        let recoverable = history.is_some()
+            && (overrides.force_recovery.unwrap_or(o.force_recovery)
+                || (wishes.recoverable && (o.allow_recovery || history_access)));
+        let positioned = recoverable
+            || (history.is_some()
+                && (overrides.force_positioning.unwrap_or(o.force_positioning)
+                    || (wishes.positioned && (o.allow_positioning || history_access))));
+
+        // Subscribe before reading the stream: publications in between then arrive both in
+        // the recovery and the queue, and the queue copy is skipped by offset. None is lost.
+        let broker = self.gw.broker.clone();
+        broker
+            .subscribe(channel, &self.queue)
+            .await
+            .map_err(|_| code::INTERNAL)?;
+        let mut result = self.expiry_fields(expires_at);
+        let mut last_offset = 0;
+        if positioned {
+            let limit = self.gw.settings.history_max_publication_limit;
+            let query = HistoryQuery {
+                since: wishes.recover.as_ref().filter(|_| recoverable),
+                limit: Some(limit + 1),
+                reverse: false,
+            };
+            let h = match broker.history(channel, query).await {
+                Ok(h) => h,
+                Err(_) => {
+                    let _ = broker.unsubscribe(channel, &self.queue).await;
+                    return Err(code::INTERNAL);
+                }
+            };
+            // More missed than one read returns is as unrecoverable as a lost epoch.
+            let recovered = h.recovered && h.publications.len() <= limit;
+            if recoverable {
+                result.insert("recoverable".into(), true.into());
+            }
+            result.insert("positioned".into(), true.into());
+            result.insert("epoch".into(), h.position.epoch.clone().into());
+            last_offset = h.position.offset;
+            match &wishes.recover {
+                Some(since) if recoverable => {
+                    result.insert("was_recovering".into(), true.into());
+                    if recovered {
+                        result.insert("recovered".into(), true.into());
+                        result.insert("offset".into(), since.offset.into());
+                        result.insert(
+                            "publications".into(),
+                            h.publications.iter().map(|p| publication_json(p)).collect(),
+                        );
+                    } else if wishes.reject_unrecovered {
+                        let _ = broker.unsubscribe(channel, &self.queue).await;
+                        return Err(code::UNRECOVERABLE_POSITION);
+                    } else {
+                        result.insert("offset".into(), h.position.offset.into());
+                    }
+                }
+                _ => {
+                    result.insert("offset".into(), h.position.offset.into());
+                }
+            }
+        }
+        let info = self.client_info(chan_info);
+        if presence {
+            let entry = PresenceEntry {
+                client: self.client.clone(),
+                user,
+                info: info.clone(),
+            };
+            let _ = broker
+                .add_presence(channel, entry, self.presence_ttl())
+                .await;
+        }
+        if join_leave {
+            let _ = broker
+                .publish_presence_event(channel, Event::Join(info.clone()))
+                .await;
+        }
+        self.subs.insert(
+            channel.to_owned(),
+            Subscription {
+                info,
+                expires_at,
+                presence,
+                join_leave,
+                push_join_leave: join_leave
+                    && (force_push || (wishes.join_leave && presence_access)),
+                last_offset,
+                from_token,
+            },
+        );
+        Ok(result)
+    }
+
+    fn presence_ttl(&self) -> Duration {
+        self.gw.settings.presence_update_interval * 2 + Duration::from_secs(5)
+    }
+
+    /// Ends a subscription: broker, presence, leave.
+    pub(crate) async fn leave(&mut self, channel: &str) {
+        let Some(sub) = self.subs.remove(channel) else {
+            return;
+        };
+        let broker = self.gw.broker.clone();
+        let _ = broker.unsubscribe(channel, &self.queue).await;
+        if sub.presence {
+            let _ = broker.remove_presence(channel, &self.client).await;
+        }
+        if sub.join_leave {
+            let _ = broker
+                .publish_presence_event(channel, Event::Leave(sub.info))
+                .await;
+        }
+    }
+
+    pub(crate) async fn subscribe(&mut self, id: u64, params: &Map<String, Value>) -> Handled {
+        let Some(channel) = non_empty(params, "channel") else {
+            return Err(close(disconnect::BAD_REQUEST, "bad request"));
+        };
+        if self.subs.contains_key(channel) {
+            return Ok(Some(protocol::error_code(id, code::ALREADY_SUBSCRIBED)));
+        }
+        if !valid_channel(channel) {
+            return Ok(Some(protocol::error_code(id, code::BAD_REQUEST)));
+        }
+        if self.subs.len() >= self.gw.settings.max_channels {
+            return Ok(Some(protocol::error_code(id, code::LIMIT_EXCEEDED)));
+        }
+        let user = self.user().to_owned();
+        let project = self.grant.as_ref().and_then(|g| g.project);
+        let (via, overrides, info, data, expires_at) = match non_empty(params, "token") {
+            Some(token) => {
+                match self
+                    .gw
+                    .tollgate
+                    .verify_subscription_token(token, project, &user, &self.client, channel)
+                    .await
+                {
+                    Ok(sub) => (
+                        Via::Token,
+                        sub.overrides,
+                        sub.info,
+                        sub.data,
+                        sub.expires_at,
+                    ),
+                    Err(GatewayTokenError::Expired) => {
+                        return Ok(Some(protocol::error_code(id, code::TOKEN_EXPIRED)));
+                    }
+                    Err(GatewayTokenError::Invalid(why @ ("channel" | "sub" | "client"))) => {
+                        tracing::debug!(why, "subscription token does not match");
+                        return Err(close(disconnect::INVALID_TOKEN, "invalid token"));
+                    }
+                    Err(GatewayTokenError::Invalid(_)) => {
+                        return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
+                    }
+                    Err(GatewayTokenError::Unavailable(_)) => {
+                        return Ok(Some(protocol::internal(id)));
+                    }
+                }
+            }
+            // A private `$` channel always needs a token.
+            None if channel.starts_with('$') => {
+                return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
+            }
+            None => {
+                let o = self.options(channel);
+                let limited = o
+                    .allow_user_limited_channels
+                    .then(|| user_limited_allows(channel, &user))
+                    .flatten();
+                let via = match limited {
+                    Some(true) => Some(Via::Options),
+                    Some(false) => None,
+                    None if self.caps_allow(channel, "sub") => Some(Via::Capability),
+                    None if o.allows_subscribe(&user) => Some(Via::Options),
+                    None => None,
+                };
+                match via {
+                    Some(via) => (via, Overrides::default(), None, None, None),
+                    None => return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED))),
+                }
+            }
+        };
+        if expires_at.is_some_and(|e| e <= self.now_unix()) {
+            return Ok(Some(protocol::error_code(id, code::EXPIRED)));
+        }
+        let wishes = Wishes::from(params);
+        match self
+            .open(
+                channel,
+                via,
+                overrides,
+                info.as_ref(),
+                expires_at,
+                &wishes,
+                false,
+            )
+            .await
+        {
+            Ok(mut result) => {
+                if let Some(data) = data {
+                    result.insert("data".into(), data);
+                }
+                Ok(Some(protocol::reply(
+                    id,
+                    "subscribe",
+                    Value::Object(result),
+                )))
+            }
+            Err(c) => Ok(Some(protocol::error_code(id, c))),
+        }
+    }
+
+    /// A subscription the connection token asks for (`channels`/`subs`): the token
+    /// already granted it. `request` is what the client sent for it in `connect.subs`.
+    pub(crate) async fn server_subscribe(
+        &mut self,
+        sub: &ServerSub,
+        request: &Map<String, Value>,
+        from_token: bool,
+    ) -> Result<Map<String, Value>, u32> {
+        if self.subs.contains_key(&sub.channel) {
+            return Err(code::ALREADY_SUBSCRIBED);
+        }
+        let wishes = Wishes {
+            // A server-side subscription is recoverable whenever the namespace allows it.
+            recoverable: true,
+            positioned: true,
+            ..Wishes::from(request)
+        };
+        let mut result = self
+            .open(
+                &sub.channel,
+                Via::Token,
+                sub.overrides,
+                sub.info.as_ref(),
+                None,
+                &wishes,
+                from_token,
+            )
+            .await?;
+        if let Some(data) = &sub.data {
+            result.insert("data".into(), data.clone());
+        }
+        Ok(result)
+    }
+
+    /// The server API's `subscribe`: a `subscribe` push, or nothing when it cannot apply.
+    pub(crate) async fn api_subscribe(
+        &mut self,
+        channel: String,
+        info: Option<Value>,
+        data: Option<Value>,
+    ) -> Option<String> {
+        if self.subs.contains_key(&channel) || self.subs.len() >= self.gw.settings.max_channels {
+            return None;
+        }
+        let sub = ServerSub {
+            channel,
+            info,
+            data,
+            overrides: Overrides::default(),
+        };
+        match self.server_subscribe(&sub, &Map::new(), false).await {
+            Ok(result) => Some(protocol::push(
+                &sub.channel,
+                "subscribe",
+                Value::Object(result),
+            )),
+            Err(_) => None,
+        }
+    }
+
+    pub(crate) async fn unsubscribe(&mut self, id: u64, params: &Map<String, Value>) -> Handled {
+        let Some(channel) = non_empty(params, "channel") else {
+            return Err(close(disconnect::BAD_REQUEST, "bad request"));
+        };
+        self.leave(channel).await;
+        Ok(Some(protocol::reply(id, "unsubscribe", json!({}))))
+    }
+
+    pub(crate) async fn publish(&mut self, id: u64, params: &Map<String, Value>) -> Handled {
+        let Some(channel) = non_empty(params, "channel") else {
+            return Err(close(disconnect::BAD_REQUEST, "bad request"));
+        };
+        let Some(data) = params.get("data").filter(|d| !d.is_null()) else {
+            return Ok(Some(protocol::error_code(id, code::BAD_REQUEST)));
+        };
+        if !valid_channel(channel) {
+            return Ok(Some(protocol::error_code(id, code::BAD_REQUEST)));
+        }
+        if !self.may(Action::Publish, channel) {
+            return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
+        }
+        // Re-serialised compactly: raw payloads must not carry newlines, which delimit
+        // messages in a frame.
+        let data = data.to_string();
+        if data.len() > self.gw.settings.max_publication_bytes {
+            return Ok(Some(protocol::error_code(id, code::LIMIT_EXCEEDED)));
+        }
+        let info = match self.subs.get(channel) {
+            Some(sub) => sub.info.clone(),
+            None => self.client_info(None),
+        };
+        let history = history_policy(self.options(channel));
+        let publication = NewPublication {
+            data: Bytes::from(data),
+            info: Some(info),
+            tags: None,
+        };
+        match self.gw.broker.publish(channel, publication, history).await {
+            Ok(_) => Ok(Some(protocol::reply(id, "publish", json!({})))),
+            Err(_) => Ok(Some(protocol::internal(id))),
+        }
+    }
+
+    /// `presence` (`stats: false`) and `presence_stats`.
+    pub(crate) async fn presence(
+        &mut self,
+        id: u64,
+        params: &Map<String, Value>,
+        stats: bool,
+    ) -> Handled {
+        let Some(channel) = non_empty(params, "channel") else {
+            return Err(close(disconnect::BAD_REQUEST, "bad request"));
+        };
+        if !self.options(channel).presence {
+            return Ok(Some(protocol::error_code(id, code::NOT_AVAILABLE)));
+        }
+        if !self.may(Action::Presence, channel) {
+            return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
+        }
+        let broker = &self.gw.broker;
+        if stats {
+            return Ok(Some(match broker.presence_stats(channel).await {
+                Ok(s) => protocol::reply(
+                    id,
+                    "presence_stats",
+                    json!({"num_clients": s.clients, "num_users": s.users}),
+                ),
+                Err(_) => protocol::internal(id),
+            }));
+        }
+        Ok(Some(match broker.presence(channel).await {
+            Ok(entries) => {
+                protocol::reply(id, "presence", json!({ "presence": presence_map(entries) }))
+            }
+            Err(_) => protocol::internal(id),
+        }))
+    }
+
+    pub(crate) async fn history(&mut self, id: u64, params: &Map<String, Value>) -> Handled {
+        let Some(channel) = non_empty(params, "channel") else {
+            return Err(close(disconnect::BAD_REQUEST, "bad request"));
+        };
+        if !self.options(channel).history() {
+            return Ok(Some(protocol::error_code(id, code::NOT_AVAILABLE)));
+        }
+        if !self.may(Action::History, channel) {
+            return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
+        }
+        let max = self.gw.settings.history_max_publication_limit;
+        // 0 or absent: only the stream top; negative: everything (capped).
+        let limit = match params.get("limit").and_then(Value::as_i64).unwrap_or(0) {
+            l if l < 0 => max,
+            l => usize::try_from(l).unwrap_or(max).min(max),
+        };
+        let since = params
+            .get("since")
+            .and_then(Value::as_object)
+            .map(|s| StreamPosition {
+                offset: s.get("offset").and_then(Value::as_u64).unwrap_or(0),
+                epoch: s
+                    .get("epoch")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        let query = HistoryQuery {
+            since: since.as_ref(),
+            limit: Some(limit),
+            reverse: params
+                .get("reverse")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        };
+        Ok(Some(match self.gw.broker.history(channel, query).await {
+            Ok(h) if since.is_some() && !h.recovered => {
+                protocol::error_code(id, code::UNRECOVERABLE_POSITION)
+            }
+            Ok(h) => protocol::reply(
+                id,
+                "history",
+                json!({
+                    "publications": h.publications.iter().map(|p| publication_json(p)).collect::<Vec<_>>(),
+                    "epoch": h.position.epoch,
+                    "offset": h.position.offset,
+                }),
+            ),
+            Err(_) => protocol::internal(id),
+        }))
+    }
+
+    /// `sub_refresh`: a new subscription token for a channel the client is subscribed to.
+    pub(crate) async fn sub_refresh(&mut self, id: u64, params: &Map<String, Value>) -> Handled {
+        let Some(channel) = non_empty(params, "channel") else {
+            return Err(close(disconnect::BAD_REQUEST, "bad request"));
+        };
+        let Some(token) = non_empty(params, "token") else {
+            return Ok(Some(protocol::error_code(id, code::BAD_REQUEST)));
+        };
+        if !self.subs.contains_key(channel) {
+            return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
+        }
+        let user = self.user().to_owned();
+        let project = self.grant.as_ref().and_then(|g| g.project);
+        match self
+            .gw
+            .tollgate
+            .verify_subscription_token(token, project, &user, &self.client, channel)
+            .await
+        {
+            Ok(grant) if grant.expires_at.is_some_and(|e| e <= self.now_unix()) => {
+                Ok(Some(protocol::error_code(id, code::EXPIRED)))
+            }
+            Ok(grant) => {
+                let result = self.expiry_fields(grant.expires_at);
+                if let Some(sub) = self.subs.get_mut(channel) {
+                    sub.expires_at = grant.expires_at;
+                }
+                Ok(Some(protocol::reply(
+                    id,
+                    "sub_refresh",
+                    Value::Object(result),
+                )))
+            }
+            // Centrifugo's fixed behaviour (centrifuge#627): an expired token ends the
+            // connection with 3006 rather than being accepted.
+            Err(GatewayTokenError::Expired) => Err(close(
+                disconnect::SUBSCRIPTION_EXPIRED,
+                "subscription expired",
+            )),
+            Err(GatewayTokenError::Invalid(_)) => {
+                Err(close(disconnect::INVALID_TOKEN, "invalid token"))
+            }
+            Err(GatewayTokenError::Unavailable(_)) => Ok(Some(protocol::internal(id))),
+        }
+    }
+
+    /// The periodic tick: refreshes this client's presence and ends subscriptions whose
+    /// expiry (plus grace) has passed: an `unsubscribe` push 2501 for client-side ones (the
+    /// SDK resubscribes with a fresh token), a 3006 close for token-side ones.
+    pub(crate) async fn on_tick(&mut self) -> Result<Vec<String>, Close> {
+        let grace = i64::try_from(self.gw.settings.expired_sub_close_delay.as_secs()).unwrap_or(0);
+        let now = self.now_unix();
+        let expired: Vec<(String, bool)> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.expires_at.is_some_and(|e| now > e + grace))
+            .map(|(c, s)| (c.clone(), s.from_token))
+            .collect();
+        if expired.iter().any(|(_, from_token)| *from_token) {
+            return Err(close(
+                disconnect::SUBSCRIPTION_EXPIRED,
+                "subscription expired",
+            ));
+        }
+        let mut pushes = Vec::with_capacity(expired.len());
+        for (channel, _) in expired {
+            self.leave(&channel).await;
+            pushes.push(protocol::push(
+                &channel,
+                "unsubscribe",
+                json!({"code": protocol::unsubscribe::EXPIRED, "reason": "subscription expired"}),
+            ));
+        }
+        let ttl = self.presence_ttl();
+        let user = self.user().to_owned();
+        for (channel, sub) in self.subs.iter().filter(|(_, s)| s.presence) {
+            let entry = PresenceEntry {
+                client: self.client.clone(),
+                user: user.clone(),
+                info: sub.info.clone(),
+            };
+            let _ = self.gw.broker.add_presence(channel, entry, ttl).await;
+        }
+        Ok(pushes)
+    }
+}
+
+/// Presence entries as Centrifugo's `{client_id: ClientInfo}` map.
+#[must_use]
+pub fn presence_map(entries: Vec<PresenceEntry>) -> Map<String, Value> {
+    entries
+        .into_iter()
+        .map(|e| {
+            let info = serde_json::from_slice(&e.info)
+                .unwrap_or_else(|_| json!({"user": e.user, "client": e.client}));
+            (e.client, info)
+        })
+        .collect()
+}
