@@ -93,11 +93,25 @@ fn valid_channel(c: &str) -> bool {
     c.len() <= MAX_CHANNEL_BYTES && !c.chars().any(char::is_control)
 }
 
-fn history_policy(o: &ChannelOptions) -> Option<HistoryPolicy> {
-    o.history().then(|| HistoryPolicy {
+/// The broker's history policy for a namespace's options (`None`: history is off).
+#[must_use]
+pub fn history_policy(o: &ChannelOptions) -> Option<HistoryPolicy> {
+    o.history().then_some(HistoryPolicy {
         size: o.history_size as usize,
         ttl: o.history_ttl,
     })
+}
+
+/// What a subscription was granted with.
+#[derive(Debug)]
+struct Grant {
+    via: Via,
+    overrides: Overrides,
+    /// Channel info from the token (`chan_info`).
+    info: Option<Value>,
+    expires_at: Option<i64>,
+    /// Opened by the connection token.
+    from_token: bool,
 }
 
 /// A publication as the protocol and the server API show it (history, recovery).
@@ -163,13 +177,16 @@ impl Session {
     async fn open(
         &mut self,
         channel: &str,
-        via: Via,
-        overrides: Overrides,
-        chan_info: Option<&Value>,
-        expires_at: Option<i64>,
+        grant: Grant,
         wishes: &Wishes,
-        from_token: bool,
     ) -> Result<Map<String, Value>, u32> {
+        let Grant {
+            via,
+            overrides,
+            info: chan_info,
+            expires_at,
+            from_token,
+        } = grant;
         let o = self.options(channel).clone();
         let presence = overrides.presence.unwrap_or(o.presence);
         let join_leave = overrides.join_leave.unwrap_or(o.join_leave);
@@ -245,7 +262,7 @@ impl Session {
                 }
             }
         }
-        let info = self.client_info(chan_info);
+        let info = self.client_info(chan_info.as_ref());
         if presence {
             let entry = PresenceEntry {
                 client: self.client.clone(),
@@ -370,18 +387,14 @@ impl Session {
             return Ok(Some(protocol::error_code(id, code::EXPIRED)));
         }
         let wishes = Wishes::from(params);
-        match self
-            .open(
-                channel,
-                via,
-                overrides,
-                info.as_ref(),
-                expires_at,
-                &wishes,
-                false,
-            )
-            .await
-        {
+        let grant = Grant {
+            via,
+            overrides,
+            info,
+            expires_at,
+            from_token: false,
+        };
+        match self.open(channel, grant, &wishes).await {
             Ok(mut result) => {
                 if let Some(data) = data {
                     result.insert("data".into(), data);
@@ -413,17 +426,14 @@ impl Session {
             positioned: true,
             ..Wishes::from(request)
         };
-        let mut result = self
-            .open(
-                &sub.channel,
-                Via::Token,
-                sub.overrides,
-                sub.info.as_ref(),
-                None,
-                &wishes,
-                from_token,
-            )
-            .await?;
+        let grant = Grant {
+            via: Via::Token,
+            overrides: sub.overrides,
+            info: sub.info.clone(),
+            expires_at: None,
+            from_token,
+        };
+        let mut result = self.open(&sub.channel, grant, &wishes).await?;
         if let Some(data) = &sub.data {
             result.insert("data".into(), data.clone());
         }

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq as _;
-use tollgate_gateway::{ChannelOptions, Control, presence_map, publication_json};
+use tollgate_gateway::{ChannelOptions, Control, history_policy, presence_map, publication_json};
 
 use crate::AppState;
 
@@ -327,11 +327,7 @@ async fn publish_one(
         .get("skip_history")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let o = options(state, channel);
-    let history = (!skip_history && o.history()).then(|| tollgate_broker::HistoryPolicy {
-        size: o.history_size as usize,
-        ttl: o.history_ttl,
-    });
+    let history = history_policy(options(state, channel)).filter(|_| !skip_history);
     let publication = tollgate_broker::NewPublication {
         data,
         info: None,

@@ -10,4 +10,5 @@ mod binary;
 mod centrifugo;
 mod fabric;
 mod gateway;
+mod gateway_channels;
 mod support;

@@ -30,14 +30,30 @@ impl TestServer {
         Self::start_in(dir, env).await
     }
 
+    /// Starts a server with a TOML settings file (and extra `TOLLGATE_*` settings).
+    pub(crate) async fn start_with_config(toml: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tollgate.toml");
+        std::fs::write(&file, toml).unwrap();
+        Self::start_from(dir, Some(&file), env).await
+    }
+
     /// Starts a server over the database in `dir` (which may already hold data).
     pub(crate) async fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
+        Self::start_from(dir, None, env).await
+    }
+
+    async fn start_from(
+        dir: tempfile::TempDir,
+        file: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut vars = vec![(
             "TOLLGATE_DATABASE_URL".to_owned(),
             format!("sqlite://{}/tollgate.db", dir.path().display()),
         )];
         vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let config = config::load(None, vars).unwrap().config;
+        let config = config::load(file, vars).unwrap().config;
         let app = App::build(config).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
