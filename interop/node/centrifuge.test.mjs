@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -22,11 +22,22 @@ function env(extra = {}) {
   return { ...e, TOLLGATE_DATABASE_URL: `sqlite://${dir}/tollgate.db`, TOLLGATE_LOG: 'info', ...extra };
 }
 
+// A namespace with presence, join/leave, history and recovery (Centrifugo's option names).
+const CONFIG = `
+[gateway.namespaces.chat]
+presence = true
+join_leave = true
+history_size = 20
+history_ttl = "5m"
+allow_recovery = true
+`;
+
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tollgate-js-'));
+  writeFileSync(join(dir, 'tollgate.toml'), CONFIG);
   project = JSON.parse(execFileSync(BIN, ['project', 'create', '--name', 'js', '--json'], { env: env() }));
   server = spawn(BIN, ['serve'], {
-    env: env({ TOLLGATE_LISTEN: '127.0.0.1:0', TOLLGATE_CENTRIFUGO__API_KEY: API_KEY }),
+    env: env({ TOLLGATE_LISTEN: '127.0.0.1:0', TOLLGATE_CENTRIFUGO__API_KEY: API_KEY, TOLLGATE_CONFIG: join(dir, 'tollgate.toml') }),
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const addr = await new Promise((resolve, reject) => {
@@ -77,9 +88,9 @@ test('seed 000: a subscription token opens the user channel and publications arr
   centrifuge.connect();
   await subscribed;
 
-  const published = await post('/api/publish', { channel, data: { event: 'notification.created' } }, { 'X-API-Key': API_KEY });
+  const published = await post('/api/publish', { channel, data: { event: 'invoice.updated' } }, { 'X-API-Key': API_KEY });
   assert.deepEqual(published, { status: 200, body: { result: {} } });
-  assert.deepEqual(await received, { event: 'notification.created' });
+  assert.deepEqual(await received, { event: 'invoice.updated' });
 
   // Someone else's channel is refused with 103 and the client reports it.
   const other = centrifuge.newSubscription('user:00000000-0000-4000-8000-000000000000');
@@ -116,4 +127,54 @@ test('a PubSub token connects with per-channel capabilities', async () => {
   assert.deepEqual(ctx.data, { text: 'hi' });
   assert.equal(ctx.info.user, 'alice');
   writer.disconnect(); reader.disconnect();
+});
+
+test('presence, join/leave, history and recovery through the js client', async () => {
+  const mint = async (member) =>
+    (await post('/api/pubsub/tokens', { ttl: 5, channels: { 'chat:js': { read: true, write: true } }, member_id: member }, basic())).body.token;
+  const url = `${base.replace('http', 'ws')}/connection/websocket`;
+  const a = new Centrifuge(url, { websocket: WebSocket, token: await mint('ann') });
+  const b = new Centrifuge(url, { websocket: WebSocket, token: await mint('ben') });
+  const asub = a.newSubscription('chat:js', { joinLeave: true, recoverable: true, positioned: true });
+  const joined = new Promise((resolve) => asub.on('join', (ctx) => { if (ctx.info.user === 'ben') resolve(ctx.info); }));
+  const left = new Promise((resolve) => asub.on('leave', (ctx) => { if (ctx.info.user === 'ben') resolve(ctx.info); }));
+  const aReady = new Promise((r) => asub.on('subscribed', r));
+  asub.subscribe(); a.connect();
+  const subscribed = await aReady;
+  assert.equal(subscribed.recoverable, true);
+  assert.equal(typeof subscribed.streamPosition.epoch, 'string');
+
+  const bsub = b.newSubscription('chat:js');
+  const bReady = new Promise((r) => bsub.on('subscribed', r));
+  bsub.subscribe(); b.connect();
+  await bReady;
+  assert.equal((await joined).user, 'ben');
+
+  const got = new Promise((resolve) => asub.on('publication', resolve));
+  await bsub.publish({ text: 'one' });
+  const pub = await got;
+  assert.equal(pub.offset, 1);
+  assert.equal(pub.info.user, 'ben');
+
+  const presence = await asub.presence();
+  assert.deepEqual(Object.values(presence.clients).map((c) => c.user).sort(), ['ann', 'ben']);
+  assert.deepEqual(await asub.presenceStats(), { numClients: 2, numUsers: 2 });
+  const history = await asub.history({ limit: 10 });
+  assert.deepEqual(history.publications.map((p) => p.data), [{ text: 'one' }]);
+  assert.equal(history.offset, 1);
+
+  bsub.unsubscribe();
+  assert.equal((await left).user, 'ben');
+
+  // Publications missed while away are recovered on resubscribe.
+  asub.unsubscribe();
+  await post('/api/publish', { channel: 'chat:js', data: { text: 'missed' } }, { 'X-API-Key': API_KEY });
+  const recovered = new Promise((resolve) => asub.on('publication', (ctx) => { if (ctx.data.text === 'missed') resolve(ctx); }));
+  const again = new Promise((r) => asub.once('subscribed', r));
+  asub.subscribe();
+  const ctx = await again;
+  assert.equal(ctx.wasRecovering, true);
+  assert.equal(ctx.recovered, true);
+  assert.equal((await recovered).offset, 2);
+  a.disconnect(); b.disconnect();
 });

@@ -23,10 +23,15 @@ def _env(data_dir, **extra):
 class Tollgate:
     """A running `tollgate serve` plus its CLI on the same database."""
 
-    def __init__(self, data_dir, **settings):
+    def __init__(self, data_dir, config_toml=None, **settings):
         self.data_dir = data_dir
         self.settings = settings
         self.logs = []
+        if config_toml is not None:
+            path = os.path.join(data_dir, "tollgate.toml")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(config_toml)
+            self.settings["TOLLGATE_CONFIG"] = path
         self.proc = subprocess.Popen(
             [BIN, "serve"],
             env=_env(data_dir, TOLLGATE_LISTEN="127.0.0.1:0", **settings),

@@ -62,7 +62,7 @@ def test_centrifuge_python_subscribes_and_receives(server):
         r = requests.post(
             f"{base}/api/publish",
             headers={"X-API-Key": API_KEY},
-            json={"channel": channel, "data": {"event": "sync.completed"}},
+            json={"channel": channel, "data": {"event": "invoice.updated"}},
             timeout=10,
         )
         assert r.json() == {"result": {}}
@@ -70,4 +70,4 @@ def test_centrifuge_python_subscribes_and_receives(server):
         await client.disconnect()
         return data
 
-    assert asyncio.run(scenario()) == {"event": "sync.completed"}
+    assert asyncio.run(scenario()) == {"event": "invoice.updated"}
