@@ -128,9 +128,15 @@ impl Gateway {
     }
 
     /// Sends a server-side command to the connections of `user` (only `client`'s, if
-    /// given). Returns how many connections it reached.
-    pub fn control(&self, user: &str, client: Option<&str>, control: &Control) -> usize {
-        self.registry.send(user, client, control)
+    /// given; never those in `except`). Returns how many connections it reached.
+    pub fn control(
+        &self,
+        user: &str,
+        client: Option<&str>,
+        except: &[&str],
+        control: &Control,
+    ) -> usize {
+        self.registry.send(user, client, except, control)
     }
 
     /// Connected clients and distinct users on this node.

@@ -66,7 +66,13 @@ impl Registry {
         }
     }
 
-    pub(crate) fn send(&self, user: &str, client: Option<&str>, control: &Control) -> usize {
+    pub(crate) fn send(
+        &self,
+        user: &str,
+        client: Option<&str>,
+        except: &[&str],
+        control: &Control,
+    ) -> usize {
         let users = self.lock();
         let Some(clients) = users.get(user) else {
             return 0;
@@ -74,6 +80,7 @@ impl Registry {
         clients
             .iter()
             .filter(|(id, _)| client.is_none_or(|c| c == id.as_str()))
+            .filter(|(id, _)| !except.contains(&id.as_str()))
             .filter(|(_, tx)| tx.try_send(control.clone()).is_ok())
             .count()
     }

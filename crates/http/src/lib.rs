@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod extract;
+mod idempotency;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub api_key: Option<Arc<str>>,
     /// This node's id, reported by the server API's `info`.
     pub node_id: Arc<str>,
+    /// Recent `idempotency_key`s of server API publishes.
+    pub(crate) idempotency: Arc<idempotency::Idempotency>,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ impl AppState {
             gateway,
             api_key: api_key.map(Arc::from),
             node_id: Arc::from(uuid::Uuid::new_v4().to_string()),
+            idempotency: Arc::default(),
         }
     }
 }

@@ -237,7 +237,13 @@ fn control(state: &AppState, method: &str, params: &Map<String, Value>) -> Value
             expire_at: params.get("expire_at").and_then(Value::as_i64),
         },
     };
-    state.gateway.control(user, client, &command);
+    // `disconnect.whitelist`: client ids to spare.
+    let except: Vec<&str> = params
+        .get("whitelist")
+        .and_then(Value::as_array)
+        .map(|w| w.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    state.gateway.control(user, client, &except, &command);
     json!({"result": {}})
 }
 
@@ -311,6 +317,16 @@ async fn publish_one(
         .ok_or_else(|| api_error(107, "bad request"))?;
     let data =
         raw_or_b64(params, "data", "b64data").ok_or_else(|| api_error(107, "bad request"))?;
+    let idempotency_key = match params.get("idempotency_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) if k.len() <= crate::idempotency::MAX_KEY_LEN => {
+            Some(k.as_str()).filter(|k| !k.is_empty())
+        }
+        Some(_) => return Err(api_error(107, "bad request")),
+    };
+    if let Some(result) = idempotency_key.and_then(|k| state.idempotency.get(channel, k)) {
+        return Ok(result);
+    }
     let tags = match params.get("tags") {
         None | Some(Value::Null) => None,
         Some(Value::Object(t)) if t.values().all(Value::is_string) => {
@@ -339,11 +355,15 @@ async fn publish_one(
         .publish(channel, publication, history)
         .await
         .map_err(|_| api_error(100, "internal server error"))?;
-    Ok(if history.is_some() {
+    let result = if history.is_some() {
         json!({"offset": position.offset, "epoch": position.epoch})
     } else {
         json!({})
-    })
+    };
+    if let Some(key) = idempotency_key {
+        state.idempotency.put(channel, key, result.clone());
+    }
+    Ok(result)
 }
 
 fn parse(body: &Body) -> Option<Map<String, Value>> {

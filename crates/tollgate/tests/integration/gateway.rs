@@ -380,6 +380,7 @@ async fn the_server_api_reaches_connections() {
         ),
     )
     .await;
+    let client = expect(&mut ws, |v| v["id"] == 1).await["connect"]["client"].clone();
     expect(&mut ws, |v| v["id"] == 2).await;
 
     let channels = api(&s, "channels", json!({"pattern": "ro*"})).await;
@@ -429,6 +430,17 @@ async fn the_server_api_reaches_connections() {
     );
     let push = expect(&mut ws, |v| v["push"]["pub"].is_object()).await;
     assert_eq!(push["push"]["pub"]["data"], json!({"n": 1}));
+
+    // A whitelisted client is spared; the connection still receives.
+    api(
+        &s,
+        "disconnect",
+        json!({"user": "carol", "whitelist": [client]}),
+    )
+    .await;
+    api(&s, "publish", json!({"channel": "news", "data": {"n": 2}})).await;
+    let push = expect(&mut ws, |v| v["push"]["pub"]["data"]["n"] == 2).await;
+    assert_eq!(push["push"]["channel"], "news");
 
     // Disconnect with a custom code.
     api(

@@ -493,6 +493,19 @@ async fn the_legacy_server_api_takes_batches_and_query_keys() {
         json!({"a": 1})
     );
     assert_eq!(lines[2]["error"]["code"], 108);
+    // A repeated idempotency key publishes once and answers the first result.
+    for _ in 0..2 {
+        let res = api(
+            &s,
+            "publish",
+            json!({"channel": "chat:9", "data": {"a": 2}, "idempotency_key": "order-7"}),
+        )
+        .await;
+        assert_eq!(res["result"]["offset"], 2, "{res}");
+    }
+    let top = api(&s, "history", json!({"channel": "chat:9"})).await;
+    assert_eq!(top["result"]["offset"], 2);
+
     let res = s
         .client
         .post(s.url("/api?api_key=wrong"))
