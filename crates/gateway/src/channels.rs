@@ -44,8 +44,9 @@ pub(crate) struct Subscription {
     /// The newest publication offset handed to the client (duplicates from the live
     /// stream after a recovery are skipped).
     pub(crate) last_offset: u64,
-    /// Opened by the connection token (`channels`/`subs`): expiry closes with 3006.
-    from_token: bool,
+    /// Server-side (connection token `channels`/`subs`, server API `subscribe`): the
+    /// client cannot resubscribe it, so its expiry closes the connection with 3006.
+    server_side: bool,
 }
 
 /// A subscribe request's client-side wishes.
@@ -110,8 +111,8 @@ struct Grant {
     /// Channel info from the token (`chan_info`).
     info: Option<Value>,
     expires_at: Option<i64>,
-    /// Opened by the connection token.
-    from_token: bool,
+    /// Server-side rather than asked for by the client.
+    server_side: bool,
 }
 
 /// A publication as the protocol and the server API show it (history, recovery).
@@ -185,7 +186,7 @@ impl Session {
             overrides,
             info: chan_info,
             expires_at,
-            from_token,
+            server_side,
         } = grant;
         let o = self.options(channel).clone();
         let presence = overrides.presence.unwrap_or(o.presence);
@@ -288,7 +289,7 @@ impl Session {
                 push_join_leave: join_leave
                     && (force_push || (wishes.join_leave && presence_access)),
                 last_offset,
-                from_token,
+                server_side,
             },
         );
         Ok(result)
@@ -392,7 +393,7 @@ impl Session {
             overrides,
             info,
             expires_at,
-            from_token: false,
+            server_side: false,
         };
         match self.open(channel, grant, &wishes).await {
             Ok(mut result) => {
@@ -409,13 +410,14 @@ impl Session {
         }
     }
 
-    /// A subscription the connection token asks for (`channels`/`subs`): the token
-    /// already granted it. `request` is what the client sent for it in `connect.subs`.
+    /// A server-side subscription — from the connection token (`channels`/`subs`) or the
+    /// server API — already granted by whoever asked for it. `request` is what the client
+    /// sent for it in `connect.subs` (or the API's `recover_since`).
     pub(crate) async fn server_subscribe(
         &mut self,
         sub: &ServerSub,
         request: &Map<String, Value>,
-        from_token: bool,
+        expires_at: Option<i64>,
     ) -> Result<Map<String, Value>, u32> {
         if self.subs.contains_key(&sub.channel) {
             return Err(code::ALREADY_SUBSCRIBED);
@@ -430,10 +432,11 @@ impl Session {
             via: Via::Token,
             overrides: sub.overrides,
             info: sub.info.clone(),
-            expires_at: None,
-            from_token,
+            expires_at,
+            server_side: true,
         };
         let mut result = self.open(&sub.channel, grant, &wishes).await?;
+        result.extend(self.expiry_fields(expires_at));
         if let Some(data) = &sub.data {
             result.insert("data".into(), data.clone());
         }
@@ -443,20 +446,23 @@ impl Session {
     /// The server API's `subscribe`: a `subscribe` push, or nothing when it cannot apply.
     pub(crate) async fn api_subscribe(
         &mut self,
-        channel: String,
-        info: Option<Value>,
-        data: Option<Value>,
+        sub: ServerSub,
+        expire_at: Option<i64>,
+        recover_since: Option<StreamPosition>,
     ) -> Option<String> {
-        if self.subs.contains_key(&channel) || self.subs.len() >= self.gw.settings.max_channels {
+        if self.subs.contains_key(&sub.channel)
+            || self.subs.len() >= self.gw.settings.max_channels
+            || expire_at.is_some_and(|e| e <= self.now_unix())
+        {
             return None;
         }
-        let sub = ServerSub {
-            channel,
-            info,
-            data,
-            overrides: Overrides::default(),
-        };
-        match self.server_subscribe(&sub, &Map::new(), false).await {
+        let mut request = Map::new();
+        if let Some(since) = recover_since {
+            request.insert("recover".into(), true.into());
+            request.insert("offset".into(), since.offset.into());
+            request.insert("epoch".into(), since.epoch.into());
+        }
+        match self.server_subscribe(&sub, &request, expire_at).await {
             Ok(result) => Some(protocol::push(
                 &sub.channel,
                 "subscribe",
@@ -560,17 +566,7 @@ impl Session {
             l if l < 0 => max,
             l => usize::try_from(l).unwrap_or(max).min(max),
         };
-        let since = params
-            .get("since")
-            .and_then(Value::as_object)
-            .map(|s| StreamPosition {
-                offset: s.get("offset").and_then(Value::as_u64).unwrap_or(0),
-                epoch: s
-                    .get("epoch")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-            });
+        let since = stream_position(params.get("since"));
         let query = HistoryQuery {
             since: since.as_ref(),
             limit: Some(limit),
@@ -652,9 +648,9 @@ impl Session {
             .subs
             .iter()
             .filter(|(_, s)| s.expires_at.is_some_and(|e| now > e + grace))
-            .map(|(c, s)| (c.clone(), s.from_token))
+            .map(|(c, s)| (c.clone(), s.server_side))
             .collect();
-        if expired.iter().any(|(_, from_token)| *from_token) {
+        if expired.iter().any(|(_, server_side)| *server_side) {
             return Err(close(
                 disconnect::SUBSCRIPTION_EXPIRED,
                 "subscription expired",
@@ -681,6 +677,20 @@ impl Session {
         }
         Ok(pushes)
     }
+}
+
+/// A `{offset, epoch}` object (history `since`, server API `recover_since`).
+#[must_use]
+pub fn stream_position(v: Option<&Value>) -> Option<StreamPosition> {
+    let v = v?.as_object()?;
+    Some(StreamPosition {
+        offset: v.get("offset").and_then(Value::as_u64).unwrap_or(0),
+        epoch: v
+            .get("epoch")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    })
 }
 
 /// Presence entries as Centrifugo's `{client_id: ClientInfo}` map.

@@ -5,18 +5,20 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
+use tollgate_broker::StreamPosition;
+use tollgate_service::gateway::ServerSub;
 
 /// A command from the server API to one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Close with this code and reason.
     Disconnect { code: u16, reason: String },
-    /// Subscribe server-side to a channel, with this client's channel info and data for
-    /// the `subscribe` push.
+    /// Subscribe server-side to a channel (with channel info, data for the push and
+    /// overrides), until `expire_at` if given, recovering from `recover_since` if given.
     Subscribe {
-        channel: String,
-        info: Option<serde_json::Value>,
-        data: Option<serde_json::Value>,
+        sub: ServerSub,
+        expire_at: Option<i64>,
+        recover_since: Option<StreamPosition>,
     },
     /// Unsubscribe from a channel (all channels when empty).
     Unsubscribe { channel: String },

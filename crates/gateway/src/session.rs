@@ -382,7 +382,7 @@ impl Session {
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default();
-            match self.server_subscribe(&sub, &request, true).await {
+            match self.server_subscribe(&sub, &request, None).await {
                 Ok(r) => {
                     subs.insert(sub.channel.clone(), Value::Object(r));
                 }
@@ -450,10 +450,10 @@ impl Session {
         match control {
             Control::Disconnect { code, reason } => Err((code, reason.into())),
             Control::Subscribe {
-                channel,
-                info,
-                data,
-            } => Ok(self.api_subscribe(channel, info, data).await),
+                sub,
+                expire_at,
+                recover_since,
+            } => Ok(self.api_subscribe(sub, expire_at, recover_since).await),
             Control::Unsubscribe { channel } => {
                 let channels: Vec<String> = if channel.is_empty() {
                     self.subs.keys().cloned().collect()

@@ -46,8 +46,9 @@ pub struct Overrides {
     pub force_recovery: Option<bool>,
 }
 
-/// A subscription a connection token asks for (`channels` / `subs`).
-#[derive(Debug, Clone, PartialEq)]
+/// A server-side subscription: one a connection token asks for (`channels` / `subs`), or
+/// the server API's `subscribe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSub {
     pub channel: String,
     /// Channel info (`chan_info`) for presence, join/leave and publications.
@@ -274,7 +275,8 @@ fn info_claim(
     }
 }
 
-fn overrides(v: Option<&Value>) -> Result<Overrides, GatewayTokenError> {
+/// Parses Centrifugo's `override` object (`{"presence": {"value": true}, …}`).
+pub fn overrides(v: Option<&Value>) -> Result<Overrides, GatewayTokenError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(Overrides::default());
     };

@@ -15,7 +15,9 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq as _;
-use tollgate_gateway::{ChannelOptions, Control, history_policy, presence_map, publication_json};
+use tollgate_gateway::{
+    ChannelOptions, Control, history_policy, presence_map, publication_json, stream_position,
+};
 
 use crate::AppState;
 
@@ -206,11 +208,24 @@ fn control(state: &AppState, method: &str, params: &Map<String, Value>) -> Value
         .to_owned();
     let command = match method {
         "subscribe" if channel.is_empty() => return api_error(107, "bad request"),
-        "subscribe" => Control::Subscribe {
-            channel,
-            info: raw_or_b64(params, "info", "b64info"),
-            data: raw_or_b64(params, "data", "b64data"),
-        },
+        "subscribe" => {
+            let Ok(overrides) = tollgate_service::gateway::overrides(params.get("override")) else {
+                return api_error(107, "bad request");
+            };
+            Control::Subscribe {
+                sub: tollgate_service::gateway::ServerSub {
+                    channel,
+                    info: raw_or_b64(params, "info", "b64info"),
+                    data: raw_or_b64(params, "data", "b64data"),
+                    overrides,
+                },
+                expire_at: params
+                    .get("expire_at")
+                    .and_then(Value::as_i64)
+                    .filter(|e| *e > 0),
+                recover_since: stream_position(params.get("recover_since")),
+            }
+        }
         "unsubscribe" => Control::Unsubscribe { channel },
         "disconnect" => {
             let d = params.get("disconnect");
@@ -254,16 +269,7 @@ async fn history(state: &AppState, params: &Map<String, Value>) -> Value {
     if !options(state, channel).history() {
         return api_error(108, "not available");
     }
-    let since = params
-        .get("since")
-        .map(|s| tollgate_broker::StreamPosition {
-            offset: s.get("offset").and_then(Value::as_u64).unwrap_or(0),
-            epoch: s
-                .get("epoch")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-        });
+    let since = stream_position(params.get("since"));
     // Without a limit Centrifugo returns only the stream position; a negative one means
     // everything kept.
     let limit = match params.get("limit").and_then(Value::as_i64).unwrap_or(0) {

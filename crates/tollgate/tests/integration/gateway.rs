@@ -461,3 +461,39 @@ async fn the_server_api_reaches_connections() {
     }
     assert_eq!(clients, 0);
 }
+
+#[tokio::test]
+async fn the_largest_pubsub_token_fits_in_a_connect_frame() {
+    let (s, project, token, _) = setup().await;
+    // 500 channels of 250 characters: the largest grant SignalWire's grammar allows.
+    let channels: serde_json::Map<String, Value> = (0..500)
+        .map(|i| {
+            (
+                format!("{i:03}{}", "c".repeat(247)),
+                json!({"read": true, "write": true}),
+            )
+        })
+        .collect();
+    let (status, res) = s
+        .post(
+            "/api/pubsub/tokens",
+            (&project, &token),
+            &json!({"ttl": 5, "channels": channels}),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    let big = res["token"].as_str().unwrap();
+    assert!(big.len() > 150_000, "{}", big.len());
+    let mut ws = open(&s).await;
+    send(
+        &mut ws,
+        &json!({"id": 1, "connect": {"token": big}}).to_string(),
+    )
+    .await;
+    let reply = expect(&mut ws, |v| v["id"] == 1).await;
+    assert!(reply["connect"]["client"].is_string(), "{reply}");
+    let channel = format!("499{}", "c".repeat(247));
+    let sub = json!({"id": 2, "subscribe": {"channel": channel}}).to_string();
+    send(&mut ws, &sub).await;
+    assert!(expect(&mut ws, |v| v["id"] == 2).await["subscribe"].is_object());
+}

@@ -338,6 +338,20 @@ async fn token_claims_and_subscription_expiry() {
     let denied = call(&mut ws, 6, "subscribe", json!({"channel": "personal:#bob"})).await;
     assert_eq!(denied["error"]["code"], 103);
 
+    // A server-side subscription from the server API, with data and an expiry: the
+    // client cannot resubscribe it itself, so its expiry closes the connection (3006).
+    api(
+        &s,
+        "subscribe",
+        json!({"user": "alice", "channel": "chat:api", "expire_at": now() + 1, "data": {"d": 1}, "override": {"presence": {"value": false}}}),
+    )
+    .await;
+    let push = expect(&mut ws, |v| v["push"]["subscribe"].is_object()).await;
+    assert_eq!(push["push"]["channel"], "chat:api");
+    assert_eq!(push["push"]["subscribe"]["data"], json!({"d": 1}));
+    assert_eq!(push["push"]["subscribe"]["expires"], true);
+    assert_eq!(closed(&mut ws).await, 3006);
+
     // Connection tokens: expired → 109, a `channel` claim → 3500.
     let (_, reply) = connect(&s, "alice", json!({"exp": now() - 5})).await;
     assert_eq!(reply["error"]["code"], 109);
