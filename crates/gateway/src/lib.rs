@@ -51,6 +51,8 @@ pub struct GatewaySettings {
     pub max_publication_bytes: usize,
     /// Most open WebSocket connections on this node (0: no limit).
     pub max_connections: usize,
+    /// Most connections of one user on this node (0: no limit); more close with 3504.
+    pub max_connections_per_user: usize,
     /// Sustained commands per second one connection may send (0: no limit).
     pub max_commands_per_second: u32,
     /// Commands one connection may send in a burst above the sustained rate.
@@ -80,6 +82,7 @@ impl Default for GatewaySettings {
             max_message_bytes: 512 * 1024,
             max_publication_bytes: 64 * 1024,
             max_connections: 0,
+            max_connections_per_user: 0,
             max_commands_per_second: 100,
             command_burst: 300,
             presence_update_interval: Duration::from_secs(27),

@@ -27,6 +27,7 @@ pub(crate) mod disconnect {
     pub(crate) const INVALID_TOKEN: u16 = 3500;
     pub(crate) const BAD_REQUEST: u16 = 3501;
     pub(crate) const STALE: u16 = 3502;
+    pub(crate) const CONNECTION_LIMIT: u16 = 3504;
     pub(crate) const CHANNEL_LIMIT: u16 = 3505;
     pub(crate) const NOT_AVAILABLE: u16 = 3508;
     pub(crate) const INSUFFICIENT_STATE: u16 = 3010;

@@ -47,14 +47,23 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers a connection; returns where its control messages arrive.
-    pub(crate) fn add(&self, user: &str, client: &str) -> mpsc::Receiver<Control> {
+    /// Registers a connection; returns where its control messages arrive, or `None` when
+    /// the user already has `limit` connections (0: no limit; anonymous users are not
+    /// limited, since they share the empty user id).
+    pub(crate) fn add(
+        &self,
+        user: &str,
+        client: &str,
+        limit: usize,
+    ) -> Option<mpsc::Receiver<Control>> {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
-        self.lock()
-            .entry(user.to_owned())
-            .or_default()
-            .insert(client.to_owned(), tx);
-        rx
+        let mut users = self.lock();
+        let clients = users.entry(user.to_owned()).or_default();
+        if limit > 0 && !user.is_empty() && clients.len() >= limit {
+            return None;
+        }
+        clients.insert(client.to_owned(), tx);
+        Some(rx)
     }
 
     /// Forgets a connection.

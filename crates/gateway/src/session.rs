@@ -61,6 +61,8 @@ pub(crate) struct Session {
     budget_at: Instant,
     /// A failed connect leaves the connection unusable: every later command gets 3501.
     unusable: bool,
+    /// Where server API commands arrive, from `connect` until the run loop takes it.
+    control: Option<tokio::sync::mpsc::Receiver<crate::Control>>,
 }
 
 fn unix_to_instant(unix: i64, now_unix: i64) -> Instant {
@@ -84,6 +86,7 @@ impl Session {
             budget,
             budget_at: Instant::now(),
             unusable: false,
+            control: None,
         }
     }
 
@@ -138,10 +141,8 @@ impl Session {
         let mut stopping = self.gw.stopping.clone();
         let mut control: Option<tokio::sync::mpsc::Receiver<crate::Control>> = None;
         let close: Option<Close> = loop {
-            if control.is_none()
-                && let Some(grant) = &self.grant
-            {
-                control = Some(self.gw.registry.add(&grant.user, &self.client));
+            if control.is_none() {
+                control = self.control.take();
             }
             let (deadline, timer_code, timer_reason) = self.next_deadline();
             let connected = self.grant.is_some();
@@ -358,6 +359,11 @@ impl Session {
         if grant.subs.len() > self.gw.settings.max_channels {
             return Err(close(disconnect::CHANNEL_LIMIT, "channel limit"));
         }
+        let limit = self.gw.settings.max_connections_per_user;
+        let Some(rx) = self.gw.registry.add(&grant.user, &self.client, limit) else {
+            return Err(close(disconnect::CONNECTION_LIMIT, "connection limit"));
+        };
+        self.control = Some(rx);
         self.expiry = grant.expires_at.map(|e| unix_to_instant(e, now));
         let mut result = self.expiry_fields(grant.expires_at);
         result.insert("client".into(), self.client.clone().into());
@@ -388,6 +394,7 @@ impl Session {
                 }
                 Err(code) => {
                     tracing::debug!(code, channel = %sub.channel, "token subscription failed");
+                    self.unusable = true;
                     return Ok(Some(protocol::error_code(id, code)));
                 }
             }

@@ -406,6 +406,7 @@ async fn limits_origins_and_metrics() {
             ("TOLLGATE_GATEWAY__MAX_COMMANDS_PER_SECOND", "1"),
             ("TOLLGATE_GATEWAY__COMMAND_BURST", "3"),
             ("TOLLGATE_GATEWAY__MAX_CONNECTIONS", "2"),
+            ("TOLLGATE_GATEWAY__MAX_CONNECTIONS_PER_USER", "1"),
             (
                 "TOLLGATE_GATEWAY__ALLOWED_ORIGINS",
                 "https://app.example.com",
@@ -424,13 +425,21 @@ async fn limits_origins_and_metrics() {
     assert_eq!(last["error"]["temporary"], true);
 
     // A second socket fits, a third does not.
-    let _second = open(&s).await;
+    let second = open(&s).await;
     let third = tokio_tungstenite::connect_async(format!("ws://{}/connection/websocket", s.addr))
         .await
         .unwrap_err();
     assert!(third.to_string().contains("503"), "{third}");
+    // One connection per user here: Alice's second is refused with 3504.
+    let mut second = second;
+    let token = hs256(&json!({"sub": "alice"}));
+    send(
+        &mut second,
+        &json!({"id": 1, "connect": {"token": token}}).to_string(),
+    )
+    .await;
+    assert_eq!(closed(&mut second).await, 3504);
     drop(ws);
-    drop(_second);
 
     // Browser origins: only the allowlist.
     let upgrade = |origin: &'static str| {
