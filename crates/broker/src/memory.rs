@@ -25,6 +25,9 @@ struct Channel {
     offset: u64,
     history: VecDeque<Kept>,
     presence: HashMap<String, (PresenceEntry, Instant)>,
+    /// Until when the stream position (epoch + offset) outlives an otherwise idle channel,
+    /// so a client coming back after a quiet spell can still tell it missed nothing.
+    meta_expires: Option<Instant>,
 }
 
 impl Channel {
@@ -36,6 +39,7 @@ impl Channel {
             offset: 0,
             history: VecDeque::new(),
             presence: HashMap::new(),
+            meta_expires: None,
         }
     }
 
@@ -53,9 +57,14 @@ impl Channel {
         }
     }
 
-    /// Whether nothing would be lost by forgetting the channel.
-    fn idle(&self) -> bool {
+    /// Whether nothing but (possibly) its stream position would be lost by forgetting it.
+    fn unused(&self) -> bool {
         self.subscribers.is_empty() && self.history.is_empty() && self.presence.is_empty()
+    }
+
+    /// Whether nothing at all would be lost by forgetting the channel.
+    fn idle(&self, now: Instant) -> bool {
+        self.unused() && self.meta_expires.is_none_or(|e| e <= now)
     }
 
     /// Hands `event` to every live subscriber, dropping queues that are gone.
@@ -86,17 +95,73 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// How long a stream position outlives its channel's last publication by default (a
+/// day; Centrifugo's `history_meta_ttl` is 30 days, but this one lives in process memory).
+pub const DEFAULT_META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most channels kept; past it, channels kept only for their stream position go first.
+const MAX_CHANNELS: usize = 1_000_000;
+
 /// The in-process broker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryBroker {
     channels: Mutex<HashMap<String, Channel>>,
+    meta_ttl: Duration,
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryBroker {
-    /// An empty broker.
+    /// An empty broker keeping stream positions for [`DEFAULT_META_TTL`].
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        Self::with_meta_ttl(DEFAULT_META_TTL)
+    }
+
+    /// An empty broker keeping stream positions for `meta_ttl` after a channel's last
+    /// publication with history.
+    #[must_use]
+    pub fn with_meta_ttl(meta_ttl: Duration) -> Self {
+        Self {
+            channels: Mutex::default(),
+            meta_ttl,
+        }
+    }
+
+    /// Drops expired history and presence everywhere, and channels nothing refers to.
+    /// Touching a channel prunes it too; this catches the channels nobody touches again.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        channels.retain(|_, ch| {
+            ch.prune(now);
+            !ch.idle(now)
+        });
+        if channels.len() > MAX_CHANNELS {
+            channels.retain(|_, ch| !ch.unused());
+        }
+    }
+
+    /// Sweeps every `every` until the broker is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match broker.upgrade() {
+                    Some(b) => b.sweep(),
+                    None => return,
+                }
+            }
+        })
     }
 
     fn with_channel<T>(&self, name: &str, f: impl FnOnce(&mut Channel) -> T) -> T {
@@ -104,12 +169,13 @@ impl MemoryBroker {
             .channels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
         let channel = channels
             .entry(name.to_owned())
             .or_insert_with(|| Channel::new(name));
-        channel.prune(Instant::now());
+        channel.prune(now);
         let out = f(channel);
-        if channel.idle() {
+        if channel.idle(now) {
             channels.remove(name);
         }
         out
@@ -137,6 +203,7 @@ impl Broker for MemoryBroker {
                 time_ms: now_ms(),
             });
             if let Some(policy) = keep {
+                ch.meta_expires = Some(Instant::now() + self.meta_ttl.max(policy.ttl));
                 ch.history.push_back(Kept {
                     publication: publication.clone(),
                     expires: Instant::now() + policy.ttl,

@@ -82,14 +82,6 @@ impl Wishes {
     }
 }
 
-/// Where a subscription's permission came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
-    Token,
-    Capability,
-    Options,
-}
-
 fn valid_channel(c: &str) -> bool {
     c.len() <= MAX_CHANNEL_BYTES && !c.chars().any(char::is_control)
 }
@@ -106,7 +98,6 @@ pub fn history_policy(o: &ChannelOptions) -> Option<HistoryPolicy> {
 /// What a subscription was granted with.
 #[derive(Debug)]
 struct Grant {
-    via: Via,
     overrides: Overrides,
     /// Channel info from the token (`chan_info`).
     info: Option<Value>,
@@ -182,7 +173,6 @@ impl Session {
         wishes: &Wishes,
     ) -> Result<Map<String, Value>, u32> {
         let Grant {
-            via,
             overrides,
             info: chan_info,
             expires_at,
@@ -196,9 +186,10 @@ impl Session {
             .unwrap_or(o.force_push_join_leave);
         // Centrifugo: at subscribe time, "for subscriber" permissions count as granted.
         let user = self.user().to_owned();
-        let history_access = via == Via::Token
-            || self.caps_allow(channel, "hst")
-            || o.allows(Action::History, &user, true);
+        // A subscription token grants the subscription, not history: recovery needs
+        // history access as Centrifugo defines it (reference §2.6).
+        let history_access =
+            self.caps_allow(channel, "hst") || o.allows(Action::History, &user, true);
         let presence_access =
             self.caps_allow(channel, "prs") || o.allows(Action::Presence, &user, true);
         let history = history_policy(&o);
@@ -331,7 +322,7 @@ impl Session {
         }
         let user = self.user().to_owned();
         let project = self.grant.as_ref().and_then(|g| g.project);
-        let (via, overrides, info, data, expires_at) = match non_empty(params, "token") {
+        let (overrides, info, data, expires_at) = match non_empty(params, "token") {
             Some(token) => {
                 match self
                     .gw
@@ -339,13 +330,7 @@ impl Session {
                     .verify_subscription_token(token, project, &user, &self.client, channel)
                     .await
                 {
-                    Ok(sub) => (
-                        Via::Token,
-                        sub.overrides,
-                        sub.info,
-                        sub.data,
-                        sub.expires_at,
-                    ),
+                    Ok(sub) => (sub.overrides, sub.info, sub.data, sub.expires_at),
                     Err(GatewayTokenError::Expired) => {
                         return Ok(Some(protocol::error_code(id, code::TOKEN_EXPIRED)));
                     }
@@ -371,17 +356,13 @@ impl Session {
                     .allow_user_limited_channels
                     .then(|| user_limited_allows(channel, &user))
                     .flatten();
-                let via = match limited {
-                    Some(true) => Some(Via::Options),
-                    Some(false) => None,
-                    None if self.caps_allow(channel, "sub") => Some(Via::Capability),
-                    None if o.allows_subscribe(&user) => Some(Via::Options),
-                    None => None,
-                };
-                match via {
-                    Some(via) => (via, Overrides::default(), None, None, None),
-                    None => return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED))),
+                let allowed = limited.unwrap_or_else(|| {
+                    self.caps_allow(channel, "sub") || o.allows_subscribe(&user)
+                });
+                if !allowed {
+                    return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
                 }
+                (Overrides::default(), None, None, None)
             }
         };
         if expires_at.is_some_and(|e| e <= self.now_unix()) {
@@ -389,7 +370,6 @@ impl Session {
         }
         let wishes = Wishes::from(params);
         let grant = Grant {
-            via,
             overrides,
             info,
             expires_at,
@@ -429,7 +409,6 @@ impl Session {
             ..Wishes::from(request)
         };
         let grant = Grant {
-            via: Via::Token,
             overrides: sub.overrides,
             info: sub.info.clone(),
             expires_at,
@@ -462,14 +441,29 @@ impl Session {
             request.insert("offset".into(), since.offset.into());
             request.insert("epoch".into(), since.epoch.into());
         }
-        match self.server_subscribe(&sub, &request, expire_at).await {
-            Ok(result) => Some(protocol::push(
-                &sub.channel,
-                "subscribe",
-                Value::Object(result),
-            )),
-            Err(_) => None,
+        let mut result = self
+            .server_subscribe(&sub, &request, expire_at)
+            .await
+            .ok()?;
+        // The `subscribe` push carries a position only (reference §2.4); what was recovered
+        // follows it as ordinary publications.
+        let recovered = result.remove("publications");
+        result.remove("was_recovering");
+        result.remove("recovered");
+        let mut pushes = vec![protocol::push(
+            &sub.channel,
+            "subscribe",
+            Value::Object(result),
+        )];
+        for publication in recovered
+            .as_ref()
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            pushes.push(protocol::push(&sub.channel, "pub", publication.clone()));
         }
+        Some(pushes.join("\n"))
     }
 
     pub(crate) async fn unsubscribe(&mut self, id: u64, params: &Map<String, Value>) -> Handled {
@@ -643,11 +637,12 @@ impl Session {
     /// SDK resubscribes with a fresh token), a 3006 close for token-side ones.
     pub(crate) async fn on_tick(&mut self) -> Result<Vec<String>, Close> {
         let grace = i64::try_from(self.gw.settings.expired_sub_close_delay.as_secs()).unwrap_or(0);
+        // A far-future expiry is as good as none (and must not overflow).
         let now = self.now_unix();
         let expired: Vec<(String, bool)> = self
             .subs
             .iter()
-            .filter(|(_, s)| s.expires_at.is_some_and(|e| now > e + grace))
+            .filter(|(_, s)| s.expires_at.is_some_and(|e| now > e.saturating_add(grace)))
             .map(|(c, s)| (c.clone(), s.server_side))
             .collect();
         if expired.iter().any(|(_, server_side)| *server_side) {

@@ -94,6 +94,21 @@ impl Default for GatewaySettings {
     }
 }
 
+/// A reserved place for one connection; released when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    active: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
 /// The gateway: shared by every connection.
 #[derive(Debug, Clone)]
 pub struct Gateway {
@@ -194,12 +209,21 @@ impl Gateway {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Whether the node may take one more connection (checked before the upgrade, so an
-    /// over-full node answers 503 and the client's backoff does the rest).
+    /// Reserves a place for one more connection, or `None` when the node is full. Checked
+    /// before the upgrade, so an over-full node answers 503 and the client's backoff does
+    /// the rest; the reservation is atomic, so simultaneous handshakes cannot overshoot.
     #[must_use]
-    pub fn has_room(&self) -> bool {
-        self.settings.max_connections == 0
-            || self.active.load(Ordering::Acquire) < self.settings.max_connections
+    pub fn reserve(&self) -> Option<Slot> {
+        let max = self.settings.max_connections;
+        let taken = self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            });
+        taken.ok().map(|_| Slot {
+            active: self.active.clone(),
+            idle: self.idle.clone(),
+        })
     }
 
     /// Whether a browser page from `origin` may connect (Centrifugo's `allowed_origins`).
@@ -226,13 +250,11 @@ impl Gateway {
         })
     }
 
-    /// Serves one WebSocket connection until it ends.
-    pub async fn serve(&self, socket: axum::extract::ws::WebSocket) {
-        self.active.fetch_add(1, Ordering::AcqRel);
+    /// Serves one WebSocket connection, in the place `slot` reserved, until it ends.
+    pub async fn serve(&self, slot: Slot, socket: axum::extract::ws::WebSocket) {
         self.metrics.connection_opened();
         session::Session::new(self.clone()).run(socket).await;
-        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
+        // The slot is released when dropped, even if the session panicked.
+        drop(slot);
     }
 }

@@ -34,6 +34,43 @@ use crate::protocol::{self, code, disconnect};
 
 /// Most deliveries written in one frame.
 const BATCH: usize = 256;
+/// Replies to one frame are written as soon as this many bytes are waiting, so a frame of
+/// many large commands (history reads) never piles up its answers in memory.
+const FLUSH_BYTES: usize = 64 * 1024;
+/// Longest a write may take before the peer is considered gone: a client that stops
+/// reading must not hold a session (and its slot) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes one text frame; `false` when the peer is gone or too slow to take it.
+async fn write(socket: &mut WebSocket, frame: String) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(frame.into()))).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Replies waiting to be written, newline-joined into frames.
+#[derive(Default)]
+struct Outbox {
+    frame: String,
+}
+
+impl Outbox {
+    fn push(&mut self, reply: &str) {
+        if !self.frame.is_empty() {
+            self.frame.push('\n');
+        }
+        self.frame.push_str(reply);
+    }
+
+    /// Writes what is waiting when there is enough of it (or `force`).
+    async fn flush(&mut self, socket: &mut WebSocket, force: bool) -> bool {
+        if self.frame.is_empty() || (!force && self.frame.len() < FLUSH_BYTES) {
+            return true;
+        }
+        write(socket, std::mem::take(&mut self.frame)).await
+    }
+}
 
 /// Why a session ends: a close code and its reason.
 pub(crate) type Close = (u16, Cow<'static, str>);
@@ -65,8 +102,12 @@ pub(crate) struct Session {
     control: Option<tokio::sync::mpsc::Receiver<crate::Control>>,
 }
 
+/// Longest expiry honoured (Centrifugo caps `ttl` the same way): a far-future `exp` or
+/// `expire_at` cannot overflow a timer.
+pub(crate) const MAX_TTL: i64 = 365 * 24 * 60 * 60;
+
 fn unix_to_instant(unix: i64, now_unix: i64) -> Instant {
-    let ahead = u64::try_from(unix - now_unix).unwrap_or(0);
+    let ahead = u64::try_from(unix.saturating_sub(now_unix).clamp(0, MAX_TTL)).unwrap_or(0);
     Instant::now() + Duration::from_secs(ahead)
 }
 
@@ -150,9 +191,10 @@ impl Session {
             let (frame, end): (Option<String>, Option<Option<Close>>) = tokio::select! {
                 msg = socket.recv() => match msg {
                     Some(Ok(Message::Text(text))) => {
-                        let (replies, close) = self.handle_frame(text.as_str()).await;
-                        let frame = (!replies.is_empty()).then(|| replies.join("\n"));
-                        (frame, close.map(Some))
+                        match self.handle_frame(text.as_str(), &mut socket).await {
+                            Ok(close) => (None, close.map(Some)),
+                            Err(()) => (None, Some(None)),
+                        }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         (None, Some(Some(close(disconnect::BAD_REQUEST, "protobuf is not supported"))))
@@ -200,7 +242,7 @@ impl Session {
                 }
             };
             if let Some(frame) = frame
-                && socket.send(Message::Text(frame.into())).await.is_err()
+                && !write(&mut socket, frame).await
             {
                 break None;
             }
@@ -211,16 +253,31 @@ impl Session {
         if let Some((code, reason)) = close {
             self.gw.metrics.disconnected(code);
             let reason: &str = &reason;
-            let _ = socket
-                .send(Message::Close(Some(CloseFrame {
+            let _ = tokio::time::timeout(
+                WRITE_TIMEOUT,
+                socket.send(Message::Close(Some(CloseFrame {
                     code,
                     reason: reason.into(),
-                })))
-                .await;
+                }))),
+            )
+            .await;
         }
         self.cleanup().await;
     }
+}
 
+impl Drop for Session {
+    /// The synchronous part of cleanup, so a panicking session still leaves the registry
+    /// (presence entries expire on their own).
+    fn drop(&mut self) {
+        if let Some(grant) = &self.grant {
+            self.gw.registry.remove(&grant.user, &self.client);
+        }
+        self.queue.close();
+    }
+}
+
+impl Session {
     async fn cleanup(&mut self) {
         if let Some(grant) = &self.grant {
             self.gw.registry.remove(&grant.user, &self.client);
@@ -250,31 +307,51 @@ impl Session {
         }
     }
 
-    /// Handles a frame: its commands in order. Returns the replies, then maybe a close.
-    async fn handle_frame(&mut self, text: &str) -> (Vec<String>, Option<Close>) {
-        let mut replies = Vec::new();
+    /// Handles a frame: its commands in order, writing replies as they accumulate.
+    /// Returns maybe a close, or `Err` when the peer is gone.
+    async fn handle_frame(
+        &mut self,
+        text: &str,
+        socket: &mut WebSocket,
+    ) -> Result<Option<Close>, ()> {
+        let mut out = Outbox::default();
         let text = text.strip_suffix('\n').unwrap_or(text);
+        let mut close_with = None;
         if text.trim().is_empty() {
-            return (replies, Some(close(disconnect::BAD_REQUEST, "bad request")));
-        }
-        for line in text.split('\n') {
-            let Ok(Value::Object(command)) = serde_json::from_str::<Value>(line) else {
-                return (replies, Some(close(disconnect::BAD_REQUEST, "bad request")));
-            };
-            if command.is_empty() {
-                // A pong to our ping. Centrifugo is strict about unsolicited ones; being
-                // lenient is compatible with every SDK.
-                self.ping_sent = None;
-                continue;
+            close_with = Some(close(disconnect::BAD_REQUEST, "bad request"));
+        } else {
+            for line in text.split('\n') {
+                let Ok(Value::Object(command)) = serde_json::from_str::<Value>(line) else {
+                    close_with = Some(close(disconnect::BAD_REQUEST, "bad request"));
+                    break;
+                };
+                if command.is_empty() {
+                    // A pong to our ping. Centrifugo is strict about unsolicited ones; being
+                    // lenient is compatible with every SDK.
+                    self.ping_sent = None;
+                    continue;
+                }
+                let id = command.get("id").and_then(Value::as_u64).unwrap_or(0);
+                match self.handle_command(id, &command).await {
+                    Ok(Some(reply)) => {
+                        out.push(&reply);
+                        if !out.flush(socket, false).await {
+                            return Err(());
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(c) => {
+                        close_with = Some(c);
+                        break;
+                    }
+                }
             }
-            let id = command.get("id").and_then(Value::as_u64).unwrap_or(0);
-            match self.handle_command(id, &command).await {
-                Ok(Some(reply)) => replies.push(reply),
-                Ok(None) => {}
-                Err(c) => return (replies, Some(c)),
-            }
         }
-        (replies, None)
+        if out.flush(socket, true).await {
+            Ok(close_with)
+        } else {
+            Err(())
+        }
     }
 
     /// Handles one command: `Ok(Some(reply))`, `Ok(None)` (no reply), or `Err(close)`.
@@ -322,7 +399,10 @@ impl Session {
         let mut m = Map::new();
         if let Some(exp) = exp {
             m.insert("expires".into(), true.into());
-            m.insert("ttl".into(), (exp - self.now_unix()).max(0).into());
+            m.insert(
+                "ttl".into(),
+                exp.saturating_sub(self.now_unix()).clamp(0, MAX_TTL).into(),
+            );
         }
         m
     }
@@ -394,7 +474,7 @@ impl Session {
                 }
                 Err(code) => {
                     tracing::debug!(code, channel = %sub.channel, "token subscription failed");
-                    self.unusable = true;
+                    self.abandon_connect().await;
                     return Ok(Some(protocol::error_code(id, code)));
                 }
             }
@@ -403,6 +483,22 @@ impl Session {
             result.insert("subs".into(), Value::Object(subs));
         }
         Ok(Some(protocol::reply(id, "connect", Value::Object(result))))
+    }
+
+    /// Undoes a connect that failed part-way (a token subscription refused): the
+    /// connection goes back to unauthenticated, so the stale timer closes it, and is
+    /// unusable meanwhile.
+    async fn abandon_connect(&mut self) {
+        let channels: Vec<String> = self.subs.keys().cloned().collect();
+        for channel in channels {
+            self.leave(&channel).await;
+        }
+        if let Some(grant) = self.grant.take() {
+            self.gw.registry.remove(&grant.user, &self.client);
+        }
+        self.control = None;
+        self.expiry = None;
+        self.unusable = true;
     }
 
     async fn refresh(&mut self, id: u64, params: &Map<String, Value>) -> Handled {

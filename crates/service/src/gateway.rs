@@ -86,8 +86,9 @@ pub struct SubscriptionGrant {
     pub overrides: Overrides,
 }
 
-/// Most server-side subscriptions one connection token may carry.
-pub const MAX_TOKEN_SUBS: usize = 128;
+/// Most server-side subscriptions one connection token may carry; the gateway's own
+/// (configurable, lower) channel limit answers 3505 below this hard ceiling.
+pub const MAX_TOKEN_SUBS: usize = 4096;
 
 impl Tollgate {
     /// Finds the key for a token: the shared Centrifugo HMAC secret (whose tokens name
@@ -148,10 +149,10 @@ impl Tollgate {
         let now = self.inner.clock.now();
         let exp = match claims.get("exp") {
             None => None,
-            Some(v) => Some(v.as_i64().ok_or(GatewayTokenError::Invalid("exp"))?),
+            Some(v) => Some(numeric_date(v).ok_or(GatewayTokenError::Invalid("exp"))?),
         };
         if let Some(nbf) = claims.get("nbf") {
-            let nbf = nbf.as_i64().ok_or(GatewayTokenError::Invalid("nbf"))?;
+            let nbf = numeric_date(nbf).ok_or(GatewayTokenError::Invalid("nbf"))?;
             if nbf > now.seconds() {
                 return Err(GatewayTokenError::Expired);
             }
@@ -331,18 +332,36 @@ fn server_subs(claims: &Map<String, Value>) -> Result<Vec<ServerSub>, GatewayTok
     }
     match claims.get("channels") {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(list)) if list.len() <= MAX_TOKEN_SUBS => list
-            .iter()
-            .map(|c| match c.as_str() {
-                Some(c) if channel_ok(c) => Ok(ServerSub {
-                    channel: c.to_owned(),
-                    info: None,
-                    data: None,
-                    overrides: Overrides::default(),
-                }),
-                _ => Err(GatewayTokenError::Invalid("channels")),
-            })
-            .collect(),
+        Some(Value::Array(list)) if list.len() <= MAX_TOKEN_SUBS => {
+            let mut out: Vec<ServerSub> = Vec::with_capacity(list.len());
+            for c in list {
+                let c = c.as_str().filter(|c| channel_ok(c)).ok_or(bad.clone())?;
+                // A channel listed twice is one subscription.
+                if !out.iter().any(|s| s.channel == c) {
+                    out.push(ServerSub {
+                        channel: c.to_owned(),
+                        info: None,
+                        data: None,
+                        overrides: Overrides::default(),
+                    });
+                }
+            }
+            Ok(out)
+        }
         Some(_) => Err(bad),
     }
+}
+
+/// A JWT NumericDate: integer or fractional seconds (RFC 7519 §2), rounded down.
+fn numeric_date(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && f.abs() < 1e15)
+            // In range by the filter above; the fraction is dropped on purpose.
+            .map(|f| {
+                #[allow(clippy::cast_possible_truncation)]
+                let secs = f.floor() as i64;
+                secs
+            })
+    })
 }

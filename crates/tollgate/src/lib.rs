@@ -60,6 +60,8 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let broker = std::sync::Arc::new(tollgate_broker::MemoryBroker::new());
+        // Expired history and presence of channels nobody touches again are freed here.
+        let sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(30));
         let gateway = tollgate_gateway::Gateway::new(
             self.tollgate.clone(),
             broker,
@@ -88,6 +90,7 @@ impl App {
         // Upgraded sockets are not tracked by the HTTP server: give their close frames a
         // moment to go out before the process ends.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sessions.drained()).await;
+        sweeper.abort();
         Ok(())
     }
 }

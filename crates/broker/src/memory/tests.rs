@@ -319,3 +319,49 @@ async fn presence_and_join_leave() {
         [r#"room:join:{"v":"j"}"#, r#"room:leave:{"v":"l"}"#]
     );
 }
+
+#[tokio::test]
+async fn stream_positions_outlive_history_and_the_sweeper_frees_the_rest() {
+    let b = MemoryBroker::with_meta_ttl(Duration::from_millis(200));
+    let short = Some(HistoryPolicy {
+        size: 3,
+        ttl: Duration::from_millis(20),
+    });
+    let first = b.publish("kept", pubn(data("1")), short).await.unwrap();
+    b.publish("plain", pubn(data("x")), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    b.sweep();
+    {
+        let channels = b.channels.lock().unwrap();
+        let kept = channels
+            .get("kept")
+            .expect("position kept after its history expired");
+        assert!(
+            kept.history.is_empty(),
+            "expired history swept without a touch"
+        );
+        assert!(!channels.contains_key("plain"));
+    }
+    // The epoch survives history expiry and removal, so a returning client recovers "nothing
+    // missed" instead of "stream reset".
+    b.remove_history("kept").await.unwrap();
+    let h = b
+        .history(
+            "kept",
+            HistoryQuery {
+                since: Some(&first),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.position, first);
+    assert!(h.recovered);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.sweep();
+    assert!(
+        b.channels.lock().unwrap().is_empty(),
+        "position dropped after its ttl"
+    );
+}

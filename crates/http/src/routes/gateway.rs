@@ -29,9 +29,9 @@ async fn websocket(
     if !state.gateway.origin_allowed(origin) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    if !state.gateway.has_room() {
+    let Some(slot) = state.gateway.reserve() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
-    }
+    };
     let limit = state.gateway.settings().max_message_bytes;
     let gateway = state.gateway.clone();
     upgrade
@@ -41,5 +41,5 @@ async fn websocket(
         .max_message_size(limit)
         .max_frame_size(limit)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| async move { gateway.serve(socket).await })
+        .on_upgrade(move |socket| async move { gateway.serve(slot, socket).await })
 }

@@ -33,21 +33,21 @@ fn authorized(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> boo
     let Some(key) = state.api_key.as_deref().filter(|k| !k.is_empty()) else {
         return false;
     };
-    let from_query = || {
-        query?
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("api_key="))
-    };
-    let given = match headers.get("x-api-key") {
-        Some(v) => v.to_str().ok(),
+    let given: Option<std::borrow::Cow<'_, str>> = match headers.get("x-api-key") {
+        Some(v) => v.to_str().ok().map(Into::into),
         None => match headers.get("authorization") {
             Some(v) => v
                 .to_str()
                 .ok()
                 .and_then(|v| v.split_once(' '))
                 .filter(|(scheme, k)| scheme.eq_ignore_ascii_case("apikey") && !k.contains(' '))
-                .map(|(_, k)| k),
-            None => from_query(),
+                .map(|(_, k)| k.into()),
+            // Query values are percent-decoded, as Go's `URL.Query().Get` does.
+            None => query.and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "api_key")
+                    .map(|(_, v)| v)
+            }),
         },
     };
     given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(key.as_bytes())))
@@ -238,10 +238,14 @@ fn control(state: &AppState, method: &str, params: &Map<String, Value>) -> Value
             let reason = d
                 .and_then(|d| d.get("reason"))
                 .and_then(Value::as_str)
-                .unwrap_or("force disconnect")
-                .chars()
-                .take(100)
-                .collect();
+                .unwrap_or("force disconnect");
+            // A close frame's reason is at most 123 bytes (RFC 6455 §5.5): cut on a
+            // character boundary.
+            let mut end = reason.len().min(123);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            let reason = reason[..end].to_owned();
             Control::Disconnect { code, reason }
         }
         _ => Control::Refresh {
@@ -249,7 +253,11 @@ fn control(state: &AppState, method: &str, params: &Map<String, Value>) -> Value
                 .get("expired")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-            expire_at: params.get("expire_at").and_then(Value::as_i64),
+            // Absent, 0 or negative: the connection no longer expires.
+            expire_at: params
+                .get("expire_at")
+                .and_then(Value::as_i64)
+                .filter(|e| *e > 0),
         },
     };
     // `disconnect.whitelist`: client ids to spare.

@@ -20,6 +20,7 @@ const CONFIG: &str = r#"
 [gateway]
 presence_update_interval = "200ms"
 expired_sub_close_delay = 0
+stale_timeout = "1s"
 
 [gateway.namespaces.chat]
 presence = true
@@ -259,6 +260,38 @@ async fn namespaces_give_presence_join_leave_history_and_recovery() {
     let denied = call(&mut alice, 18, "history", json!({"channel": "chat:2"})).await;
     assert_eq!(denied["error"]["code"], 103);
 
+    // The server API subscribes with recovery: the position in the push, then what was
+    // missed as publications.
+    let first = api(
+        &s,
+        "publish",
+        json!({"channel": "chat:3", "data": {"m": 1}}),
+    )
+    .await;
+    api(
+        &s,
+        "publish",
+        json!({"channel": "chat:3", "data": {"m": 2}}),
+    )
+    .await;
+    let epoch3 = first["result"]["epoch"].clone();
+    api(
+        &s,
+        "subscribe",
+        json!({"user": "alice", "channel": "chat:3", "recover_since": {"offset": 0, "epoch": epoch3}}),
+    )
+    .await;
+    let push = expect(&mut alice, |v| v["push"]["subscribe"].is_object()).await;
+    assert_eq!(push["push"]["channel"], "chat:3");
+    assert!(push["push"]["subscribe"].get("publications").is_none());
+    for n in [1, 2] {
+        let p = expect(&mut alice, |v| {
+            v["push"]["channel"] == "chat:3" && v["push"]["pub"].is_object()
+        })
+        .await;
+        assert_eq!(p["push"]["pub"]["data"], json!({"m": n}));
+    }
+
     // Anonymous connections are not "clients" for allow_subscribe_for_client.
     let (mut anon, reply) = connect(&s, "", json!({})).await;
     assert!(reply["connect"].is_object(), "{reply}");
@@ -351,6 +384,27 @@ async fn token_claims_and_subscription_expiry() {
     assert_eq!(push["push"]["subscribe"]["data"], json!({"d": 1}));
     assert_eq!(push["push"]["subscribe"]["expires"], true);
     assert_eq!(closed(&mut ws).await, 3006);
+
+    // A connect whose token subscription cannot be honoured (unrecoverable, flag 2) gets
+    // the error and is then treated as never connected: the stale timer closes it.
+    let mut ws = open(&s).await;
+    let token = hs256(&json!({"sub": "dora", "channels": ["chat:srv", "chat:srv"], "exp": 1.0e10}));
+    send(
+        &mut ws,
+        &json!({"id": 1, "connect": {"token": token, "subs": {"chat:srv": {"recover": true, "epoch": "gone", "offset": 3, "flag": 2}}}})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(
+        expect(&mut ws, |v| v["id"] == 1).await["error"]["code"],
+        112
+    );
+    assert_eq!(closed(&mut ws).await, 3502);
+    let stats = api(&s, "presence_stats", json!({"channel": "chat:srv"})).await;
+    assert_eq!(
+        stats["result"]["num_clients"], 0,
+        "the abandoned connect left no presence: {stats}"
+    );
 
     // Connection tokens: expired → 109, a `channel` claim → 3500.
     let (_, reply) = connect(&s, "alice", json!({"exp": now() - 5})).await;
@@ -496,7 +550,8 @@ async fn the_legacy_server_api_takes_batches_and_query_keys() {
     );
     let res = s
         .client
-        .post(s.url(&format!("/api?api_key={API_KEY}")))
+        // Query keys are percent-decoded.
+        .post(s.url(&format!("/api?api_key={}", API_KEY.replace('-', "%2D"))))
         .body(body)
         .send()
         .await
