@@ -554,21 +554,8 @@ impl Session {
         if !self.may(Action::History, channel) {
             return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
         }
-        let max = self.gw.settings.history_max_publication_limit;
-        // 0 or absent: only the stream top; negative: everything (capped).
-        let limit = match params.get("limit").and_then(Value::as_i64).unwrap_or(0) {
-            l if l < 0 => max,
-            l => usize::try_from(l).unwrap_or(max).min(max),
-        };
-        let since = stream_position(params.get("since"));
-        let query = HistoryQuery {
-            since: since.as_ref(),
-            limit: Some(limit),
-            reverse: params
-                .get("reverse")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        };
+        let request = HistoryParams::parse(params, self.gw.settings.history_max_publication_limit);
+        let (since, query) = (&request.since, request.query());
         Ok(Some(match self.gw.broker.history(channel, query).await {
             Ok(h) if since.is_some() && !h.recovered => {
                 protocol::error_code(id, code::UNRECOVERABLE_POSITION)
@@ -671,6 +658,44 @@ impl Session {
             let _ = self.gw.broker.add_presence(channel, entry, ttl).await;
         }
         Ok(pushes)
+    }
+}
+
+/// A history read's parameters, as the client protocol and the server API both take them:
+/// `limit` 0 or absent reads only the stream top, a negative one everything (capped).
+#[derive(Debug)]
+pub struct HistoryParams {
+    pub since: Option<StreamPosition>,
+    pub limit: usize,
+    pub reverse: bool,
+}
+
+impl HistoryParams {
+    /// Reads `since`, `limit` (capped at `max`) and `reverse`.
+    #[must_use]
+    pub fn parse(params: &Map<String, Value>, max: usize) -> Self {
+        let limit = match params.get("limit").and_then(Value::as_i64).unwrap_or(0) {
+            l if l < 0 => max,
+            l => usize::try_from(l).unwrap_or(max).min(max),
+        };
+        Self {
+            since: stream_position(params.get("since")),
+            limit,
+            reverse: params
+                .get("reverse")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        }
+    }
+
+    /// The broker query.
+    #[must_use]
+    pub fn query(&self) -> HistoryQuery<'_> {
+        HistoryQuery {
+            since: self.since.as_ref(),
+            limit: Some(self.limit),
+            reverse: self.reverse,
+        }
     }
 }
 

@@ -16,7 +16,9 @@ mod protocol;
 mod registry;
 mod session;
 
-pub use channels::{history_policy, presence_map, publication_json, stream_position};
+pub use channels::{
+    HistoryParams, history_policy, presence_map, publication_json, stream_position,
+};
 pub use metrics::GatewayMetrics;
 pub use registry::Control;
 pub use tollgate_token::centrifugo::{ChannelConfig, ChannelOptions};

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq as _;
 use tollgate_gateway::{
-    ChannelOptions, Control, history_policy, presence_map, publication_json, stream_position,
+    ChannelOptions, Control, HistoryParams, history_policy, presence_map, publication_json,
+    stream_position,
 };
 
 use crate::AppState;
@@ -277,21 +278,9 @@ async fn history(state: &AppState, params: &Map<String, Value>) -> Value {
     if !options(state, channel).history() {
         return api_error(108, "not available");
     }
-    let since = stream_position(params.get("since"));
-    // Without a limit Centrifugo returns only the stream position; a negative one means
-    // everything kept.
-    let limit = match params.get("limit").and_then(Value::as_i64).unwrap_or(0) {
-        l if l < 0 => usize::MAX,
-        l => usize::try_from(l).unwrap_or(usize::MAX),
-    };
-    let query = tollgate_broker::HistoryQuery {
-        since: since.as_ref(),
-        limit: Some(limit),
-        reverse: params
-            .get("reverse")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-    };
+    // The server API is not capped below what a channel can keep.
+    let request = HistoryParams::parse(params, usize::MAX);
+    let (since, query) = (&request.since, request.query());
     match state.gateway.broker().history(channel, query).await {
         Ok(h) if since.is_some() && !h.recovered => api_error(112, "unrecoverable position"),
         Ok(h) => {

@@ -300,13 +300,7 @@ pub(super) fn validate(raw: &RawGateway) -> Result<GatewaySettings, ConfigError>
 #[cfg(test)]
 mod tests {
     use super::super::load;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use super::super::tests::env;
 
     #[test]
     fn gateway_settings_from_env_and_file() {
