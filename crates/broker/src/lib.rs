@@ -26,6 +26,8 @@ pub use queue::{Queue, QueueState};
 /// One message in a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {
+    /// A unique id (SignalWire's message id).
+    pub id: String,
     /// Position in the channel's stream (0 when the channel keeps no history).
     pub offset: u64,
     /// The payload: raw JSON, passed through untouched.
@@ -34,6 +36,8 @@ pub struct Publication {
     pub info: Option<Bytes>,
     /// Publication tags (raw JSON object of strings), from the server API.
     pub tags: Option<Bytes>,
+    /// SignalWire's message `meta` (raw JSON), when a SignalWire client published it.
+    pub meta: Option<Bytes>,
     /// Unix time in milliseconds.
     pub time_ms: i64,
 }
@@ -47,6 +51,8 @@ pub struct NewPublication {
     pub info: Option<Bytes>,
     /// Tags (raw JSON object).
     pub tags: Option<Bytes>,
+    /// SignalWire's `meta` (raw JSON).
+    pub meta: Option<Bytes>,
 }
 
 /// A position in a channel's stream. A new epoch means the stream was reset (history
@@ -74,6 +80,9 @@ pub enum Event {
     Join(Bytes),
     /// A client left (raw JSON `ClientInfo`).
     Leave(Bytes),
+    /// A member changed its state (raw JSON `ClientInfo`; SignalWire's
+    /// `chat.member.updated`, which Centrifugo's protocol has no push for).
+    Update(Bytes),
 }
 
 /// An event with the channel it happened in.
@@ -92,8 +101,9 @@ impl Delivery {
                 p.data.len()
                     + p.info.as_ref().map_or(0, Bytes::len)
                     + p.tags.as_ref().map_or(0, Bytes::len)
+                    + p.meta.as_ref().map_or(0, Bytes::len)
             }
-            Event::Join(i) | Event::Leave(i) => i.len(),
+            Event::Join(i) | Event::Leave(i) | Event::Update(i) => i.len(),
         };
         // Fixed overhead approximates the envelope the gateway wraps around it.
         payload + self.channel.len() + 64
@@ -155,7 +165,8 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
         history: Option<HistoryPolicy>,
     ) -> Result<StreamPosition, BrokerError>;
 
-    /// Tells subscribers that a client joined or left (`Event::Join`/`Event::Leave`).
+    /// Tells subscribers that a client joined, left or changed (`Event::Join`, `Leave`,
+    /// `Update`).
     async fn publish_presence_event(&self, channel: &str, event: Event) -> Result<(), BrokerError>;
 
     /// Registers `queue` as a local subscriber of `channel`.

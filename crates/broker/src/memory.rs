@@ -196,10 +196,12 @@ impl Broker for MemoryBroker {
                 ch.offset += 1;
             }
             let publication = Arc::new(Publication {
+                id: uuid::Uuid::new_v4().to_string(),
                 offset: if keep.is_some() { ch.offset } else { 0 },
                 data: new.data,
                 info: new.info,
                 tags: new.tags,
+                meta: new.meta,
                 time_ms: now_ms(),
             });
             if let Some(policy) = keep {

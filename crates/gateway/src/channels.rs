@@ -502,6 +502,7 @@ impl Session {
             data: Bytes::from(data),
             info: Some(info),
             tags: None,
+            meta: None,
         };
         match self.gw.broker.publish(channel, publication, history).await {
             Ok(_) => Ok(Some(protocol::reply(id, "publish", json!({})))),

@@ -11,6 +11,7 @@
 //! namespace, from its `allow_*` options. Deny by default.
 
 mod channels;
+mod conn;
 mod metrics;
 mod protocol;
 mod registry;

@@ -21,13 +21,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tollgate_broker::{Delivery, Event, Queue, QueueState};
 use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
 
 use crate::Gateway;
+use crate::conn::{Budget, write};
 use crate::channels::Subscription;
 use crate::metrics::METHODS;
 use crate::protocol::{self, code, disconnect};
@@ -37,17 +38,6 @@ const BATCH: usize = 256;
 /// Replies to one frame are written as soon as this many bytes are waiting, so a frame of
 /// many large commands (history reads) never piles up its answers in memory.
 const FLUSH_BYTES: usize = 64 * 1024;
-/// Longest a write may take before the peer is considered gone: a client that stops
-/// reading must not hold a session (and its slot) forever.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Writes one text frame; `false` when the peer is gone or too slow to take it.
-async fn write(socket: &mut WebSocket, frame: String) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(frame.into()))).await,
-        Ok(Ok(()))
-    )
-}
 
 /// Replies waiting to be written, newline-joined into frames.
 #[derive(Default)]
@@ -93,9 +83,8 @@ pub(crate) struct Session {
     /// When the last unanswered ping was sent.
     ping_sent: Option<Instant>,
     started: Instant,
-    /// Command budget (token bucket) and when it was last topped up.
-    budget: f64,
-    budget_at: Instant,
+    /// Command budget.
+    budget: Budget,
     /// A failed connect leaves the connection unusable: every later command gets 3501.
     unusable: bool,
     /// Where server API commands arrive, from `connect` until the run loop takes it.
@@ -114,7 +103,10 @@ fn unix_to_instant(unix: i64, now_unix: i64) -> Instant {
 impl Session {
     pub(crate) fn new(gw: Gateway) -> Self {
         let queue = Queue::new(gw.settings.queue_bytes);
-        let budget = f64::from(gw.settings.command_burst);
+        let budget = Budget::new(
+            gw.settings.max_commands_per_second,
+            gw.settings.command_burst,
+        );
         Self {
             gw,
             client: uuid::Uuid::new_v4().to_string(),
@@ -125,7 +117,6 @@ impl Session {
             ping_sent: None,
             started: Instant::now(),
             budget,
-            budget_at: Instant::now(),
             unusable: false,
             control: None,
         }
@@ -252,15 +243,7 @@ impl Session {
         };
         if let Some((code, reason)) = close {
             self.gw.metrics.disconnected(code);
-            let reason: &str = &reason;
-            let _ = tokio::time::timeout(
-                WRITE_TIMEOUT,
-                socket.send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: reason.into(),
-                }))),
-            )
-            .await;
+            crate::conn::close(&mut socket, code, &reason).await;
         }
         self.cleanup().await;
     }
@@ -286,24 +269,6 @@ impl Session {
         let channels: Vec<String> = self.subs.keys().cloned().collect();
         for channel in channels {
             self.leave(&channel).await;
-        }
-    }
-
-    /// Takes one command from the budget; `false` when the client is over its rate.
-    fn spend(&mut self) -> bool {
-        let rate = self.gw.settings.max_commands_per_second;
-        if rate == 0 {
-            return true;
-        }
-        let now = Instant::now();
-        let refill = now.duration_since(self.budget_at).as_secs_f64() * f64::from(rate);
-        self.budget = (self.budget + refill).min(f64::from(self.gw.settings.command_burst));
-        self.budget_at = now;
-        if self.budget >= 1.0 {
-            self.budget -= 1.0;
-            true
-        } else {
-            false
         }
     }
 
@@ -376,7 +341,7 @@ impl Session {
         if id == 0 {
             return Err(close(disconnect::BAD_REQUEST, "bad request"));
         }
-        if method != "connect" && !self.spend() {
+        if method != "connect" && !self.budget.spend() {
             return Ok(Some(protocol::error_code(id, code::TOO_MANY_REQUESTS)));
         }
         match method {
@@ -632,6 +597,8 @@ impl Session {
                     }
                     frame.push_str("}}}");
                 }
+                // Centrifugo's protocol has no push for a member's state change.
+                Event::Update(_) => continue,
                 Event::Join(info) | Event::Leave(info) => {
                     if !sub.push_join_leave {
                         continue;

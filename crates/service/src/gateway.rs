@@ -74,6 +74,10 @@ pub struct ConnectionGrant {
     pub info: Option<Value>,
     /// Server-side subscriptions (`subs`, else `channels`).
     pub subs: Vec<ServerSub>,
+    /// The token's `typ` header: `PRT` (PubSub) and `CRT` (Chat) for SignalWire tokens.
+    pub typ: Option<String>,
+    /// The token's id (`jti`).
+    pub jti: Option<String>,
 }
 
 /// A verified subscription token.
@@ -96,7 +100,7 @@ impl Tollgate {
     async fn gateway_verify(
         &self,
         token: &str,
-    ) -> Result<(Option<ProjectId>, Map<String, Value>), GatewayTokenError> {
+    ) -> Result<(Option<ProjectId>, Map<String, Value>, Option<String>), GatewayTokenError> {
         let header = jose::peek_header(token, MAX_GATEWAY_TOKEN_LEN)
             .map_err(|_| GatewayTokenError::Invalid("malformed"))?;
         let kid = header.get("kid").and_then(Value::as_str);
@@ -140,7 +144,8 @@ impl Tollgate {
             (Some(p), _) => Some(p),
             (None, a) => a,
         };
-        Ok((project, claims))
+        let typ = header.get("typ").and_then(Value::as_str).map(str::to_owned);
+        Ok((project, claims, typ))
     }
 
     /// Checks `exp`/`nbf` (no leeway, as Centrifugo) and returns the expiration time:
@@ -176,7 +181,7 @@ impl Tollgate {
         &self,
         token: &str,
     ) -> Result<ConnectionGrant, GatewayTokenError> {
-        let (project, claims) = self.gateway_verify(token).await?;
+        let (project, claims, typ) = self.gateway_verify(token).await?;
         if claims.contains_key("channel") {
             return Err(GatewayTokenError::Invalid(
                 "channel claim in a connection token",
@@ -195,6 +200,7 @@ impl Tollgate {
         let info = info_claim(&claims, "info", "b64info")?;
         let subs = server_subs(&claims)?;
         let expires_at = self.check_times(&claims)?;
+        let jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
         Ok(ConnectionGrant {
             project,
             user,
@@ -202,6 +208,8 @@ impl Tollgate {
             caps,
             info,
             subs,
+            typ,
+            jti,
         })
     }
 
@@ -215,7 +223,7 @@ impl Tollgate {
         client: &str,
         channel: &str,
     ) -> Result<SubscriptionGrant, GatewayTokenError> {
-        let (token_project, claims) = self.gateway_verify(token).await?;
+        let (token_project, claims, _) = self.gateway_verify(token).await?;
         let claim = |k: &str| claims.get(k).and_then(Value::as_str);
         // A token of one project never opens a channel for a connection of another; a
         // token naming no project comes from the shared secret and matches only a

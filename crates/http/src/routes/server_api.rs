@@ -351,6 +351,7 @@ async fn publish_one(
         data,
         info: None,
         tags,
+        meta: None,
     };
     let position = state
         .gateway
