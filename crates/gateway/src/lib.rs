@@ -16,6 +16,7 @@ mod metrics;
 mod protocol;
 mod registry;
 mod session;
+mod signalwire;
 
 pub use channels::{
     HistoryParams, history_policy, presence_map, publication_json, stream_position,
@@ -71,6 +72,10 @@ pub struct GatewaySettings {
     pub allowed_origins: Vec<String>,
     /// Per-namespace channel options.
     pub channels: ChannelConfig,
+    /// History kept for messages SignalWire clients publish where the namespace keeps
+    /// none, so `chat.messages.get` has something to page (size 0: none).
+    pub chat_history_size: usize,
+    pub chat_history_ttl: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -93,6 +98,8 @@ impl Default for GatewaySettings {
             history_max_publication_limit: 300,
             allowed_origins: Vec::new(),
             channels: ChannelConfig::default(),
+            chat_history_size: 100,
+            chat_history_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -126,6 +133,7 @@ pub struct Gateway {
     idle: Arc<Notify>,
     pub(crate) registry: Arc<registry::Registry>,
     pub(crate) metrics: Arc<GatewayMetrics>,
+    pub(crate) resumes: Arc<signalwire::Resumes>,
     started: std::time::Instant,
 }
 
@@ -144,6 +152,7 @@ impl Gateway {
             idle: Arc::default(),
             registry: Arc::default(),
             metrics: Arc::default(),
+            resumes: Arc::default(),
             started: std::time::Instant::now(),
         }
     }
@@ -251,6 +260,14 @@ impl Gateway {
                 None => pattern == origin,
             }
         })
+    }
+
+    /// Serves one SignalWire PubSub/Chat (JSON-RPC) connection, in the place `slot`
+    /// reserved, until it ends.
+    pub async fn serve_signalwire(&self, slot: Slot, socket: axum::extract::ws::WebSocket) {
+        self.metrics.connection_opened();
+        signalwire::SwSession::new(self.clone()).run(socket).await;
+        drop(slot);
     }
 
     /// Serves one WebSocket connection, in the place `slot` reserved, until it ends.

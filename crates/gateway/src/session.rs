@@ -28,8 +28,8 @@ use tollgate_broker::{Delivery, Event, Queue, QueueState};
 use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
 
 use crate::Gateway;
-use crate::conn::{Budget, write};
 use crate::channels::Subscription;
+use crate::conn::{Budget, write};
 use crate::metrics::METHODS;
 use crate::protocol::{self, code, disconnect};
 

@@ -10,7 +10,9 @@ use axum::routing::get;
 use crate::AppState;
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/connection/websocket", get(websocket))
+    Router::new()
+        .route("/connection/websocket", get(websocket))
+        .route("/", get(signalwire))
 }
 
 /// `GET /connection/websocket`: Centrifugo client protocol v2 (JSON).
@@ -42,4 +44,32 @@ async fn websocket(
         .max_frame_size(limit)
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move { gateway.serve(slot, socket).await })
+}
+
+/// `GET /` with `Upgrade: websocket`: SignalWire's PubSub/Chat JSON-RPC protocol (the
+/// path `@signalwire/js` connects to). Without an upgrade, 404 like any unknown path.
+async fn signalwire(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(upgrade) = upgrade else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("\u{0}"));
+    if !state.gateway.origin_allowed(origin) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let Some(slot) = state.gateway.reserve() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").into_response();
+    };
+    let limit = state.gateway.settings().max_message_bytes;
+    let gateway = state.gateway.clone();
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| async move { gateway.serve_signalwire(slot, socket).await })
 }

@@ -91,6 +91,8 @@ pub struct RawGateway {
     pub expired_close_delay: Option<RawDuration>,
     pub expired_sub_close_delay: Option<RawDuration>,
     pub presence_update_interval: Option<RawDuration>,
+    pub chat_history_size: u64,
+    pub chat_history_ttl: Option<RawDuration>,
     pub default_channel_options: ChannelOptions,
     pub namespaces: BTreeMap<String, ChannelOptions>,
 }
@@ -117,6 +119,8 @@ impl Default for RawGateway {
             expired_close_delay: RawDuration::secs(d.expired_close_delay.as_secs()),
             expired_sub_close_delay: RawDuration::secs(d.expired_sub_close_delay.as_secs()),
             presence_update_interval: RawDuration::secs(d.presence_update_interval.as_secs()),
+            chat_history_size: n(d.chat_history_size),
+            chat_history_ttl: RawDuration::secs(d.chat_history_ttl.as_secs()),
             default_channel_options: ChannelOptions::default(),
             namespaces: BTreeMap::new(),
         }
@@ -142,6 +146,8 @@ pub(super) const GATEWAY_SETTINGS: &[&str] = &[
     "gateway.expired_close_delay",
     "gateway.expired_sub_close_delay",
     "gateway.presence_update_interval",
+    "gateway.chat_history_size",
+    "gateway.chat_history_ttl",
 ];
 
 fn within(path: &str, v: u64, lo: u64, hi: u64) -> Result<usize, ConfigError> {
@@ -294,6 +300,19 @@ pub(super) fn validate(raw: &RawGateway) -> Result<GatewaySettings, ConfigError>
         )?,
         allowed_origins: origins,
         channels,
+        chat_history_size: within(
+            "gateway.chat_history_size",
+            raw.chat_history_size,
+            0,
+            u64::from(tollgate_token::centrifugo::MAX_HISTORY_SIZE),
+        )?,
+        chat_history_ttl: duration(
+            "gateway.chat_history_ttl",
+            raw.chat_history_ttl.as_ref(),
+            d.chat_history_ttl,
+            Duration::ZERO,
+            tollgate_token::centrifugo::MAX_HISTORY_TTL,
+        )?,
     })
 }
 
