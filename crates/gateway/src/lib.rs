@@ -197,6 +197,23 @@ impl Gateway {
         }
     }
 
+    /// How a publication into `channel` is kept, whoever publishes it: the namespace's
+    /// history, or else SignalWire's chat history (`chat_history_size`/`_ttl`), so
+    /// `chat.messages.get` shows the whole conversation, whichever protocol wrote it.
+    /// Centrifugo's own history commands and recovery follow the namespace alone.
+    #[must_use]
+    pub fn publish_history(&self, channel: &str) -> Option<tollgate_broker::HistoryPolicy> {
+        let s = &self.settings;
+        channels::history_policy(s.channels.options(channel)).or_else(|| {
+            (s.chat_history_size > 0 && !s.chat_history_ttl.is_zero()).then_some(
+                tollgate_broker::HistoryPolicy {
+                    size: s.chat_history_size,
+                    ttl: s.chat_history_ttl,
+                },
+            )
+        })
+    }
+
     /// The broker (the server API publishes through it).
     #[must_use]
     pub fn broker(&self) -> &Arc<dyn Broker> {

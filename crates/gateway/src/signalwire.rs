@@ -31,13 +31,11 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tollgate_broker::{
-    Delivery, Event, HistoryPolicy, HistoryQuery, NewPublication, PresenceEntry, Publication,
-    Queue, QueueState,
+    Delivery, Event, HistoryQuery, NewPublication, PresenceEntry, Publication, Queue, QueueState,
 };
 use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
 
 use crate::Gateway;
-use crate::channels::history_policy;
 use crate::conn::{Budget, write};
 
 /// SignalWire's client drops the socket when a server ping is not followed by another
@@ -785,18 +783,6 @@ impl SwSession {
         ok()
     }
 
-    /// History kept for messages published here: the namespace's if it keeps any, else
-    /// the gateway's Chat default (so `chat.messages.get` has something to page).
-    fn history(&self, channel: &str) -> Option<HistoryPolicy> {
-        history_policy(self.gw.settings.channels.options(channel)).or_else(|| {
-            let s = &self.gw.settings;
-            (s.chat_history_size > 0 && !s.chat_history_ttl.is_zero()).then_some(HistoryPolicy {
-                size: s.chat_history_size,
-                ttl: s.chat_history_ttl,
-            })
-        })
-    }
-
     async fn publish(&mut self, params: &Map<String, Value>) -> Reply {
         let Some(channel) = params
             .get("channel")
@@ -841,7 +827,7 @@ impl SwSession {
             tags,
             meta: meta_text.map(Bytes::from),
         };
-        let history = self.history(channel);
+        let history = self.gw.publish_history(channel);
         match self.gw.broker.publish(channel, publication, history).await {
             Ok(_) => ok(),
             Err(_) => error(rpc::INTERNAL, "Internal error"),

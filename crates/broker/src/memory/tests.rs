@@ -36,6 +36,7 @@ async fn received(q: &Queue) -> Vec<String> {
             Event::Publication(p) => format!("{}:{}", d.channel, String::from_utf8_lossy(&p.data)),
             Event::Join(i) => format!("{}:join:{}", d.channel, String::from_utf8_lossy(&i)),
             Event::Leave(i) => format!("{}:leave:{}", d.channel, String::from_utf8_lossy(&i)),
+            Event::Update(i) => format!("{}:update:{}", d.channel, String::from_utf8_lossy(&i)),
         })
         .collect()
 }

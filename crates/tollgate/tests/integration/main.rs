@@ -11,4 +11,5 @@ mod centrifugo;
 mod fabric;
 mod gateway;
 mod gateway_channels;
+mod signalwire_ws;
 mod support;
