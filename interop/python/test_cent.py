@@ -86,7 +86,15 @@ class Subscriber:
         return self.received
 
     def close(self):
-        asyncio.run_coroutine_threadsafe(self.client.disconnect(), self.loop).result(10)
+        async def shutdown():
+            await self.client.disconnect()
+            # Let the client's background tasks finish before the loop stops.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 

@@ -23,11 +23,29 @@ pub(crate) const METHODS: [&str; 12] = [
     "sub_refresh",
 ];
 
+/// SignalWire JSON-RPC methods counted, in the order of
+/// [`GatewayMetrics::signalwire_request`]'s index; anything else counts as `other`.
+pub(crate) const SIGNALWIRE_METHODS: [&str; 12] = [
+    "signalwire.connect",
+    "signalwire.reauthenticate",
+    "signalwire.ping",
+    "signalwire.disconnect",
+    "chat.subscribe",
+    "chat.unsubscribe",
+    "chat.publish",
+    "chat.members.get",
+    "chat.messages.get",
+    "chat.member.set_state",
+    "chat.member.get_state",
+    "other",
+];
+
 /// The gateway's counters.
 #[derive(Debug, Default)]
 pub struct GatewayMetrics {
     connections_total: AtomicU64,
     commands: [AtomicU64; METHODS.len()],
+    signalwire: [AtomicU64; SIGNALWIRE_METHODS.len()],
     deliveries: AtomicU64,
     frames_out: AtomicU64,
     disconnects: Mutex<BTreeMap<u16, u64>>,
@@ -42,6 +60,14 @@ impl GatewayMetrics {
         if let Some(c) = self.commands.get(method_index) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn signalwire_request(&self, method: &str) {
+        let i = SIGNALWIRE_METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(SIGNALWIRE_METHODS.len() - 1);
+        self.signalwire[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn delivered(&self, pushes: usize) {
@@ -98,6 +124,18 @@ impl GatewayMetrics {
             let _ = writeln!(
                 out,
                 "tollgate_gateway_commands_total{{method=\"{method}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_gateway_signalwire_requests_total SignalWire JSON-RPC requests by method.\n\
+             # TYPE tollgate_gateway_signalwire_requests_total counter"
+        );
+        for (method, c) in SIGNALWIRE_METHODS.iter().zip(&self.signalwire) {
+            let _ = writeln!(
+                out,
+                "tollgate_gateway_signalwire_requests_total{{method=\"{method}\"}} {}",
                 c.load(Ordering::Relaxed)
             );
         }

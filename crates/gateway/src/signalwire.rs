@@ -496,6 +496,7 @@ impl SwSession {
             }
             return (Vec::new(), None);
         };
+        self.gw.metrics.signalwire_request(method);
         let empty = Map::new();
         let params = msg
             .get("params")

@@ -290,6 +290,20 @@ async fn the_signalwire_protocol_end_to_end() {
     let msg = again.event("chat.channel.message").await;
     assert_eq!(msg["message"]["content"], "after resume");
 
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_gateway_signalwire_requests_total{method=\"chat.publish\"} 3"),
+        "{metrics}"
+    );
+
     // The server API reaches SignalWire members by member id.
     api(&s, "disconnect", json!({"user": "m1"})).await;
     again
