@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use memory::{DEFAULT_META_TTL, MemoryBroker};
+pub use memory::{DEFAULT_MAX_HISTORY_BYTES, DEFAULT_META_TTL, MemoryBroker};
 pub use queue::{Queue, QueueState};
 
 /// One message in a channel.

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::{
     Broker, BrokerError, Delivery, Event, History, HistoryPolicy, HistoryQuery, NewPublication,
@@ -15,6 +16,8 @@ use crate::{
 struct Kept {
     publication: Arc<Publication>,
     expires: Instant,
+    /// Payload bytes, counted against the broker's history budget.
+    weight: usize,
 }
 
 #[derive(Debug)]
@@ -25,6 +28,8 @@ struct Channel {
     offset: u64,
     history: VecDeque<Kept>,
     presence: HashMap<String, (PresenceEntry, Instant)>,
+    /// Bytes of payload kept in `history`.
+    history_bytes: usize,
     /// Until when the stream position (epoch + offset) outlives an otherwise idle channel,
     /// so a client coming back after a quiet spell can still tell it missed nothing.
     meta_expires: Option<Instant>,
@@ -40,12 +45,19 @@ impl Channel {
             history: VecDeque::new(),
             presence: HashMap::new(),
             meta_expires: None,
+            history_bytes: 0,
+        }
+    }
+
+    fn pop_history(&mut self) {
+        if let Some(k) = self.history.pop_front() {
+            self.history_bytes -= k.weight;
         }
     }
 
     fn prune(&mut self, now: Instant) {
         while self.history.front().is_some_and(|k| k.expires <= now) {
-            self.history.pop_front();
+            self.pop_history();
         }
         self.presence.retain(|_, (_, expires)| *expires > now);
     }
@@ -100,12 +112,19 @@ fn now_ms() -> i64 {
 pub const DEFAULT_META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Most channels kept; past it, channels kept only for their stream position go first.
 const MAX_CHANNELS: usize = 1_000_000;
+/// Most payload bytes kept in history across all channels by default. Past it a
+/// publication is still delivered and numbered but not kept, which recovery reports as a
+/// gap: memory stays bounded however many channels keep history.
+pub const DEFAULT_MAX_HISTORY_BYTES: usize = 512 * 1024 * 1024;
 
 /// The in-process broker.
 #[derive(Debug)]
 pub struct MemoryBroker {
     channels: Mutex<HashMap<String, Channel>>,
     meta_ttl: Duration,
+    max_history_bytes: usize,
+    /// Payload bytes kept in history, all channels together.
+    history_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for MemoryBroker {
@@ -125,9 +144,35 @@ impl MemoryBroker {
     /// publication with history.
     #[must_use]
     pub fn with_meta_ttl(meta_ttl: Duration) -> Self {
+        Self::with_limits(meta_ttl, DEFAULT_MAX_HISTORY_BYTES)
+    }
+
+    /// An empty broker keeping stream positions for `meta_ttl` and at most
+    /// `max_history_bytes` of history payload.
+    #[must_use]
+    pub fn with_limits(meta_ttl: Duration, max_history_bytes: usize) -> Self {
         Self {
             channels: Mutex::default(),
             meta_ttl,
+            max_history_bytes,
+            history_bytes: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Payload bytes kept in history now.
+    #[must_use]
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Applies the change of one channel's history bytes to the total.
+    fn account(&self, before: usize, after: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if after >= before {
+            self.history_bytes.fetch_add(after - before, Relaxed);
+        } else {
+            self.history_bytes.fetch_sub(before - after, Relaxed);
         }
     }
 
@@ -140,7 +185,9 @@ impl MemoryBroker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         channels.retain(|_, ch| {
+            let before = ch.history_bytes;
             ch.prune(now);
+            self.account(before, ch.history_bytes);
             !ch.idle(now)
         });
         if channels.len() > MAX_CHANNELS {
@@ -173,8 +220,10 @@ impl MemoryBroker {
         let channel = channels
             .entry(name.to_owned())
             .or_insert_with(|| Channel::new(name));
+        let before = channel.history_bytes;
         channel.prune(now);
         let out = f(channel);
+        self.account(before, channel.history_bytes);
         if channel.idle(now) {
             channels.remove(name);
         }
@@ -206,12 +255,21 @@ impl Broker for MemoryBroker {
             });
             if let Some(policy) = keep {
                 ch.meta_expires = Some(Instant::now() + self.meta_ttl.max(policy.ttl));
-                ch.history.push_back(Kept {
-                    publication: publication.clone(),
-                    expires: Instant::now() + policy.ttl,
-                });
+                let weight = publication.data.len()
+                    + publication.info.as_ref().map_or(0, Bytes::len)
+                    + publication.meta.as_ref().map_or(0, Bytes::len)
+                    + publication.tags.as_ref().map_or(0, Bytes::len)
+                    + 128;
+                if self.history_bytes() + weight <= self.max_history_bytes {
+                    ch.history_bytes += weight;
+                    ch.history.push_back(Kept {
+                        publication: publication.clone(),
+                        expires: Instant::now() + policy.ttl,
+                        weight,
+                    });
+                }
                 while ch.history.len() > policy.size {
-                    ch.history.pop_front();
+                    ch.pop_history();
                 }
             }
             ch.fan_out(&Event::Publication(publication));
@@ -258,15 +316,18 @@ impl Broker for MemoryBroker {
                     let continuous = since.epoch == ch.epoch
                         && since.offset <= ch.offset
                         && first_kept <= since.offset + 1;
-                    if continuous {
-                        (
-                            ch.history
-                                .iter()
-                                .filter(|k| k.publication.offset > since.offset)
-                                .map(|k| k.publication.clone())
-                                .collect(),
-                            true,
-                        )
+                    let missed: Vec<Arc<Publication>> = ch
+                        .history
+                        .iter()
+                        .filter(|k| k.publication.offset > since.offset)
+                        .map(|k| k.publication.clone())
+                        .collect();
+                    // Every offset after `since` must still be there: one not kept (over
+                    // the byte budget) is a gap, not a silent loss.
+                    let complete = u64::try_from(missed.len())
+                        .is_ok_and(|n| since.offset.checked_add(n) == Some(ch.offset));
+                    if continuous && complete {
+                        (missed, true)
                     } else {
                         (Vec::new(), false)
                     }
@@ -287,7 +348,11 @@ impl Broker for MemoryBroker {
     }
 
     async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
-        self.with_channel(channel, |ch| ch.history.clear());
+        self.with_channel(channel, |ch| {
+            while !ch.history.is_empty() {
+                ch.pop_history();
+            }
+        });
         Ok(())
     }
 

@@ -497,7 +497,7 @@ impl Session {
             Some(sub) => sub.info.clone(),
             None => self.client_info(None),
         };
-        let history = self.gw.publish_history(channel);
+        let history = history_policy(self.options(channel));
         let publication = NewPublication {
             data: Bytes::from(data),
             info: Some(info),

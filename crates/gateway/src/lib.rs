@@ -197,12 +197,12 @@ impl Gateway {
         }
     }
 
-    /// How a publication into `channel` is kept, whoever publishes it: the namespace's
+    /// How a SignalWire client's publication into `channel` is kept: the namespace's
     /// history, or else SignalWire's chat history (`chat_history_size`/`_ttl`), so
-    /// `chat.messages.get` shows the whole conversation, whichever protocol wrote it.
-    /// Centrifugo's own history commands and recovery follow the namespace alone.
+    /// `chat.messages.get` works out of the box. Other publishers follow the namespace
+    /// alone: history the operator did not configure is never kept for them.
     #[must_use]
-    pub fn publish_history(&self, channel: &str) -> Option<tollgate_broker::HistoryPolicy> {
+    pub(crate) fn publish_history(&self, channel: &str) -> Option<tollgate_broker::HistoryPolicy> {
         let s = &self.settings;
         channels::history_policy(s.channels.options(channel)).or_else(|| {
             (s.chat_history_size > 0 && !s.chat_history_ttl.is_zero()).then_some(

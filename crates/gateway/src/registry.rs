@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 use tollgate_broker::StreamPosition;
 use tollgate_service::gateway::ServerSub;
+use tollgate_token::ProjectId;
 
 /// A command from the server API to one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +33,8 @@ pub enum Control {
 /// Control messages a connection may have waiting before more are dropped.
 const CONTROL_QUEUE: usize = 64;
 
-type Sender = mpsc::Sender<Control>;
+/// A connection's project (for the per-user limit) and where its commands go.
+type Sender = (Option<ProjectId>, mpsc::Sender<Control>);
 
 /// Open connections by user and client id.
 #[derive(Debug, Default)]
@@ -48,21 +50,24 @@ impl Registry {
     }
 
     /// Registers a connection; returns where its control messages arrive, or `None` when
-    /// the user already has `limit` connections (0: no limit; anonymous users are not
-    /// limited, since they share the empty user id).
+    /// the user already has `limit` connections in the same project (0: no limit;
+    /// anonymous users are not limited, since they share the empty user id). Counting per
+    /// project keeps one project from using up another's member ids' slots.
     pub(crate) fn add(
         &self,
         user: &str,
+        project: Option<ProjectId>,
         client: &str,
         limit: usize,
     ) -> Option<mpsc::Receiver<Control>> {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let mut users = self.lock();
         let clients = users.entry(user.to_owned()).or_default();
-        if limit > 0 && !user.is_empty() && clients.len() >= limit {
+        let same = clients.values().filter(|(p, _)| *p == project).count();
+        if limit > 0 && !user.is_empty() && same >= limit {
             return None;
         }
-        clients.insert(client.to_owned(), tx);
+        clients.insert(client.to_owned(), (project, tx));
         Some(rx)
     }
 
@@ -92,7 +97,7 @@ impl Registry {
             .iter()
             .filter(|(id, _)| client.is_none_or(|c| c == id.as_str()))
             .filter(|(id, _)| !except.contains(&id.as_str()))
-            .filter(|(_, tx)| tx.try_send(control.clone()).is_ok())
+            .filter(|(_, (_, tx))| tx.try_send(control.clone()).is_ok())
             .count()
     }
 

@@ -95,7 +95,7 @@ pub(crate) struct Session {
 /// `expire_at` cannot overflow a timer.
 pub(crate) const MAX_TTL: i64 = 365 * 24 * 60 * 60;
 
-fn unix_to_instant(unix: i64, now_unix: i64) -> Instant {
+pub(crate) fn unix_to_instant(unix: i64, now_unix: i64) -> Instant {
     let ahead = u64::try_from(unix.saturating_sub(now_unix).clamp(0, MAX_TTL)).unwrap_or(0);
     Instant::now() + Duration::from_secs(ahead)
 }
@@ -405,7 +405,11 @@ impl Session {
             return Err(close(disconnect::CHANNEL_LIMIT, "channel limit"));
         }
         let limit = self.gw.settings.max_connections_per_user;
-        let Some(rx) = self.gw.registry.add(&grant.user, &self.client, limit) else {
+        let Some(rx) = self
+            .gw
+            .registry
+            .add(&grant.user, grant.project, &self.client, limit)
+        else {
             return Err(close(disconnect::CONNECTION_LIMIT, "connection limit"));
         };
         self.control = Some(rx);

@@ -37,14 +37,18 @@ use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
 
 use crate::Gateway;
 use crate::conn::{Budget, write};
+use crate::session::{MAX_TTL, unix_to_instant};
 
 /// SignalWire's client drops the socket when a server ping is not followed by another
 /// within 15 s, so pings go out well inside that.
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a closed session's subscriptions wait for the client to reconnect.
 const RESUME_FOR: Duration = Duration::from_secs(60);
-/// Most sessions waiting to be resumed.
-const MAX_RESUMES: usize = 100_000;
+/// Most sessions waiting to be resumed (each at most `max_channels` names and states).
+const MAX_RESUMES: usize = 10_000;
+/// Most sessions of one member waiting to be resumed: a member reconnecting in a loop
+/// replaces its own entries instead of filling the map.
+const MAX_RESUMES_PER_MEMBER: usize = 8;
 /// Largest member state (serialised), as for the token's `state`.
 const MAX_STATE_BYTES: usize = 2000;
 /// Messages per `chat.messages.get` page.
@@ -68,6 +72,7 @@ mod rpc {
 mod close {
     pub(super) const NORMAL: u16 = 1000;
     pub(super) const RESTART: u16 = 1012;
+    pub(super) const TRY_AGAIN: u16 = 1013;
     pub(super) const EXPIRED: u16 = 4001;
     pub(super) const AUTH_FAILED: u16 = 4003;
     pub(super) const UNRESPONSIVE: u16 = 4008;
@@ -140,17 +145,46 @@ impl Resumes {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        map.retain(|_, r| r.until > now);
-        if map.len() < MAX_RESUMES {
-            map.insert(protocol, resume);
+        let same = |r: &Resume| r.member == resume.member && r.project == resume.project;
+        let mine = map.values().filter(|r| same(r)).count();
+        if mine >= MAX_RESUMES_PER_MEMBER || map.len() >= MAX_RESUMES {
+            map.retain(|_, r| r.until > now);
         }
+        // Still full: the oldest entry (of this member first) makes room.
+        for own in [true, false] {
+            let full = if own {
+                map.values().filter(|r| same(r)).count() >= MAX_RESUMES_PER_MEMBER
+            } else {
+                map.len() >= MAX_RESUMES
+            };
+            if full
+                && let Some(oldest) = map
+                    .iter()
+                    .filter(|(_, r)| !own || same(r))
+                    .min_by_key(|(_, r)| r.until)
+                    .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(protocol, resume);
     }
 
-    fn take(&self, protocol: &str) -> Option<Resume> {
+    /// The resume for `protocol`, if it is this member's of this project and still fresh.
+    fn take(
+        &self,
+        protocol: &str,
+        member: &str,
+        project: Option<tollgate_token::ProjectId>,
+    ) -> Option<Resume> {
         let mut map = self
             .map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = map.get(protocol)?;
+        if r.member != member || r.project != project {
+            return None;
+        }
         map.remove(protocol).filter(|r| r.until > Instant::now())
     }
 }
@@ -253,10 +287,15 @@ fn message(p: &Publication, channel: &str) -> Value {
     })
 }
 
-/// The channel names of `{"channels": [{"name": …}]}` (plain strings accepted too).
-fn channel_names(params: &Map<String, Value>) -> Option<Vec<String>> {
+/// The channel names of `{"channels": [{"name": …}]}` (plain strings accepted too), each
+/// once; `None` when malformed or longer than `max` (one frame must not fan out into
+/// thousands of broker operations).
+fn channel_names(params: &Map<String, Value>, max: usize) -> Option<Vec<String>> {
     let list = params.get("channels")?.as_array()?;
-    let mut out = Vec::with_capacity(list.len());
+    if list.len() > max {
+        return None;
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
     for c in list {
         let name = c
             .get("name")
@@ -265,7 +304,9 @@ fn channel_names(params: &Map<String, Value>) -> Option<Vec<String>> {
         if name.is_empty() || name.len() > 1024 {
             return None;
         }
-        out.push(name.to_owned());
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
     }
     Some(out)
 }
@@ -298,8 +339,9 @@ impl SwSession {
         self.grant.as_ref().map_or("", |g| g.user.as_str())
     }
 
-    /// The token's grant for `channel`: (read, write).
-    fn grant_for(&self, channel: &str) -> (bool, bool) {
+    /// Whether the token's capability for `channel` includes `what` (`sub`, `pub`, `prs`,
+    /// `hst`; SignalWire's `read` grants the first, third and fourth, `write` the second).
+    fn can(&self, channel: &str, what: &str) -> bool {
         self.grant
             .as_ref()
             .and_then(|g| {
@@ -307,10 +349,12 @@ impl SwSession {
                     .iter()
                     .find(|c| c.channels.iter().any(|ch| ch == channel))
             })
-            .map_or((false, false), |c| {
-                let has = |a: &str| c.allow.iter().any(|x| x == a);
-                (has("sub"), has("pub"))
-            })
+            .is_some_and(|c| c.allow.iter().any(|x| x == what))
+    }
+
+    /// The token's grant for `channel`: (read, write).
+    fn grant_for(&self, channel: &str) -> (bool, bool) {
+        (self.can(channel, "sub"), self.can(channel, "pub"))
     }
 
     /// The member's state in `channel`: set with `set_state`, else the token's `state`.
@@ -446,6 +490,10 @@ impl SwSession {
         if let Some((code, reason)) = end {
             self.gw.metrics.disconnected(code);
             crate::conn::close(&mut socket, code, reason).await;
+            // The process is going away: a resume would die with it.
+            if code == close::RESTART {
+                self.said_goodbye = true;
+            }
         }
         self.cleanup().await;
     }
@@ -465,7 +513,12 @@ impl SwSession {
                         .iter()
                         .map(|(c, s)| (c.clone(), s.events))
                         .collect(),
-                    states: self.states.clone(),
+                    states: self
+                        .states
+                        .iter()
+                        .filter(|(c, _)| self.subs.contains_key(*c))
+                        .map(|(c, v)| (c.clone(), v.clone()))
+                        .collect(),
                     until: Instant::now() + RESUME_FOR,
                 },
             );
@@ -506,13 +559,22 @@ impl SwSession {
             let reply = response(&id, error(rpc::AUTH, "Authentication required"));
             return (vec![reply], None);
         }
-        if method != "signalwire.connect" && !self.budget.spend() {
+        // Housekeeping is exempt: a refused reauthentication would end the client for good.
+        if !method.starts_with("signalwire.") && !self.budget.spend() {
             let reply = response(&id, error(rpc::INTERNAL, "Too many requests"));
             return (vec![reply], None);
         }
         let reply = match method {
             "signalwire.connect" => {
                 let reply = self.connect(params).await;
+                if matches!(&reply, Err((rpc::INTERNAL, _))) {
+                    // Any error answer ends the SDK for good; a close without one makes it
+                    // retry, which is right when the token store is briefly unreachable.
+                    return (
+                        Vec::new(),
+                        Some(Some((close::TRY_AGAIN, "try again later"))),
+                    );
+                }
                 if reply.is_err() {
                     // The client only rejects its pending calls; close so it cannot hang.
                     return (
@@ -571,9 +633,11 @@ impl SwSession {
             .nth(1)
             .unwrap_or_default()
             .to_owned();
-        let ttl_minutes = g
-            .expires_at
-            .map(|e| (e - self.gw.tollgate.now().seconds()).max(0) / 60);
+        let ttl_minutes = g.expires_at.map(|e| {
+            e.saturating_sub(self.gw.tollgate.now().seconds())
+                .clamp(0, MAX_TTL)
+                / 60
+        });
         json!({
             "identity": g.user,
             "protocol": self.protocol,
@@ -624,19 +688,25 @@ impl SwSession {
         }
         let grant = self.verify(params).await?;
         let limit = self.gw.settings.max_connections_per_user;
-        let Some(rx) = self.gw.registry.add(&grant.user, &self.client, limit) else {
+        let Some(rx) = self
+            .gw
+            .registry
+            .add(&grant.user, grant.project, &self.client, limit)
+        else {
             return error(rpc::FORBIDDEN, "Connection limit reached");
         };
         self.control = Some(rx);
         let now = self.gw.tollgate.now().seconds();
-        self.expiry = grant
-            .expires_at
-            .map(|e| Instant::now() + Duration::from_secs(u64::try_from(e - now).unwrap_or(0)));
+        self.expiry = grant.expires_at.map(|e| unix_to_instant(e, now));
         let resume = params
             .get("protocol")
             .and_then(Value::as_str)
-            .and_then(|p| self.gw.resumes.take(p).map(|r| (p.to_owned(), r)))
-            .filter(|(_, r)| r.member == grant.user && r.project == grant.project);
+            .and_then(|p| {
+                self.gw
+                    .resumes
+                    .take(p, &grant.user, grant.project)
+                    .map(|r| (p.to_owned(), r))
+            });
         let signature = grant
             .jti
             .as_deref()
@@ -664,20 +734,17 @@ impl SwSession {
 
     async fn reauthenticate(&mut self, params: &Map<String, Value>) -> Reply {
         let grant = self.verify(params).await?;
-        let same = self
-            .grant
-            .as_ref()
-            .is_some_and(|g| g.user == grant.user && g.project == grant.project);
+        let same = self.grant.as_ref().is_some_and(|g| {
+            g.user == grant.user && g.project == grant.project && g.typ == grant.typ
+        });
         if !same {
             return error(
                 rpc::AUTH,
-                "Authentication failed: another member or project",
+                "Authentication failed: another member, project or token type",
             );
         }
         let now = self.gw.tollgate.now().seconds();
-        self.expiry = grant
-            .expires_at
-            .map(|e| Instant::now() + Duration::from_secs(u64::try_from(e - now).unwrap_or(0)));
+        self.expiry = grant.expires_at.map(|e| unix_to_instant(e, now));
         self.grant = Some(grant);
         // Channels the new token no longer grants are left.
         let lost: Vec<String> = self
@@ -689,6 +756,15 @@ impl SwSession {
         for channel in lost {
             self.leave(&channel).await;
         }
+        // The new token's state is the member's state where none was set since.
+        let channels: Vec<String> = self.subs.keys().cloned().collect();
+        for channel in channels {
+            let info = self.client_info(&channel);
+            if let Some(sub) = self.subs.get_mut(&channel) {
+                sub.info = info;
+            }
+        }
+        self.refresh_presence().await;
         Ok(self.connect_result())
     }
 
@@ -748,7 +824,9 @@ impl SwSession {
     }
 
     async fn subscribe(&mut self, params: &Map<String, Value>) -> Reply {
-        let Some(channels) = channel_names(params).filter(|c| !c.is_empty()) else {
+        let Some(channels) =
+            channel_names(params, self.gw.settings.max_channels).filter(|c| !c.is_empty())
+        else {
             return error(rpc::INVALID_PARAMS, "channels must be a list of {name}");
         };
         // All or nothing: every channel must be readable before any is joined.
@@ -766,16 +844,24 @@ impl SwSession {
             return error(rpc::FORBIDDEN, "Too many channels");
         }
         let events = Events::from(params.get("events"));
+        let mut joined: Vec<String> = Vec::new();
         for channel in &channels {
+            let fresh = !self.subs.contains_key(channel);
             if self.join(channel, events).await.is_err() {
+                for channel in joined {
+                    self.leave(&channel).await;
+                }
                 return error(rpc::INTERNAL, "Internal error");
+            }
+            if fresh {
+                joined.push(channel.clone());
             }
         }
         ok()
     }
 
     async fn unsubscribe(&mut self, params: &Map<String, Value>) -> Reply {
-        let Some(channels) = channel_names(params) else {
+        let Some(channels) = channel_names(params, self.gw.settings.max_channels) else {
             return error(rpc::INVALID_PARAMS, "channels must be a list of {name}");
         };
         for channel in channels {
@@ -835,16 +921,18 @@ impl SwSession {
         }
     }
 
+    /// The request's `channel`, if the token's capability for it includes `what`.
     fn readable_channel<'p>(
         &self,
         params: &'p Map<String, Value>,
+        what: &str,
     ) -> Result<&'p str, (i64, String)> {
         let channel = params
             .get("channel")
             .and_then(Value::as_str)
             .filter(|c| !c.is_empty())
             .ok_or((rpc::INVALID_PARAMS, "channel is required".to_owned()))?;
-        if !self.grant_for(channel).0 {
+        if !self.can(channel, what) {
             return Err((
                 rpc::FORBIDDEN,
                 format!("Permission denied: no read access to channel '{channel}'"),
@@ -854,20 +942,20 @@ impl SwSession {
     }
 
     async fn members(&mut self, params: &Map<String, Value>) -> Reply {
-        let channel = self.readable_channel(params)?;
+        let channel = self.readable_channel(params, "prs")?;
         let entries = self
             .gw
             .broker
             .presence(channel)
             .await
             .map_err(|_| (rpc::INTERNAL, "Internal error".to_owned()))?;
+        let mut seen = std::collections::HashSet::new();
         let mut members: Vec<Value> = Vec::new();
-        for e in entries {
+        for e in &entries {
             // One member may be connected several times: list it once.
-            if members.iter().any(|m| m["id"] == e.user.as_str()) {
-                continue;
+            if seen.insert(e.user.as_str()) {
+                members.push(member(&parse_bytes(&e.info), channel));
             }
-            members.push(member(&parse_bytes(&e.info), channel));
         }
         Ok(json!({"code": "200", "message": "OK", "members": members}))
     }
@@ -875,21 +963,32 @@ impl SwSession {
     /// `chat.messages.get`: newest first, [`PAGE`] at a time. Cursors are stream offsets:
     /// `before` pages to older messages, `after` to newer ones.
     async fn messages(&mut self, params: &Map<String, Value>) -> Reply {
-        let channel = self.readable_channel(params)?;
-        let cursor = params.get("cursor").and_then(Value::as_object);
-        let at = |k: &str| {
-            cursor
-                .and_then(|c| c.get(k))
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse::<u64>().ok())
-        };
-        let (before, after) = (at("before"), at("after"));
+        let channel = self.readable_channel(params, "hst")?.to_owned();
         let history = self
             .gw
             .broker
-            .history(channel, HistoryQuery::default())
+            .history(&channel, HistoryQuery::default())
             .await
             .map_err(|_| (rpc::INTERNAL, "Internal error".to_owned()))?;
+        let epoch = history.position.epoch.as_str();
+        // Cursors are `<epoch>:<offset>`: an offset from another epoch (the stream was
+        // reset) would page the wrong messages, so it is refused.
+        let cursor = params.get("cursor").filter(|c| !c.is_null());
+        let at = |k: &str| -> Result<Option<u64>, (i64, String)> {
+            let Some(v) = cursor.and_then(|c| c.get(k)).filter(|v| !v.is_null()) else {
+                return Ok(None);
+            };
+            v.as_str()
+                .and_then(|c| c.split_once(':'))
+                .filter(|(e, _)| *e == epoch)
+                .and_then(|(_, o)| o.parse::<u64>().ok())
+                .map(Some)
+                .ok_or((rpc::INVALID_PARAMS, format!("invalid or stale cursor.{k}")))
+        };
+        if cursor.is_some_and(|c| !c.is_object()) {
+            return error(rpc::INVALID_PARAMS, "cursor must be an object");
+        }
+        let (before, after) = (at("before")?, at("after")?);
         // Oldest first from the broker.
         let kept: Vec<&Arc<Publication>> = history
             .publications
@@ -901,22 +1000,29 @@ impl SwSession {
         } else {
             kept.iter().rev().take(PAGE).rev().copied().collect()
         };
-        let oldest = page.first().map(|p| p.offset);
-        let newest = page.last().map(|p| p.offset);
-        let messages: Vec<Value> = page.iter().rev().map(|p| message(p, channel)).collect();
-        let mut cursor = Map::new();
         let first_kept = history.publications.first().map(|p| p.offset);
         let last_kept = history.publications.last().map(|p| p.offset);
+        // The page's bounds; an empty page keeps the request's, so the client can turn back.
+        let oldest = page
+            .first()
+            .map(|p| p.offset)
+            .or_else(|| after.map(|a| a + 1));
+        let newest = page
+            .last()
+            .map(|p| p.offset)
+            .or_else(|| before.map(|b| b.saturating_sub(1)));
+        let mut cursor = Map::new();
         if let (Some(o), Some(f)) = (oldest, first_kept)
             && o > f
         {
-            cursor.insert("before".into(), o.to_string().into());
+            cursor.insert("before".into(), format!("{epoch}:{o}").into());
         }
         if let (Some(n), Some(l)) = (newest, last_kept)
             && n < l
         {
-            cursor.insert("after".into(), n.to_string().into());
+            cursor.insert("after".into(), format!("{epoch}:{n}").into());
         }
+        let messages: Vec<Value> = page.iter().rev().map(|p| message(p, &channel)).collect();
         Ok(json!({"code": "200", "message": "OK", "messages": messages, "cursor": cursor}))
     }
 
@@ -932,7 +1038,7 @@ impl SwSession {
         if state.to_string().len() > MAX_STATE_BYTES {
             return error(rpc::INVALID_PARAMS, "state is too large");
         }
-        let channels = match channel_names(params) {
+        let channels = match channel_names(params, self.gw.settings.max_channels) {
             Some(c) if !c.is_empty() => c,
             None if params.get("channels").is_none() => self.subs.keys().cloned().collect(),
             _ => return error(rpc::INVALID_PARAMS, "channels must be a list of {name}"),
@@ -944,6 +1050,15 @@ impl SwSession {
             );
         }
         for channel in channels {
+            if self.states.get(&channel) == Some(state) {
+                continue;
+            }
+            // Bounded: at most max_channels states are remembered per session.
+            if !self.states.contains_key(&channel)
+                && self.states.len() >= self.gw.settings.max_channels
+            {
+                continue;
+            }
             self.states.insert(channel.clone(), state.clone());
             let info = self.client_info(&channel);
             if let Some(sub) = self.subs.get_mut(&channel) {
@@ -971,7 +1086,7 @@ impl SwSession {
             .and_then(Value::as_str)
             .unwrap_or(self.member_id())
             .to_owned();
-        let channels = match channel_names(params) {
+        let channels = match channel_names(params, self.gw.settings.max_channels) {
             Some(c) if !c.is_empty() => c,
             _ => self.subs.keys().cloned().collect(),
         };
@@ -998,8 +1113,9 @@ impl SwSession {
     async fn apply(&mut self, control: crate::Control) -> Turn {
         use crate::Control;
         match control {
+            // The SDK reconnects after a server disconnect and, never re-subscribing, relies
+            // on the resume: keep it.
             Control::Disconnect { .. } => {
-                self.said_goodbye = true;
                 let (_, text) = request("signalwire.disconnect", &json!({}));
                 (vec![text], Some(Some((close::NORMAL, "disconnected"))))
             }
@@ -1027,9 +1143,7 @@ impl SwSession {
             }
             Control::Refresh { expire_at, .. } => {
                 let now = self.gw.tollgate.now().seconds();
-                self.expiry = expire_at.map(|e| {
-                    Instant::now() + Duration::from_secs(u64::try_from(e - now).unwrap_or(0))
-                });
+                self.expiry = expire_at.map(|e| unix_to_instant(e, now));
                 (Vec::new(), None)
             }
         }

@@ -366,3 +366,31 @@ async fn stream_positions_outlive_history_and_the_sweeper_frees_the_rest() {
         "position dropped after its ttl"
     );
 }
+
+#[tokio::test]
+async fn history_stays_within_the_byte_budget() {
+    let b = MemoryBroker::with_limits(Duration::from_secs(60), 1000);
+    let big = Bytes::from(format!("\"{}\"", "x".repeat(500)));
+    let first = b.publish("c", pubn(big.clone()), KEEP).await.unwrap();
+    let second = b.publish("c", pubn(big.clone()), KEEP).await.unwrap();
+    assert_eq!(second.offset, first.offset + 1, "still numbered");
+    assert!(b.history_bytes() <= 1000, "{}", b.history_bytes());
+    let h = b
+        .history(
+            "c",
+            HistoryQuery {
+                since: Some(&first),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        !h.recovered,
+        "the publication not kept is a gap, not a silent loss"
+    );
+    b.remove_history("c").await.unwrap();
+    assert_eq!(b.history_bytes(), 0);
+    b.publish("c", pubn(big), KEEP).await.unwrap();
+    assert!(b.history_bytes() > 0, "room again once history is freed");
+}

@@ -346,10 +346,7 @@ async fn publish_one(
         .get("skip_history")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let history = state
-        .gateway
-        .publish_history(channel)
-        .filter(|_| !skip_history);
+    let history = history_policy(options(state, channel)).filter(|_| !skip_history);
     let publication = tollgate_broker::NewPublication {
         data,
         info: None,
@@ -362,9 +359,7 @@ async fn publish_one(
         .publish(channel, publication, history)
         .await
         .map_err(|_| api_error(100, "internal server error"))?;
-    // Centrifugo reports a position when the namespace keeps history; SignalWire's chat
-    // history alone keeps it quietly.
-    let result = if history.is_some() && history_policy(options(state, channel)).is_some() {
+    let result = if history.is_some() {
         json!({"offset": position.offset, "epoch": position.epoch})
     } else {
         json!({})

@@ -211,8 +211,12 @@ async fn the_signalwire_protocol_end_to_end() {
     assert_eq!(r["error"]["code"], -32003);
 
     // History pages newest first, 50 at a time.
+    // (Chat history keeps what SignalWire clients publish.)
     for n in 1..=60 {
-        api(&s, "publish", json!({"channel": "a", "data": {"n": n}})).await;
+        let r = ws
+            .call("chat.publish", json!({"channel": "a", "content": {"n": n}}))
+            .await;
+        assert_eq!(r["result"]["code"], "200");
     }
     let page = ws.call("chat.messages.get", json!({"channel": "a"})).await;
     let messages = page["result"]["messages"].as_array().unwrap();
@@ -229,6 +233,13 @@ async fn the_signalwire_protocol_end_to_end() {
     let older = older["result"]["messages"].as_array().unwrap().clone();
     assert_eq!(older.len(), 11);
     assert_eq!(older.last().unwrap()["content"], json!({"n": 0}));
+    let stale = ws
+        .call(
+            "chat.messages.get",
+            json!({"channel": "a", "cursor": {"before": "other-epoch:5"}}),
+        )
+        .await;
+    assert_eq!(stale["error"]["code"], -32602);
     let members = ws.call("chat.members.get", json!({"channel": "a"})).await;
     assert_eq!(members["result"]["members"][0]["id"], "m1");
 
@@ -300,7 +311,7 @@ async fn the_signalwire_protocol_end_to_end() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("tollgate_gateway_signalwire_requests_total{method=\"chat.publish\"} 2"),
+        metrics.contains("tollgate_gateway_signalwire_requests_total{method=\"chat.publish\"} 62"),
         "{metrics}"
     );
 
