@@ -1,0 +1,406 @@
+//! Load client for Tollgate's WebSocket gateway (Centrifugo protocol v2, JSON).
+//!
+//! It starts the `tollgate` binary itself (fresh SQLite, shared HMAC secret, server API
+//! key) so it can read the server's RSS, then runs one of:
+//!
+//! - `idle --n N`: N connections, each connected and subscribed with verified tokens, held
+//!   open; reports server RSS per connection.
+//! - `connect --n N --concurrency C`: connect + subscribe rate (two token checks each).
+//! - `fanout --n N --rounds R`: one channel, N subscribers, R server-API publications;
+//!   latency from publish to each receipt (p50/p99/max per round, medians over rounds).
+//! - `throughput --conns N --channels K --seconds S`: N subscribers over K channels,
+//!   publishers broadcasting as fast as they can; deliveries per second received.
+//!
+//! Each prints one `RESULT {json}` line for `bench/run`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use futures_util::{SinkExt as _, StreamExt as _};
+use hmac::{Hmac, Mac as _};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt as _;
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "gateway-load-shared-secret-0123456789abcdef";
+const API_KEY: &str = "gateway-load-api-key";
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// An HS256 JWT signed with the shared secret, as an application signs it for Centrifugo.
+fn hs256(claims: &Value) -> String {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let input = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+struct Server {
+    child: tokio::process::Child,
+    addr: String,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Server {
+    async fn start(bin: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("gateway-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("tollgate.toml");
+        std::fs::write(
+            &config,
+            "[gateway.namespaces.bench]\nallow_subscribe_for_client = true\n",
+        )
+        .unwrap();
+        let mut child = tokio::process::Command::new(bin)
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TOLLGATE_CONFIG", &config)
+            .env(
+                "TOLLGATE_DATABASE_URL",
+                format!("sqlite://{}/tollgate.db", dir.display()),
+            )
+            .env("TOLLGATE_LISTEN", "127.0.0.1:0")
+            .env("TOLLGATE_LOG", "warn,tollgate=info")
+            .env("TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY", SECRET)
+            .env("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY)
+            // The load client is one peer sending much more than a browser would.
+            .env("TOLLGATE_GATEWAY__MAX_COMMANDS_PER_SECOND", "0")
+            .env("TOLLGATE_GATEWAY__QUEUE_BYTES", "8388608")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tollgate");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("tollgate exited early");
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            addr,
+            _dir: TempDir(dir),
+        }
+    }
+
+    fn rss_kb(&self) -> u64 {
+        let pid = self.child.id().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}/connection/websocket", self.addr)
+    }
+}
+
+/// Connects as `user` and subscribes to `channels` with subscription tokens (two or more
+/// HMAC verifications on the server); returns the socket once every reply is in.
+async fn connect(url: &str, user: &str, channels: &[String]) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+    let exp = now_secs() + 3600;
+    let mut frame = json!({"id": 1, "connect": {"token": hs256(&json!({"sub": user, "exp": exp}))}})
+        .to_string();
+    for (i, ch) in channels.iter().enumerate() {
+        let token = hs256(&json!({"sub": user, "channel": ch, "exp": exp}));
+        frame.push('\n');
+        frame.push_str(&json!({"id": i + 2, "subscribe": {"channel": ch, "token": token}}).to_string());
+    }
+    ws.send(Message::Text(frame.into())).await.unwrap();
+    let mut pending = channels.len() + 1;
+    while pending > 0 {
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("closed during connect");
+        };
+        for line in t.as_str().split('\n') {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v.get("error").is_some() {
+                panic!("refused: {v}");
+            }
+            if v.get("id").is_some() {
+                pending -= 1;
+            }
+        }
+    }
+    ws
+}
+
+/// Reads a connection until it closes, answering pings; calls `on_pub` per publication.
+async fn hold(mut ws: Ws, on_pub: impl Fn(&str)) {
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Text(t) = msg {
+            for line in t.as_str().split('\n') {
+                if line == "{}" {
+                    let _ = ws.send(Message::Text("{}".into())).await;
+                } else if line.contains(r#""pub""#) {
+                    on_pub(line);
+                }
+            }
+        }
+    }
+}
+
+async fn open_many(url: &str, n: usize, concurrency: usize, channels_of: impl Fn(usize) -> Vec<String>) -> Vec<Ws> {
+    let url = Arc::new(url.to_owned());
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<_> = (i..n.min(i + concurrency))
+            .map(|k| {
+                let url = url.clone();
+                let chans = channels_of(k);
+                tokio::spawn(async move { connect(&url, &format!("u{k}"), &chans).await })
+            })
+            .collect();
+        for h in batch {
+            out.push(h.await.unwrap());
+        }
+        i += concurrency;
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+async fn publish(client: &reqwest::Client, base: &str, body: Value, method: &str) {
+    let res = client
+        .post(format!("{base}/api/{method}"))
+        .header("X-API-Key", API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+}
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).cloned().unwrap_or_default();
+    let bin = args
+        .iter()
+        .position(|a| a == "--tollgate")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "target/release/tollgate".to_owned());
+    let server = Server::start(&bin).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = server.ws_url();
+    let base = format!("http://{}", server.addr);
+    match mode.as_str() {
+        "idle" => {
+            let n = arg(&args, "--n", 10_000);
+            let before = server.rss_kb();
+            let conns = open_many(&url, n, 200, |k| vec![format!("bench:c{}", k % 100)]).await;
+            let holders: Vec<_> = conns.into_iter().map(|ws| tokio::spawn(hold(ws, |_| {}))).collect();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let after = server.rss_kb();
+            #[allow(clippy::cast_precision_loss)]
+            let per = (after.saturating_sub(before)) as f64 / n as f64;
+            println!(
+                "RESULT {}",
+                json!({"mode": "idle", "connections": n, "rss_before_kb": before, "rss_after_kb": after, "kb_per_connection": per})
+            );
+            drop(holders);
+        }
+        "connect" => {
+            let n = arg(&args, "--n", 10_000);
+            let concurrency = arg(&args, "--concurrency", 64);
+            let started = Instant::now();
+            let conns = open_many(&url, n, concurrency, |k| vec![format!("bench:c{}", k % 100)]).await;
+            let secs = started.elapsed().as_secs_f64();
+            #[allow(clippy::cast_precision_loss)]
+            let rate = n as f64 / secs;
+            println!(
+                "RESULT {}",
+                json!({"mode": "connect", "connections": n, "concurrency": concurrency, "seconds": secs, "per_second": rate})
+            );
+            drop(conns);
+        }
+        "fanout" => {
+            let n = arg(&args, "--n", 10_000);
+            let rounds = arg(&args, "--rounds", 20);
+            let conns = open_many(&url, n, 200, |_| vec!["bench:fan".to_owned()]).await;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+            let _holders: Vec<_> = conns
+                .into_iter()
+                .map(|ws| {
+                    let tx = tx.clone();
+                    tokio::spawn(hold(ws, move |line| {
+                        let v: Value = serde_json::from_str(line).unwrap();
+                        if let Some(t) = v["push"]["pub"]["data"]["t"].as_str() {
+                            let sent: u128 = t.parse().unwrap();
+                            #[allow(clippy::cast_precision_loss)]
+                            let ms = (now_nanos() - sent) as f64 / 1e6;
+                            let _ = tx.send(ms);
+                        }
+                    }))
+                })
+                .collect();
+            let client = reqwest::Client::new();
+            let (mut p50s, mut p99s, mut maxes) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                let t = now_nanos().to_string();
+                publish(&client, &base, json!({"channel": "bench:fan", "data": {"t": t}}), "publish").await;
+                let mut lat = Vec::with_capacity(n);
+                while lat.len() < n {
+                    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                        Ok(Some(ms)) => lat.push(ms),
+                        _ => break,
+                    }
+                }
+                lat.sort_by(f64::total_cmp);
+                p50s.push(percentile(&lat, 0.5));
+                p99s.push(percentile(&lat, 0.99));
+                maxes.push(*lat.last().unwrap_or(&0.0));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let (lo99, hi99) = (
+                p99s.iter().copied().fold(f64::INFINITY, f64::min),
+                p99s.iter().copied().fold(0.0, f64::max),
+            );
+            println!(
+                "RESULT {}",
+                json!({"mode": "fanout", "subscribers": n, "rounds": rounds,
+                       "p50_ms_median": median(p50s), "p99_ms_median": median(p99s.clone()),
+                       "p99_ms_min": lo99, "p99_ms_max": hi99, "last_receipt_ms_median": median(maxes)})
+            );
+        }
+        "throughput" => {
+            let n = arg(&args, "--conns", 2_000);
+            let k = arg(&args, "--channels", 100);
+            let seconds = arg(&args, "--seconds", 10);
+            let publishers = arg(&args, "--publishers", 2);
+            let per_request = arg(&args, "--per-request", 100);
+            // Each connection subscribes to 10 channels: deliveries per publication = n*10/k.
+            let conns = open_many(&url, n, 200, |c| {
+                (0..10).map(|j| format!("bench:t{}", (c + j * 7) % k)).collect()
+            })
+            .await;
+            let received = Arc::new(AtomicU64::new(0));
+            let _holders: Vec<_> = conns
+                .into_iter()
+                .map(|ws| {
+                    let received = received.clone();
+                    tokio::spawn(hold(ws, move |_| {
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }))
+                })
+                .collect();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let channels: Vec<String> = (0..k).map(|i| format!("bench:t{i}")).collect();
+            let payload = json!({"event": "invoice.updated", "id": "123e4567-e89b-12d3-a456-426614174000"});
+            let tasks: Vec<_> = (0..publishers)
+                .map(|p| {
+                    let (base, stop, channels, payload) =
+                        (base.clone(), stop.clone(), channels.clone(), payload.clone());
+                    tokio::spawn(async move {
+                        let client = reqwest::Client::new();
+                        let mut i = p;
+                        while !stop.load(Ordering::Relaxed) {
+                            let chans: Vec<&String> = (0..per_request)
+                                .map(|j| &channels[(i + j) % channels.len()])
+                                .collect();
+                            publish(&client, &base, json!({"channels": chans, "data": payload}), "broadcast").await;
+                            i += per_request;
+                        }
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let start_count = received.load(Ordering::Relaxed);
+            let started = Instant::now();
+            let mut samples = Vec::new();
+            let mut last = start_count;
+            for _ in 0..seconds {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = received.load(Ordering::Relaxed);
+                #[allow(clippy::cast_precision_loss)]
+                samples.push((now - last) as f64);
+                last = now;
+            }
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                let _ = t.await;
+            }
+            #[allow(clippy::cast_precision_loss)]
+            let avg = (last - start_count) as f64 / started.elapsed().as_secs_f64();
+            let (lo, hi) = (
+                samples.iter().copied().fold(f64::INFINITY, f64::min),
+                samples.iter().copied().fold(0.0, f64::max),
+            );
+            println!(
+                "RESULT {}",
+                json!({"mode": "throughput", "connections": n, "channels": k, "seconds": seconds,
+                       "deliveries_per_second_median": median(samples), "min": lo, "max": hi, "mean": avg})
+            );
+        }
+        _ => {
+            eprintln!("usage: gateway-load idle|connect|fanout|throughput --tollgate BIN [options]");
+            std::process::exit(2);
+        }
+    }
+}
