@@ -22,7 +22,7 @@ pub use channels::{
     HistoryParams, history_policy, presence_map, publication_json, stream_position,
 };
 pub use metrics::GatewayMetrics;
-pub use registry::Control;
+pub use registry::{Control, SubscribeCommand};
 pub use tollgate_token::centrifugo::{ChannelConfig, ChannelOptions};
 
 use std::sync::Arc;

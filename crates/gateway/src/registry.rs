@@ -9,6 +9,15 @@ use tollgate_broker::StreamPosition;
 use tollgate_service::gateway::ServerSub;
 use tollgate_token::ProjectId;
 
+/// The server API's `subscribe` for one connection (boxed in [`Control`]: every
+/// connection's control channel preallocates slots, so the enum is kept small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeCommand {
+    pub sub: ServerSub,
+    pub expire_at: Option<i64>,
+    pub recover_since: Option<StreamPosition>,
+}
+
 /// A command from the server API to one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
@@ -16,11 +25,7 @@ pub enum Control {
     Disconnect { code: u16, reason: String },
     /// Subscribe server-side to a channel (with channel info, data for the push and
     /// overrides), until `expire_at` if given, recovering from `recover_since` if given.
-    Subscribe {
-        sub: ServerSub,
-        expire_at: Option<i64>,
-        recover_since: Option<StreamPosition>,
-    },
+    Subscribe(Box<SubscribeCommand>),
     /// Unsubscribe from a channel (all channels when empty).
     Unsubscribe { channel: String },
     /// Expire the connection now, or move its expiry (`None`: never expires).

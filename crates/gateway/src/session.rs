@@ -521,11 +521,14 @@ impl Session {
         use crate::Control;
         match control {
             Control::Disconnect { code, reason } => Err((code, reason.into())),
-            Control::Subscribe {
-                sub,
-                expire_at,
-                recover_since,
-            } => Ok(self.api_subscribe(sub, expire_at, recover_since).await),
+            Control::Subscribe(command) => {
+                let crate::SubscribeCommand {
+                    sub,
+                    expire_at,
+                    recover_since,
+                } = *command;
+                Ok(self.api_subscribe(sub, expire_at, recover_since).await)
+            }
             Control::Unsubscribe { channel } => {
                 let channels: Vec<String> = if channel.is_empty() {
                     self.subs.keys().cloned().collect()

@@ -1119,7 +1119,8 @@ impl SwSession {
                 let (_, text) = request("signalwire.disconnect", &json!({}));
                 (vec![text], Some(Some((close::NORMAL, "disconnected"))))
             }
-            Control::Subscribe { sub, .. } => {
+            Control::Subscribe(command) => {
+                let sub = command.sub;
                 let events = Events {
                     message: true,
                     ..Events::default()

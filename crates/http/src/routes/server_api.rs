@@ -213,7 +213,7 @@ fn control(state: &AppState, method: &str, params: &Map<String, Value>) -> Value
             let Ok(overrides) = tollgate_service::gateway::overrides(params.get("override")) else {
                 return api_error(107, "bad request");
             };
-            Control::Subscribe {
+            Control::Subscribe(Box::new(tollgate_gateway::SubscribeCommand {
                 sub: tollgate_service::gateway::ServerSub {
                     channel,
                     info: raw_or_b64(params, "info", "b64info"),
@@ -225,7 +225,7 @@ fn control(state: &AppState, method: &str, params: &Map<String, Value>) -> Value
                     .and_then(Value::as_i64)
                     .filter(|e| *e > 0),
                 recover_since: stream_position(params.get("recover_since")),
-            }
+            }))
         }
         "unsubscribe" => Control::Unsubscribe { channel },
         "disconnect" => {
