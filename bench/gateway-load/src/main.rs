@@ -65,6 +65,20 @@ struct Server {
 
 struct TempDir(std::path::PathBuf);
 
+/// CPU seconds (user + system) of a process, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -91,7 +105,8 @@ impl Server {
                 format!("sqlite://{}/tollgate.db", dir.display()),
             )
             .env("TOLLGATE_LISTEN", "127.0.0.1:0")
-            .env("TOLLGATE_LOG", "warn,tollgate=info")
+            // Only the "listening" line: request logs would measure the log pipe.
+            .env("TOLLGATE_LOG", "warn,tollgate::cli=info")
             .env("TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY", SECRET)
             .env("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY)
             // The load client is one peer sending much more than a browser would.
@@ -130,6 +145,11 @@ impl Server {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// CPU seconds the server has used (user + system).
+    fn cpu_secs(&self) -> f64 {
+        cpu_secs(self.child.id().unwrap())
     }
 
     fn ws_url(&self) -> String {
@@ -290,8 +310,13 @@ async fn main() {
                 .map(|ws| {
                     let tx = tx.clone();
                     tokio::spawn(hold(ws, move |line| {
-                        let v: Value = serde_json::from_str(line).unwrap();
-                        if let Some(t) = v["push"]["pub"]["data"]["t"].as_str() {
+                        // The client shares the machine: find the timestamp without a full
+                        // JSON parse.
+                        let t = line
+                            .split_once(r#""t":""#)
+                            .and_then(|(_, rest)| rest.split_once('"'))
+                            .map(|(t, _)| t);
+                        if let Some(t) = t {
                             let sent: u128 = t.parse().unwrap();
                             #[allow(clippy::cast_precision_loss)]
                             let ms = (now_nanos() - sent) as f64 / 1e6;
@@ -301,7 +326,9 @@ async fn main() {
                 })
                 .collect();
             let client = reqwest::Client::new();
-            let (mut p50s, mut p99s, mut maxes) = (Vec::new(), Vec::new(), Vec::new());
+            let (server_cpu, own_cpu) = (server.cpu_secs(), cpu_secs(std::process::id()));
+            let (mut p50s, mut p99s, mut maxes, mut firsts) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
                 let t = now_nanos().to_string();
                 publish(&client, &base, json!({"channel": "bench:fan", "data": {"t": t}}), "publish").await;
@@ -313,6 +340,7 @@ async fn main() {
                     }
                 }
                 lat.sort_by(f64::total_cmp);
+                firsts.push(*lat.first().unwrap_or(&0.0));
                 p50s.push(percentile(&lat, 0.5));
                 p99s.push(percentile(&lat, 0.99));
                 maxes.push(*lat.last().unwrap_or(&0.0));
@@ -322,9 +350,17 @@ async fn main() {
                 p99s.iter().copied().fold(f64::INFINITY, f64::min),
                 p99s.iter().copied().fold(0.0, f64::max),
             );
+            #[allow(clippy::cast_precision_loss)]
+            let per_round = |v: f64| v * 1000.0 / rounds as f64;
+            let (server_ms, client_ms) = (
+                per_round(server.cpu_secs() - server_cpu),
+                per_round(cpu_secs(std::process::id()) - own_cpu),
+            );
             println!(
                 "RESULT {}",
                 json!({"mode": "fanout", "subscribers": n, "rounds": rounds,
+                       "first_receipt_ms_median": median(firsts),
+                       "server_cpu_ms_per_round": server_ms, "client_cpu_ms_per_round": client_ms,
                        "p50_ms_median": median(p50s), "p99_ms_median": median(p99s.clone()),
                        "p99_ms_min": lo99, "p99_ms_max": hi99, "last_receipt_ms_median": median(maxes)})
             );

@@ -40,6 +40,10 @@ pub struct Publication {
     pub meta: Option<Bytes>,
     /// Unix time in milliseconds.
     pub time_ms: i64,
+    /// A front end's encoding of this publication, made once and shared by every
+    /// subscriber (a publication belongs to one channel, so the bytes are the same for all
+    /// of them): fan-out to 10,000 sockets serialises once, not 10,000 times.
+    pub encoded: std::sync::OnceLock<Bytes>,
 }
 
 /// What a publisher hands the broker.

@@ -252,6 +252,7 @@ impl Broker for MemoryBroker {
                 tags: new.tags,
                 meta: new.meta,
                 time_ms: now_ms(),
+                encoded: std::sync::OnceLock::new(),
             });
             if let Some(policy) = keep {
                 ch.meta_expires = Some(Instant::now() + self.meta_ttl.max(policy.ttl));

@@ -18,6 +18,17 @@ pub(crate) async fn write(socket: &mut WebSocket, frame: String) -> bool {
     )
 }
 
+/// Writes one text frame of shared bytes (UTF-8 by construction: JSON we encoded).
+pub(crate) async fn write_bytes(socket: &mut WebSocket, frame: bytes::Bytes) -> bool {
+    let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(frame) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(text))).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Sends a close frame (bounded in time; the peer may already be gone).
 pub(crate) async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = Message::Close(Some(CloseFrame {

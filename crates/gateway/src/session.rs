@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tollgate_broker::{Delivery, Event, Queue, QueueState};
@@ -194,7 +195,16 @@ impl Session {
                     Some(Ok(Message::Close(_)) | Err(_)) | None => (None, Some(None)),
                 },
                 batch = queue.next_batch(BATCH), if connected => match batch {
-                    Some(batch) => (self.encode_pushes(&batch), None),
+                    Some(batch) => match self.encode_pushes(&batch) {
+                        Some(frame) => {
+                            if crate::conn::write_bytes(&mut socket, frame).await {
+                                (None, None)
+                            } else {
+                                (None, Some(None))
+                            }
+                        }
+                        None => (None, None),
+                    },
                     None if queue.state() == QueueState::Overflowed => {
                         (None, Some(Some(close(disconnect::SLOW, "slow"))))
                     }
@@ -567,15 +577,14 @@ impl Session {
 
     /// Pushes for a batch of deliveries, one per line, skipping what this connection must
     /// not see: channels it has left, publications it already got through recovery, and
-    /// join/leave it did not ask for. Payloads are raw JSON, inserted as is.
-    fn encode_pushes(&mut self, batch: &[Delivery]) -> Option<String> {
-        let mut frame = String::new();
-        let mut count = 0;
+    /// join/leave it did not ask for. A publication's push is encoded once and shared by
+    /// every subscriber ([`Publication::encoded`]); payloads are raw JSON, inserted as is.
+    fn encode_pushes(&mut self, batch: &[Delivery]) -> Option<Bytes> {
+        let mut pushes: Vec<Bytes> = Vec::with_capacity(batch.len());
         for d in batch {
             let Some(sub) = self.subs.get_mut(d.channel.as_ref()) else {
                 continue;
             };
-            let channel = Value::from(d.channel.as_ref()).to_string();
             match &d.event {
                 Event::Publication(p) => {
                     if p.offset > 0 {
@@ -584,28 +593,10 @@ impl Session {
                         }
                         sub.last_offset = p.offset;
                     }
-                    if count > 0 {
-                        frame.push('\n');
-                    }
-                    frame.push_str(r#"{"push":{"channel":"#);
-                    frame.push_str(&channel);
-                    frame.push_str(r#","pub":{"data":"#);
-                    frame.push_str(&String::from_utf8_lossy(&p.data));
-                    if let Some(info) = &p.info {
-                        frame.push_str(r#","info":"#);
-                        frame.push_str(&String::from_utf8_lossy(info));
-                    }
-                    if p.offset > 0 {
-                        frame.push_str(&format!(r#","offset":{}"#, p.offset));
-                    }
-                    if let Some(tags) = &p.tags {
-                        frame.push_str(r#","tags":"#);
-                        frame.push_str(&String::from_utf8_lossy(tags));
-                    }
-                    frame.push_str("}}}");
+                    pushes.push(p.encoded.get_or_init(|| encode_pub(&d.channel, p)).clone());
                 }
                 // Centrifugo's protocol has no push for a member's state change.
-                Event::Update(_) => continue,
+                Event::Update(_) => {}
                 Event::Join(info) | Event::Leave(info) => {
                     if !sub.push_join_leave {
                         continue;
@@ -615,23 +606,44 @@ impl Session {
                     } else {
                         "leave"
                     };
-                    if count > 0 {
-                        frame.push('\n');
-                    }
-                    frame.push_str(&format!(
+                    let channel = Value::from(d.channel.as_ref()).to_string();
+                    pushes.push(Bytes::from(format!(
                         r#"{{"push":{{"channel":{channel},"{kind}":{{"info":{}}}}}}}"#,
                         String::from_utf8_lossy(info)
-                    ));
+                    )));
                 }
             }
-            count += 1;
         }
-        if count == 0 {
-            return None;
+        self.gw.metrics.delivered(pushes.len());
+        match pushes.len() {
+            0 => None,
+            1 => pushes.pop(),
+            _ => Some(Bytes::from(pushes.join(&b'\n'))),
         }
-        self.gw.metrics.delivered(count);
-        Some(frame)
     }
+}
+
+/// A publication's push: `{"push":{"channel":…,"pub":{"data":…,"info":…,"offset":…,"tags":…}}}`.
+fn encode_pub(channel: &str, p: &tollgate_broker::Publication) -> Bytes {
+    let channel = Value::from(channel).to_string();
+    let mut frame = String::with_capacity(64 + channel.len() + p.data.len());
+    frame.push_str(r#"{"push":{"channel":"#);
+    frame.push_str(&channel);
+    frame.push_str(r#","pub":{"data":"#);
+    frame.push_str(&String::from_utf8_lossy(&p.data));
+    if let Some(info) = &p.info {
+        frame.push_str(r#","info":"#);
+        frame.push_str(&String::from_utf8_lossy(info));
+    }
+    if p.offset > 0 {
+        frame.push_str(&format!(r#","offset":{}"#, p.offset));
+    }
+    if let Some(tags) = &p.tags {
+        frame.push_str(r#","tags":"#);
+        frame.push_str(&String::from_utf8_lossy(tags));
+    }
+    frame.push_str("}}}");
+    Bytes::from(frame)
 }
 
 /// A string parameter, if present and not empty.

@@ -18,7 +18,7 @@ pub(crate) fn routes() -> Router<AppState> {
 /// Bytes read from a socket at a time. tungstenite's default read buffer (128 KiB) and
 /// write buffer (128 KiB) would cost more per idle connection than everything else
 /// together; frames larger than this are still read, in several reads.
-const READ_BUFFER: usize = 2048;
+const READ_BUFFER: usize = 1024;
 
 /// Which protocol a socket speaks.
 #[derive(Clone, Copy)]
