@@ -521,6 +521,7 @@ impl Tollgate {
             Rotation::Rotated => Ok(issued),
             Rotation::Contended => Err(token_invalid()),
             Rotation::Reused => {
+                self.inner.sat_cache.forget_family(old.fam);
                 tracing::warn!(family = %old.fam, project = %old.prj,
                     "refresh token replayed; token family revoked");
                 Err(token_invalid())
@@ -538,6 +539,11 @@ impl Tollgate {
             .ok_or(ServiceError::Unauthorized)?;
         if typ != TYP_SAT || payload.exp <= self.inner.clock.now().seconds() {
             return Err(ServiceError::Unauthorized);
+        }
+        // The token is authentic and unexpired; what remains is whether its family was
+        // revoked or its subscriber deleted since, which a few seconds' cache answers.
+        if self.inner.sat_cache.fresh(payload.fam, payload.sub) {
+            return Ok(SatInfo { payload });
         }
         let family = self
             .inner
@@ -558,6 +564,7 @@ impl Tollgate {
         {
             return Err(ServiceError::Unauthorized);
         }
+        self.inner.sat_cache.remember(payload.fam, payload.sub);
         Ok(SatInfo { payload })
     }
 
@@ -764,6 +771,7 @@ impl Tollgate {
             .delete_subscriber(principal.project_id, id)
             .await?
         {
+            self.inner.sat_cache.clear();
             Ok(())
         } else {
             Err(ServiceError::NotFound("subscriber"))
@@ -846,6 +854,7 @@ impl Tollgate {
     pub async fn revoke_embed_key(&self, project: ProjectId, id: Uuid) -> Result<(), ServiceError> {
         let now = self.inner.clock.now();
         if self.inner.store.revoke_embed_key(project, id, now).await? {
+            self.inner.sat_cache.clear();
             Ok(())
         } else {
             Err(ServiceError::NotFound("active embed key"))

@@ -12,6 +12,7 @@ pub mod gateway;
 mod jwks;
 mod keys;
 mod password;
+mod sat_cache;
 pub mod secrets;
 
 use std::sync::Arc;
@@ -145,6 +146,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     keys: KeyCache,
     jwks: jwks::JwksCache,
+    sat_cache: sat_cache::SatCache,
 }
 
 impl Tollgate {
@@ -175,6 +177,7 @@ impl Tollgate {
                 clock,
                 keys: KeyCache::default(),
                 jwks: jwks::JwksCache::default(),
+                sat_cache: sat_cache::SatCache::default(),
             }),
         })
     }
