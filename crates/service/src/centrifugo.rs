@@ -264,8 +264,21 @@ impl Tollgate {
         }
     }
 
-    /// The project's namespaces: the defaults, overridden or extended by its own.
-    pub async fn namespaces(&self, project: ProjectId) -> Result<Vec<Namespace>, ServiceError> {
+    /// The project's namespaces: the defaults, overridden or extended by its own (cached
+    /// for a few seconds: every subscription-token request needs them).
+    pub async fn namespaces(
+        &self,
+        project: ProjectId,
+    ) -> Result<std::sync::Arc<Vec<Namespace>>, ServiceError> {
+        if let Some(all) = self.inner.ns_cache.get(&project) {
+            return Ok(all);
+        }
+        let all = std::sync::Arc::new(self.load_namespaces(project).await?);
+        self.inner.ns_cache.put(project, all.clone());
+        Ok(all)
+    }
+
+    async fn load_namespaces(&self, project: ProjectId) -> Result<Vec<Namespace>, ServiceError> {
         let mut all = centrifugo::default_namespaces();
         for r in self.inner.store.namespaces(project).await? {
             let ns = Namespace {
@@ -319,6 +332,7 @@ impl Tollgate {
             .store
             .put_namespace(project, &record, self.inner.clock.now())
             .await?;
+        self.inner.ns_cache.forget(|p| *p == project);
         Ok(Namespace {
             name: record.name,
             rule,
@@ -334,6 +348,7 @@ impl Tollgate {
         name: &str,
     ) -> Result<(), ServiceError> {
         if self.inner.store.delete_namespace(project, name).await? {
+            self.inner.ns_cache.forget(|p| *p == project);
             Ok(())
         } else {
             Err(ServiceError::NotFound("namespace"))

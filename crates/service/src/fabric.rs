@@ -521,7 +521,9 @@ impl Tollgate {
             Rotation::Rotated => Ok(issued),
             Rotation::Contended => Err(token_invalid()),
             Rotation::Reused => {
-                self.inner.sat_cache.forget_family(old.fam);
+                self.inner
+                    .sat_cache
+                    .forget(|(family, _)| *family == old.fam);
                 tracing::warn!(family = %old.fam, project = %old.prj,
                     "refresh token replayed; token family revoked");
                 Err(token_invalid())
@@ -542,7 +544,12 @@ impl Tollgate {
         }
         // The token is authentic and unexpired; what remains is whether its family was
         // revoked or its subscriber deleted since, which a few seconds' cache answers.
-        if self.inner.sat_cache.fresh(payload.fam, payload.sub) {
+        if self
+            .inner
+            .sat_cache
+            .get(&(payload.fam, payload.sub))
+            .is_some()
+        {
             return Ok(SatInfo { payload });
         }
         let family = self
@@ -564,7 +571,7 @@ impl Tollgate {
         {
             return Err(ServiceError::Unauthorized);
         }
-        self.inner.sat_cache.remember(payload.fam, payload.sub);
+        self.inner.sat_cache.put((payload.fam, payload.sub), ());
         Ok(SatInfo { payload })
     }
 

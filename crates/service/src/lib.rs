@@ -5,6 +5,7 @@
 //! method is one use case; front ends call exactly one of them per request and map
 //! [`ServiceError`] to their own error shape.
 
+mod cache;
 pub mod centrifugo;
 pub mod clock;
 pub mod fabric;
@@ -12,7 +13,6 @@ pub mod gateway;
 mod jwks;
 mod keys;
 mod password;
-mod sat_cache;
 pub mod secrets;
 
 use std::sync::Arc;
@@ -146,7 +146,11 @@ struct Inner {
     clock: Arc<dyn Clock>,
     keys: KeyCache,
     jwks: jwks::JwksCache,
-    sat_cache: sat_cache::SatCache,
+    /// SAT families recently found valid, by (family, subscriber).
+    sat_cache: cache::TtlCache<(uuid::Uuid, Option<uuid::Uuid>), ()>,
+    /// Each project's namespaces.
+    ns_cache:
+        cache::TtlCache<ProjectId, std::sync::Arc<Vec<tollgate_token::centrifugo::Namespace>>>,
 }
 
 impl Tollgate {
@@ -177,7 +181,8 @@ impl Tollgate {
                 clock,
                 keys: KeyCache::default(),
                 jwks: jwks::JwksCache::default(),
-                sat_cache: sat_cache::SatCache::default(),
+                sat_cache: cache::TtlCache::default(),
+                ns_cache: cache::TtlCache::default(),
             }),
         })
     }
