@@ -57,6 +57,11 @@ impl Budget {
         }
     }
 
+    /// A connection's budget under the gateway's settings.
+    pub(crate) fn for_settings(s: &crate::GatewaySettings) -> Self {
+        Self::new(s.max_commands_per_second, s.command_burst)
+    }
+
     /// Takes one command; `false` when the client is over its rate (0: no limit).
     pub(crate) fn spend(&mut self) -> bool {
         if self.rate == 0 {

@@ -169,6 +169,17 @@ impl Gateway {
         self.registry.send(user, client, except, control)
     }
 
+    /// Registers a connection for server API commands, under the per-user limit; `None`
+    /// when the user already has its share of connections.
+    pub(crate) fn register(
+        &self,
+        grant: &tollgate_service::gateway::ConnectionGrant,
+        client: &str,
+    ) -> Option<tokio::sync::mpsc::Receiver<Control>> {
+        let limit = self.settings.max_connections_per_user;
+        self.registry.add(&grant.user, grant.project, client, limit)
+    }
+
     /// Connected clients and distinct users on this node.
     #[must_use]
     pub fn stats(&self) -> (usize, usize) {

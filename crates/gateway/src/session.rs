@@ -104,10 +104,7 @@ pub(crate) fn unix_to_instant(unix: i64, now_unix: i64) -> Instant {
 impl Session {
     pub(crate) fn new(gw: Gateway) -> Self {
         let queue = Queue::new(gw.settings.queue_bytes);
-        let budget = Budget::new(
-            gw.settings.max_commands_per_second,
-            gw.settings.command_burst,
-        );
+        let budget = Budget::for_settings(&gw.settings);
         Self {
             gw,
             client: uuid::Uuid::new_v4().to_string(),
@@ -414,12 +411,7 @@ impl Session {
         if grant.subs.len() > self.gw.settings.max_channels {
             return Err(close(disconnect::CHANNEL_LIMIT, "channel limit"));
         }
-        let limit = self.gw.settings.max_connections_per_user;
-        let Some(rx) = self
-            .gw
-            .registry
-            .add(&grant.user, grant.project, &self.client, limit)
-        else {
+        let Some(rx) = self.gw.register(&grant, &self.client) else {
             return Err(close(disconnect::CONNECTION_LIMIT, "connection limit"));
         };
         self.control = Some(rx);

@@ -314,10 +314,7 @@ fn channel_names(params: &Map<String, Value>, max: usize) -> Option<Vec<String>>
 impl SwSession {
     pub(crate) fn new(gw: Gateway) -> Self {
         let queue = Queue::new(gw.settings.queue_bytes);
-        let budget = Budget::new(
-            gw.settings.max_commands_per_second,
-            gw.settings.command_burst,
-        );
+        let budget = Budget::for_settings(&gw.settings);
         Self {
             gw,
             client: uuid::Uuid::new_v4().to_string(),
@@ -687,12 +684,7 @@ impl SwSession {
             return error(rpc::INVALID_REQUEST, "Already connected");
         }
         let grant = self.verify(params).await?;
-        let limit = self.gw.settings.max_connections_per_user;
-        let Some(rx) = self
-            .gw
-            .registry
-            .add(&grant.user, grant.project, &self.client, limit)
-        else {
+        let Some(rx) = self.gw.register(&grant, &self.client) else {
             return error(rpc::FORBIDDEN, "Connection limit reached");
         };
         self.control = Some(rx);
