@@ -25,7 +25,7 @@ fn rotation(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = std::env::temp_dir().join(format!("tollgate-refresh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (svc, mut refresh) = rt.block_on(async {
+    let (svc, principal, mut refresh) = rt.block_on(async {
         let store = SqlStore::connect(&format!("sqlite://{}/bench.db", dir.display()))
             .await
             .unwrap();
@@ -60,13 +60,13 @@ fn rotation(c: &mut Criterion) {
             .create_subscriber_token(&principal, &object(json!({"reference": "bench-user"})))
             .await
             .unwrap();
-        (svc, issued.refresh_token.unwrap())
+        (svc, principal, issued.refresh_token.unwrap())
     });
     c.bench_function("refresh rotation (SQLite round trip + 2 JWEs)", |b| {
         b.iter(|| {
             let next = rt
                 .block_on(svc.refresh_subscriber_token(
-                    None,
+                    Some(&principal),
                     None,
                     &object(json!({"refresh_token": refresh})),
                 ))
