@@ -289,6 +289,7 @@ async fn main() {
         "connect" => {
             let n = arg(&args, "--n", 10_000);
             let concurrency = arg(&args, "--concurrency", 64);
+            let (server_cpu, own_cpu) = (server.cpu_secs(), cpu_secs(std::process::id()));
             let started = Instant::now();
             let conns = open_many(&url, n, concurrency, |k| vec![format!("bench:c{}", k % 100)]).await;
             let secs = started.elapsed().as_secs_f64();
@@ -296,7 +297,9 @@ async fn main() {
             let rate = n as f64 / secs;
             println!(
                 "RESULT {}",
-                json!({"mode": "connect", "connections": n, "concurrency": concurrency, "seconds": secs, "per_second": rate})
+                json!({"mode": "connect", "connections": n, "concurrency": concurrency, "seconds": secs, "per_second": rate,
+                       "server_cpu_secs": server.cpu_secs() - server_cpu,
+                       "client_cpu_secs": cpu_secs(std::process::id()) - own_cpu})
             );
             drop(conns);
         }
