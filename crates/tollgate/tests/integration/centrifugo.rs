@@ -405,15 +405,7 @@ async fn the_shared_hmac_secret_signs_for_an_external_centrifugo() {
     let claims = jose::verify_pinned(token, 1 << 16, &key).unwrap().claims;
     assert_eq!(claims["sub"], ME);
     // The secret never appears in the JWKS.
-    let jwks =
-        a.s.client
-            .get(a.s.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let jwks = a.s.get_text("/.well-known/jwks.json").await;
     assert!(!jwks.contains("\"oct\"") && !jwks.contains(&URL_SAFE_NO_PAD.encode(HMAC)));
 }
 
@@ -566,15 +558,7 @@ async fn signing_keys_rotate_without_a_failed_verification() {
         .unwrap();
     assert_eq!(edd["state"], "retiring");
     assert!(edd["not_after"].is_string());
-    let jwks =
-        a.s.client
-            .get(a.s.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let jwks = a.s.get_text("/.well-known/jwks.json").await;
     for private in [
         "\"d\"", "\"p\"", "\"q\"", "\"dp\"", "\"dq\"", "\"qi\"", "\"k\"",
     ] {

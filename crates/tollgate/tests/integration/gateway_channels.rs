@@ -526,15 +526,7 @@ async fn limits_origins_and_metrics() {
     }
     assert_eq!(status, 101);
 
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.get_text("/metrics").await;
     assert!(metrics.contains("tollgate_gateway_connections_total"));
     assert!(metrics.contains("tollgate_gateway_commands_total{method=\"presence_stats\"} 6"));
 }

@@ -301,15 +301,7 @@ async fn the_signalwire_protocol_end_to_end() {
     let msg = again.event("chat.channel.message").await;
     assert_eq!(msg["message"]["content"], "after resume");
 
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.get_text("/metrics").await;
     assert!(
         metrics.contains("tollgate_gateway_signalwire_requests_total{method=\"chat.publish\"} 62"),
         "{metrics}"

@@ -80,6 +80,18 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET path` as text (metrics, JWKS).
+    pub(crate) async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Creates a project and returns `(project_id, api_token)`.
     pub(crate) async fn project(&self) -> (String, String) {
         self.project_with(Scopes::project_default()).await
