@@ -8,8 +8,6 @@
 //! `allow_*` options. Anything else is 103. Features that are off in the namespace
 //! (presence, history) answer 108 before any permission check.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tollgate_broker::{
@@ -256,13 +254,8 @@ impl Session {
         }
         let info = self.client_info(chan_info.as_ref());
         if presence {
-            let entry = PresenceEntry {
-                client: self.client.clone(),
-                user,
-                info: info.clone(),
-            };
-            let _ = broker
-                .add_presence(channel, entry, self.presence_ttl())
+            self.gw
+                .keep_present(channel, &self.client, &user, &info)
                 .await;
         }
         if join_leave {
@@ -284,10 +277,6 @@ impl Session {
             },
         );
         Ok(result)
-    }
-
-    fn presence_ttl(&self) -> Duration {
-        self.gw.settings.presence_update_interval * 2 + Duration::from_secs(5)
     }
 
     /// Ends a subscription: broker, presence, leave.
@@ -648,15 +637,10 @@ impl Session {
                 json!({"code": protocol::unsubscribe::EXPIRED, "reason": "subscription expired"}),
             ));
         }
-        let ttl = self.presence_ttl();
-        let user = self.user().to_owned();
         for (channel, sub) in self.subs.iter().filter(|(_, s)| s.presence) {
-            let entry = PresenceEntry {
-                client: self.client.clone(),
-                user: user.clone(),
-                info: sub.info.clone(),
-            };
-            let _ = self.gw.broker.add_presence(channel, entry, ttl).await;
+            self.gw
+                .keep_present(channel, &self.client, self.user(), &sub.info)
+                .await;
         }
         Ok(pushes)
     }

@@ -225,6 +225,25 @@ impl Gateway {
         })
     }
 
+    /// Puts (or keeps) a client in a channel's presence, for long enough to outlive one
+    /// presence tick: both protocols' sessions refresh it on every tick. Best effort: a
+    /// broker failure only delays presence until the next tick.
+    pub(crate) async fn keep_present(
+        &self,
+        channel: &str,
+        client: &str,
+        user: &str,
+        info: &bytes::Bytes,
+    ) {
+        let entry = tollgate_broker::PresenceEntry {
+            client: client.to_owned(),
+            user: user.to_owned(),
+            info: info.clone(),
+        };
+        let ttl = self.settings.presence_update_interval * 2 + Duration::from_secs(5);
+        let _ = self.broker.add_presence(channel, entry, ttl).await;
+    }
+
     /// The broker (the server API publishes through it).
     #[must_use]
     pub fn broker(&self) -> &Arc<dyn Broker> {

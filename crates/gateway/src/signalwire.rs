@@ -31,7 +31,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tollgate_broker::{
-    Delivery, Event, HistoryQuery, NewPublication, PresenceEntry, Publication, Queue, QueueState,
+    Delivery, Event, HistoryQuery, NewPublication, Publication, Queue, QueueState,
 };
 use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
 
@@ -379,10 +379,6 @@ impl SwSession {
         self.grant
             .as_ref()
             .is_some_and(|g| g.typ.as_deref() == Some("CRT"))
-    }
-
-    fn presence_ttl(&self) -> Duration {
-        self.gw.settings.presence_update_interval * 2 + Duration::from_secs(5)
     }
 
     fn next_deadline(&self) -> Option<(Instant, u16, &'static str)> {
@@ -772,13 +768,8 @@ impl SwSession {
             .await
             .map_err(|_| ())?;
         let info = self.client_info(channel);
-        let entry = PresenceEntry {
-            client: self.client.clone(),
-            user: self.member_id().to_owned(),
-            info: info.clone(),
-        };
-        let _ = broker
-            .add_presence(channel, entry, self.presence_ttl())
+        self.gw
+            .keep_present(channel, &self.client, self.member_id(), &info)
             .await;
         if self.is_chat() {
             let _ = broker
@@ -804,14 +795,10 @@ impl SwSession {
     }
 
     async fn refresh_presence(&self) {
-        let ttl = self.presence_ttl();
         for (channel, sub) in &self.subs {
-            let entry = PresenceEntry {
-                client: self.client.clone(),
-                user: self.member_id().to_owned(),
-                info: sub.info.clone(),
-            };
-            let _ = self.gw.broker.add_presence(channel, entry, ttl).await;
+            self.gw
+                .keep_present(channel, &self.client, self.member_id(), &sub.info)
+                .await;
         }
     }
 
@@ -1055,16 +1042,12 @@ impl SwSession {
             let info = self.client_info(&channel);
             if let Some(sub) = self.subs.get_mut(&channel) {
                 sub.info = info.clone();
-                let entry = PresenceEntry {
-                    client: self.client.clone(),
-                    user: self.member_id().to_owned(),
-                    info: info.clone(),
-                };
-                let broker = self.gw.broker.clone();
-                let _ = broker
-                    .add_presence(&channel, entry, self.presence_ttl())
+                self.gw
+                    .keep_present(&channel, &self.client, self.member_id(), &info)
                     .await;
-                let _ = broker
+                let _ = self
+                    .gw
+                    .broker
                     .publish_presence_event(&channel, Event::Update(info))
                     .await;
             }
