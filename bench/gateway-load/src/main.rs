@@ -12,6 +12,13 @@
 //!   publishers broadcasting as fast as they can; deliveries per second received.
 //!
 //! Each prints one `RESULT {json}` line for `bench/run`.
+//!
+//! The client shares the machine with the server, so it is built to cost less than the
+//! server per connection and per receipt: tokens are signed before the clock starts, each
+//! socket reads through a 4 KiB buffer (tungstenite's default 128 KiB buffer is zeroed
+//! per read and dominated a profile of the old client), and connections come from many
+//! loopback source addresses (127.0.0.0/8), so the kernel's ephemeral-port search does
+//! not grow with every connection to the one server address.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,12 +30,12 @@ use hmac::{Hmac, Mac as _};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 const SECRET: &str = "gateway-load-shared-secret-0123456789abcdef";
 const API_KEY: &str = "gateway-load-api-key";
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -157,30 +164,51 @@ impl Server {
     }
 }
 
-/// Connects as `user` and subscribes to `channels` with subscription tokens (two or more
-/// HMAC verifications on the server); returns the socket once every reply is in.
-async fn connect(url: &str, user: &str, channels: &[String]) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+/// The one frame a connection sends: `connect` as `user` and a `subscribe` per channel,
+/// each with its own token (two or more HMAC verifications on the server), signed ahead
+/// of the measurement.
+fn connect_frame(user: &str, channels: &[String]) -> String {
     let exp = now_secs() + 3600;
-    let mut frame = json!({"id": 1, "connect": {"token": hs256(&json!({"sub": user, "exp": exp}))}})
-        .to_string();
+    let mut frame =
+        json!({"id": 1, "connect": {"token": hs256(&json!({"sub": user, "exp": exp}))}})
+            .to_string();
     for (i, ch) in channels.iter().enumerate() {
         let token = hs256(&json!({"sub": user, "channel": ch, "exp": exp}));
         frame.push('\n');
-        frame.push_str(&json!({"id": i + 2, "subscribe": {"channel": ch, "token": token}}).to_string());
+        frame.push_str(
+            &json!({"id": i + 2, "subscribe": {"channel": ch, "token": token}}).to_string(),
+        );
     }
+    frame
+}
+
+/// Opens connection number `k` from its own loopback source address, sends its
+/// connect/subscribe frame and returns the socket once every reply is in.
+async fn connect(server: std::net::SocketAddr, url: &str, k: usize, frame: String) -> Ws {
+    #[allow(clippy::cast_possible_truncation)]
+    let source = std::net::Ipv4Addr::new(127, 0, 1 + (k / 250 % 250) as u8, 1 + (k % 250) as u8);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    let stream = socket.connect(server).await.expect("tcp connect");
+    stream.set_nodelay(true).unwrap();
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .expect("connect");
+    let mut pending = frame.matches('\n').count() + 1;
     ws.send(Message::Text(frame.into())).await.unwrap();
-    let mut pending = channels.len() + 1;
     while pending > 0 {
         let Some(Ok(Message::Text(t))) = ws.next().await else {
             panic!("closed during connect");
         };
         for line in t.as_str().split('\n') {
-            let v: Value = serde_json::from_str(line).unwrap();
-            if v.get("error").is_some() {
-                panic!("refused: {v}");
+            if line.contains(r#""error""#) {
+                panic!("refused: {line}");
             }
-            if v.get("id").is_some() {
+            // Every line but a push is the reply to one of our commands.
+            if !line.starts_with(r#"{"push""#) {
                 pending -= 1;
             }
         }
@@ -203,31 +231,46 @@ async fn hold(mut ws: Ws, on_pub: impl Fn(&str)) {
     }
 }
 
-async fn open_many(url: &str, n: usize, concurrency: usize, channels_of: impl Fn(usize) -> Vec<String>) -> Vec<Ws> {
-    let url = Arc::new(url.to_owned());
-    let mut out = Vec::with_capacity(n);
-    let mut i = 0;
-    while i < n {
-        let batch: Vec<_> = (i..n.min(i + concurrency))
-            .map(|k| {
-                let url = url.clone();
-                let chans = channels_of(k);
-                tokio::spawn(async move { connect(&url, &format!("u{k}"), &chans).await })
+/// Opens one connection per frame, at most `concurrency` handshakes at a time, spread over
+/// the client's runtime threads.
+async fn open_many(server: &Server, frames: Vec<String>, concurrency: usize) -> Vec<Ws> {
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
+    let url = Arc::new(server.ws_url());
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let tasks: Vec<_> = frames
+        .into_iter()
+        .enumerate()
+        .map(|(k, frame)| {
+            let (url, permits) = (url.clone(), permits.clone());
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await.unwrap();
+                connect(addr, &url, k, frame).await
             })
-            .collect();
-        for h in batch {
-            out.push(h.await.unwrap());
-        }
-        i += concurrency;
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap());
     }
     out
+}
+
+/// Connect/subscribe frames for `n` users, subscribing user `k` to `channels_of(k)`.
+fn frames(n: usize, channels_of: impl Fn(usize) -> Vec<String>) -> Vec<String> {
+    (0..n)
+        .map(|k| connect_frame(&format!("u{k}"), &channels_of(k)))
+        .collect()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
 }
@@ -268,14 +311,17 @@ async fn main() {
         .unwrap_or_else(|| "target/release/tollgate".to_owned());
     let server = Server::start(&bin).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let url = server.ws_url();
     let base = format!("http://{}", server.addr);
     match mode.as_str() {
         "idle" => {
             let n = arg(&args, "--n", 10_000);
+            let frames = frames(n, |k| vec![format!("bench:c{}", k % 100)]);
             let before = server.rss_kb();
-            let conns = open_many(&url, n, 200, |k| vec![format!("bench:c{}", k % 100)]).await;
-            let holders: Vec<_> = conns.into_iter().map(|ws| tokio::spawn(hold(ws, |_| {}))).collect();
+            let conns = open_many(&server, frames, 200).await;
+            let holders: Vec<_> = conns
+                .into_iter()
+                .map(|ws| tokio::spawn(hold(ws, |_| {})))
+                .collect();
             tokio::time::sleep(Duration::from_secs(3)).await;
             let after = server.rss_kb();
             #[allow(clippy::cast_precision_loss)]
@@ -289,9 +335,10 @@ async fn main() {
         "connect" => {
             let n = arg(&args, "--n", 10_000);
             let concurrency = arg(&args, "--concurrency", 64);
+            let frames = frames(n, |k| vec![format!("bench:c{}", k % 100)]);
             let (server_cpu, own_cpu) = (server.cpu_secs(), cpu_secs(std::process::id()));
             let started = Instant::now();
-            let conns = open_many(&url, n, concurrency, |k| vec![format!("bench:c{}", k % 100)]).await;
+            let conns = open_many(&server, frames, concurrency).await;
             let secs = started.elapsed().as_secs_f64();
             #[allow(clippy::cast_precision_loss)]
             let rate = n as f64 / secs;
@@ -306,15 +353,17 @@ async fn main() {
         "fanout" => {
             let n = arg(&args, "--n", 10_000);
             let rounds = arg(&args, "--rounds", 20);
-            let conns = open_many(&url, n, 200, |_| vec!["bench:fan".to_owned()]).await;
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+            let conns = open_many(&server, frames(n, |_| vec!["bench:fan".to_owned()]), 200).await;
+            // Receipts go into one shared list (no message per receipt to a collector
+            // task); the receipt that completes a round wakes the main task.
+            let lat = Arc::new(std::sync::Mutex::new(Vec::<f64>::with_capacity(n)));
+            let round_done = Arc::new(tokio::sync::Notify::new());
             let _holders: Vec<_> = conns
                 .into_iter()
                 .map(|ws| {
-                    let tx = tx.clone();
+                    let (lat, round_done) = (lat.clone(), round_done.clone());
                     tokio::spawn(hold(ws, move |line| {
-                        // The client shares the machine: find the timestamp without a full
-                        // JSON parse.
+                        // Find the timestamp without a full JSON parse.
                         let t = line
                             .split_once(r#""t":""#)
                             .and_then(|(_, rest)| rest.split_once('"'))
@@ -323,7 +372,11 @@ async fn main() {
                             let sent: u128 = t.parse().unwrap();
                             #[allow(clippy::cast_precision_loss)]
                             let ms = (now_nanos() - sent) as f64 / 1e6;
-                            let _ = tx.send(ms);
+                            let mut lat = lat.lock().unwrap();
+                            lat.push(ms);
+                            if lat.len() == n {
+                                round_done.notify_one();
+                            }
                         }
                     }))
                 })
@@ -334,14 +387,15 @@ async fn main() {
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
                 let t = now_nanos().to_string();
-                publish(&client, &base, json!({"channel": "bench:fan", "data": {"t": t}}), "publish").await;
-                let mut lat = Vec::with_capacity(n);
-                while lat.len() < n {
-                    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-                        Ok(Some(ms)) => lat.push(ms),
-                        _ => break,
-                    }
-                }
+                publish(
+                    &client,
+                    &base,
+                    json!({"channel": "bench:fan", "data": {"t": t}}),
+                    "publish",
+                )
+                .await;
+                let _ = tokio::time::timeout(Duration::from_secs(10), round_done.notified()).await;
+                let mut lat = std::mem::replace(&mut *lat.lock().unwrap(), Vec::with_capacity(n));
                 lat.sort_by(f64::total_cmp);
                 firsts.push(*lat.first().unwrap_or(&0.0));
                 p50s.push(percentile(&lat, 0.5));
@@ -375,10 +429,12 @@ async fn main() {
             let publishers = arg(&args, "--publishers", 2);
             let per_request = arg(&args, "--per-request", 100);
             // Each connection subscribes to 10 channels: deliveries per publication = n*10/k.
-            let conns = open_many(&url, n, 200, |c| {
-                (0..10).map(|j| format!("bench:t{}", (c + j * 7) % k)).collect()
-            })
-            .await;
+            let frames = frames(n, |c| {
+                (0..10)
+                    .map(|j| format!("bench:t{}", (c + j * 7) % k))
+                    .collect()
+            });
+            let conns = open_many(&server, frames, 200).await;
             let received = Arc::new(AtomicU64::new(0));
             let _holders: Vec<_> = conns
                 .into_iter()
@@ -391,11 +447,16 @@ async fn main() {
                 .collect();
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let channels: Vec<String> = (0..k).map(|i| format!("bench:t{i}")).collect();
-            let payload = json!({"event": "invoice.updated", "id": "123e4567-e89b-12d3-a456-426614174000"});
+            let payload =
+                json!({"event": "invoice.updated", "id": "123e4567-e89b-12d3-a456-426614174000"});
             let tasks: Vec<_> = (0..publishers)
                 .map(|p| {
-                    let (base, stop, channels, payload) =
-                        (base.clone(), stop.clone(), channels.clone(), payload.clone());
+                    let (base, stop, channels, payload) = (
+                        base.clone(),
+                        stop.clone(),
+                        channels.clone(),
+                        payload.clone(),
+                    );
                     tokio::spawn(async move {
                         let client = reqwest::Client::new();
                         let mut i = p;
@@ -403,7 +464,13 @@ async fn main() {
                             let chans: Vec<&String> = (0..per_request)
                                 .map(|j| &channels[(i + j) % channels.len()])
                                 .collect();
-                            publish(&client, &base, json!({"channels": chans, "data": payload}), "broadcast").await;
+                            publish(
+                                &client,
+                                &base,
+                                json!({"channels": chans, "data": payload}),
+                                "broadcast",
+                            )
+                            .await;
                             i += per_request;
                         }
                     })
@@ -438,7 +505,9 @@ async fn main() {
             );
         }
         _ => {
-            eprintln!("usage: gateway-load idle|connect|fanout|throughput --tollgate BIN [options]");
+            eprintln!(
+                "usage: gateway-load idle|connect|fanout|throughput --tollgate BIN [options]"
+            );
             std::process::exit(2);
         }
     }

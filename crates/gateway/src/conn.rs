@@ -1,21 +1,37 @@
-//! What every WebSocket session shares, whatever its protocol: timed writes and the
-//! per-connection command budget.
+//! What every WebSocket session shares, whatever its protocol: timed writes, the
+//! session's deadline timer and shutdown signal, and the per-connection command budget.
+//!
+//! A session loop runs once per delivery batch, so what it does per turn is paid per
+//! delivery at fan-out rates: the helpers here keep timers armed across turns instead of
+//! registering fresh ones.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// Longest a write may take before the peer is considered gone: a client that stops
 /// reading must not hold a session (and its slot) forever.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Runs a write, bounded by [`WRITE_TIMEOUT`]. The timer is armed only when the write
+/// cannot finish on its first poll: almost every write fits the socket buffer at once,
+/// and a timer registered and cancelled per write is a measurable share of fan-out.
+async fn bounded<F: Future<Output = Result<(), axum::Error>>>(write: F) -> bool {
+    let mut write = std::pin::pin!(write);
+    if let Poll::Ready(done) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await
+    {
+        return done.is_ok();
+    }
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
+}
+
 /// Writes one text frame; `false` when the peer is gone or too slow to take it.
 pub(crate) async fn write(socket: &mut WebSocket, frame: String) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(frame.into()))).await,
-        Ok(Ok(()))
-    )
+    bounded(socket.send(Message::Text(frame.into()))).await
 }
 
 /// Writes one text frame of shared bytes (UTF-8 by construction: JSON we encoded).
@@ -23,10 +39,47 @@ pub(crate) async fn write_bytes(socket: &mut WebSocket, frame: bytes::Bytes) -> 
     let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(frame) else {
         return false;
     };
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Text(text))).await,
-        Ok(Ok(()))
-    )
+    bounded(socket.send(Message::Text(text))).await
+}
+
+/// A session's deadline (stale, pong, expiry): one timer for the session's life, re-armed
+/// only when the deadline moves.
+#[derive(Debug)]
+pub(crate) struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Deadline {
+    pub(crate) fn new() -> Self {
+        Self {
+            // Never polled until a deadline is set.
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+        }
+    }
+
+    /// Resolves at `at`; never for `None`.
+    pub(crate) async fn until(&mut self, at: Option<Instant>) {
+        let Some(at) = at else {
+            return std::future::pending().await;
+        };
+        if self.armed != Some(at) {
+            self.sleep.as_mut().reset(at);
+            self.armed = Some(at);
+        }
+        self.sleep.as_mut().await;
+    }
+}
+
+/// Resolves when the gateway starts shutting down (the flag only ever flips to `true`);
+/// never if the gateway is dropped without a shutdown. One future per session, polled
+/// across turns: a fresh `changed()` per turn would take the shared channel's lock for
+/// every delivery of every connection.
+pub(crate) async fn shutdown(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    if stopping.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Sends a close frame (bounded in time; the peer may already be gone).

@@ -129,16 +129,13 @@ impl Session {
         self.gw.tollgate.now().seconds()
     }
 
-    fn next_deadline(&self) -> (Instant, u16, &'static str) {
+    /// The earliest timer that ends the session, if any.
+    fn next_deadline(&self) -> Option<(Instant, u16, &'static str)> {
         let s = &self.gw.settings;
-        let mut best = (
-            Instant::now() + Duration::from_secs(3600),
-            disconnect::SHUTDOWN,
-            "",
-        );
+        let mut best: Option<(Instant, u16, &'static str)> = None;
         let mut consider = |at: Instant, code: u16, reason: &'static str| {
-            if at < best.0 {
-                best = (at, code, reason);
+            if best.is_none_or(|(b, _, _)| at < b) {
+                best = Some((at, code, reason));
             }
         };
         if self.grant.is_none() {
@@ -168,13 +165,14 @@ impl Session {
             settings.presence_update_interval,
         );
         let queue = self.queue.clone();
-        let mut stopping = self.gw.stopping.clone();
+        let mut shutdown = std::pin::pin!(crate::conn::shutdown(self.gw.stopping.clone()));
+        let mut timer = crate::conn::Deadline::new();
         let mut control: Option<tokio::sync::mpsc::Receiver<crate::Control>> = None;
         let close: Option<Close> = loop {
             if control.is_none() {
                 control = self.control.take();
             }
-            let (deadline, timer_code, timer_reason) = self.next_deadline();
+            let deadline = self.next_deadline();
             let connected = self.grant.is_some();
             // What to write this turn, then whether to close.
             let (frame, end): (Option<String>, Option<Option<Close>>) = tokio::select! {
@@ -228,16 +226,13 @@ impl Session {
                     Ok(push) => (push, None),
                     Err(c) => (None, Some(Some(c))),
                 },
-                Ok(()) = stopping.changed() => {
+                () = &mut shutdown => {
                     (None, Some(Some(close(disconnect::SHUTDOWN, "shutdown"))))
                 }
-                () = tokio::time::sleep_until(deadline) => {
-                    if timer_code == disconnect::SHUTDOWN {
-                        (None, None)
-                    } else {
-                        (None, Some(Some(close(timer_code, timer_reason))))
-                    }
-                }
+                () = timer.until(deadline.map(|(at, _, _)| at)) => match deadline {
+                    Some((_, code, reason)) => (None, Some(Some(close(code, reason)))),
+                    None => (None, None),
+                },
             };
             if let Some(frame) = frame
                 && !write(&mut socket, frame).await

@@ -412,7 +412,8 @@ impl SwSession {
             self.gw.settings.presence_update_interval,
         );
         let queue = self.queue.clone();
-        let mut stopping = self.gw.stopping.clone();
+        let mut shutdown = std::pin::pin!(crate::conn::shutdown(self.gw.stopping.clone()));
+        let mut timer = crate::conn::Deadline::new();
         let mut control: Option<tokio::sync::mpsc::Receiver<crate::Control>> = None;
         let end: Option<End> = loop {
             if control.is_none() {
@@ -455,13 +456,8 @@ impl SwSession {
                         None => std::future::pending().await,
                     }
                 } => self.apply(ctrl).await,
-                Ok(()) = stopping.changed() => (Vec::new(), Some(Some((close::RESTART, "shutdown")))),
-                () = async {
-                    match deadline {
-                        Some((at, _, _)) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                () = &mut shutdown => (Vec::new(), Some(Some((close::RESTART, "shutdown")))),
+                () = timer.until(deadline.map(|(at, _, _)| at)) => {
                     let (_, code, reason) = deadline.unwrap_or((Instant::now(), close::NORMAL, ""));
                     (Vec::new(), Some(Some((code, reason))))
                 }

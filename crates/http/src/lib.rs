@@ -47,9 +47,14 @@ impl Default for HttpSettings {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach. Cloned for every request (axum hands each `State`
+/// extractor its own copy), so it is one `Arc` rather than a dozen.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     pub tollgate: Tollgate,
     pub metrics: Arc<metrics::HttpMetrics>,
     pub gateway: Gateway,
@@ -61,18 +66,26 @@ pub struct AppState {
     pub(crate) idempotency: Arc<idempotency::Idempotency>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     /// State around a service and its gateway, with fresh metrics.
     #[must_use]
     pub fn new(tollgate: Tollgate, gateway: Gateway, api_key: Option<String>) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             tollgate,
             metrics: Arc::default(),
             gateway,
             api_key: api_key.map(Arc::from),
             node_id: Arc::from(uuid::Uuid::new_v4().to_string()),
             idempotency: Arc::default(),
-        }
+        }))
     }
 }
 

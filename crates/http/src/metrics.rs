@@ -21,10 +21,18 @@ struct Histogram {
     sum: f64,
 }
 
+/// One route's counters: per (method, status), and its latency histogram.
+#[derive(Debug, Default)]
+struct RouteSeries {
+    /// A handful of (method, status) pairs per route: a short list beats a map, and a
+    /// repeat request allocates nothing.
+    requests: Vec<(String, u16, u64)>,
+    durations: Histogram,
+}
+
 #[derive(Debug, Default)]
 struct Series {
-    requests: BTreeMap<(String, String, u16), u64>,
-    durations: BTreeMap<String, Histogram>,
+    routes: BTreeMap<String, RouteSeries>,
 }
 
 /// Request counters and latency histograms.
@@ -41,10 +49,22 @@ impl HttpMetrics {
             .series
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *s.requests
-            .entry((route.to_owned(), method.to_owned(), status))
-            .or_default() += 1;
-        let h = s.durations.entry(route.to_owned()).or_default();
+        // Lookups by `&str`: only a route's first request allocates its key.
+        if !s.routes.contains_key(route) {
+            s.routes.insert(route.to_owned(), RouteSeries::default());
+        }
+        let Some(r) = s.routes.get_mut(route) else {
+            return;
+        };
+        match r
+            .requests
+            .iter_mut()
+            .find(|(m, st, _)| *st == status && m == method)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => r.requests.push((method.to_owned(), status, 1)),
+        }
+        let h = &mut r.durations;
         for (bound, count) in BUCKETS.iter().zip(h.counts.iter_mut()) {
             if secs <= *bound {
                 *count += 1;
@@ -74,7 +94,17 @@ impl HttpMetrics {
             "# HELP tollgate_http_requests_total HTTP requests served."
         );
         let _ = writeln!(out, "# TYPE tollgate_http_requests_total counter");
-        for ((route, method, status), n) in &s.requests {
+        let mut requests: Vec<(&str, &str, u16, u64)> = s
+            .routes
+            .iter()
+            .flat_map(|(route, r)| {
+                r.requests
+                    .iter()
+                    .map(move |(m, status, n)| (route.as_str(), m.as_str(), *status, *n))
+            })
+            .collect();
+        requests.sort_unstable();
+        for (route, method, status, n) in requests {
             let _ = writeln!(
                 out,
                 "tollgate_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
@@ -90,7 +120,8 @@ impl HttpMetrics {
             out,
             "# TYPE tollgate_http_request_duration_seconds histogram"
         );
-        for (route, h) in &s.durations {
+        for (route, r) in &s.routes {
+            let h = &r.durations;
             let route = escape(route);
             for (bound, count) in BUCKETS.iter().zip(h.counts.iter()) {
                 let _ = writeln!(
