@@ -72,18 +72,21 @@ struct Server {
 
 struct TempDir(std::path::PathBuf);
 
-/// CPU seconds (user + system) of a process, from `/proc/<pid>/stat`.
-fn cpu_secs(pid: u32) -> f64 {
+/// CPU seconds of a process in user space and in the kernel, from `/proc/<pid>/stat`.
+fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (ticks(11), ticks(12))
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_secs(pid: u32) -> f64 {
+    let (user, sys) = cpu_split(pid);
+    user + sys
 }
 
 impl Drop for TempDir {
@@ -157,6 +160,11 @@ impl Server {
     /// CPU seconds the server has used (user + system).
     fn cpu_secs(&self) -> f64 {
         cpu_secs(self.child.id().unwrap())
+    }
+
+    /// CPU seconds the server has used, (user, system).
+    fn cpu_split(&self) -> (f64, f64) {
+        cpu_split(self.child.id().unwrap())
     }
 
     fn ws_url(&self) -> String {
@@ -383,6 +391,7 @@ async fn main() {
                 .collect();
             let client = reqwest::Client::new();
             let (server_cpu, own_cpu) = (server.cpu_secs(), cpu_secs(std::process::id()));
+            let (server_sys, own_sys) = (server.cpu_split().1, cpu_split(std::process::id()).1);
             let (mut p50s, mut p99s, mut maxes, mut firsts) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
@@ -413,11 +422,16 @@ async fn main() {
                 per_round(server.cpu_secs() - server_cpu),
                 per_round(cpu_secs(std::process::id()) - own_cpu),
             );
+            let (server_sys_ms, client_sys_ms) = (
+                per_round(server.cpu_split().1 - server_sys),
+                per_round(cpu_split(std::process::id()).1 - own_sys),
+            );
             println!(
                 "RESULT {}",
                 json!({"mode": "fanout", "subscribers": n, "rounds": rounds,
                        "first_receipt_ms_median": median(firsts),
                        "server_cpu_ms_per_round": server_ms, "client_cpu_ms_per_round": client_ms,
+                       "server_kernel_ms_per_round": server_sys_ms, "client_kernel_ms_per_round": client_sys_ms,
                        "p50_ms_median": median(p50s), "p99_ms_median": median(p99s.clone()),
                        "p99_ms_min": lo99, "p99_ms_max": hi99, "last_receipt_ms_median": median(maxes)})
             );
