@@ -11,7 +11,8 @@
 //! - `throughput --conns N --channels K --seconds S`: N subscribers over K channels,
 //!   publishers broadcasting as fast as they can; deliveries per second received.
 //!
-//! Each prints one `RESULT {json}` line for `bench/run`.
+//! Each prints one `RESULT {json}` line for `bench/run`. `--server-cpus LIST` pins the
+//! server with `taskset` (run the client itself under `taskset` for the other CPUs).
 //!
 //! The client shares the machine with the server, so it is built to cost less than the
 //! server per connection and per receipt: tokens are signed before the clock starts, each
@@ -79,7 +80,13 @@ fn cpu_split(pid: u32) -> (f64, f64) {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 100.0
+    };
     (ticks(11), ticks(12))
 }
 
@@ -96,7 +103,9 @@ impl Drop for TempDir {
 }
 
 impl Server {
-    async fn start(bin: &str) -> Self {
+    /// Starts the server; with `cpus` (a `taskset` list such as `0`), pinned to those CPUs
+    /// so its share of the machine is fixed and the client can be pinned to the others.
+    async fn start(bin: &str, cpus: Option<&str>) -> Self {
         let dir = std::env::temp_dir().join(format!("gateway-load-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("tollgate.toml");
@@ -105,7 +114,15 @@ impl Server {
             "[gateway.namespaces.bench]\nallow_subscribe_for_client = true\n",
         )
         .unwrap();
-        let mut child = tokio::process::Command::new(bin)
+        let mut command = match cpus {
+            Some(list) => {
+                let mut c = tokio::process::Command::new("taskset");
+                c.args(["-c", list, bin]);
+                c
+            }
+            None => tokio::process::Command::new(bin),
+        };
+        let mut child = command
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -317,7 +334,12 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "target/release/tollgate".to_owned());
-    let server = Server::start(&bin).await;
+    let server_cpus = args
+        .iter()
+        .position(|a| a == "--server-cpus")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let server = Server::start(&bin, server_cpus.as_deref()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = format!("http://{}", server.addr);
     match mode.as_str() {

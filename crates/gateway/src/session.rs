@@ -154,6 +154,9 @@ impl Session {
         best
     }
 
+    /// Runs the session until it ends. The command handlers are boxed: an idle connection's
+    /// task then holds only the loop's own state (the select over its sources), not room
+    /// for the largest command in flight, which keeps idle connections to a few KB.
     pub(crate) async fn run(mut self, mut socket: WebSocket) {
         let settings = self.gw.settings.clone();
         let mut ping = tokio::time::interval_at(
@@ -178,7 +181,7 @@ impl Session {
             let (frame, end): (Option<String>, Option<Option<Close>>) = tokio::select! {
                 msg = socket.recv() => match msg {
                     Some(Ok(Message::Text(text))) => {
-                        match self.handle_frame(text.as_str(), &mut socket).await {
+                        match Box::pin(self.handle_frame(text.as_str(), &mut socket)).await {
                             Ok(close) => (None, close.map(Some)),
                             Err(()) => (None, Some(None)),
                         }
@@ -213,7 +216,7 @@ impl Session {
                         (None, None)
                     }
                 }
-                _ = tick.tick(), if connected => match self.on_tick().await {
+                _ = tick.tick(), if connected => match Box::pin(self.on_tick()).await {
                     Ok(pushes) => ((!pushes.is_empty()).then(|| pushes.join("\n")), None),
                     Err(c) => (None, Some(Some(c))),
                 },
@@ -222,7 +225,7 @@ impl Session {
                         Some(rx) => rx.recv().await,
                         None => std::future::pending().await,
                     }
-                } => match self.apply(ctrl).await {
+                } => match Box::pin(self.apply(ctrl)).await {
                     Ok(push) => (push, None),
                     Err(c) => (None, Some(Some(c))),
                 },
@@ -247,7 +250,7 @@ impl Session {
             self.gw.metrics.disconnected(code);
             crate::conn::close(&mut socket, code, &reason).await;
         }
-        self.cleanup().await;
+        Box::pin(self.cleanup()).await;
     }
 }
 

@@ -423,7 +423,7 @@ impl SwSession {
             let deadline = self.next_deadline();
             let (frames, end): Turn = tokio::select! {
                 msg = socket.recv() => match msg {
-                    Some(Ok(Message::Text(text))) => self.handle(text.as_str()).await,
+                    Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str())).await,
                     Some(Ok(Message::Binary(_))) => {
                         (Vec::new(), Some(Some((close::BAD_MESSAGE, "binary frames are not supported"))))
                     }
@@ -447,7 +447,7 @@ impl SwSession {
                     }
                 }
                 _ = tick.tick(), if connected => {
-                    self.refresh_presence().await;
+                    Box::pin(self.refresh_presence()).await;
                     (Vec::new(), None)
                 }
                 Some(ctrl) = async {
@@ -455,7 +455,7 @@ impl SwSession {
                         Some(rx) => rx.recv().await,
                         None => std::future::pending().await,
                     }
-                } => self.apply(ctrl).await,
+                } => Box::pin(self.apply(ctrl)).await,
                 () = &mut shutdown => (Vec::new(), Some(Some((close::RESTART, "shutdown")))),
                 () = timer.until(deadline.map(|(at, _, _)| at)) => {
                     let (_, code, reason) = deadline.unwrap_or((Instant::now(), close::NORMAL, ""));
@@ -484,7 +484,7 @@ impl SwSession {
                 self.said_goodbye = true;
             }
         }
-        self.cleanup().await;
+        Box::pin(self.cleanup()).await;
     }
 
     async fn cleanup(&mut self) {
