@@ -11,6 +11,11 @@
 //! - `throughput --conns N --channels K --seconds S`: N subscribers over K channels,
 //!   publishers broadcasting as fast as they can; deliveries per second received.
 //!
+//! - `floor --n N --rounds R`: the fan-out's floor on this machine, without Tollgate: a
+//!   child process writes one small message to each of N plain TCP sockets in loops of
+//!   blocking writes on two threads (no WebSocket, no runtime), and this process reads them as the
+//!   `fanout` client does, minus WebSocket framing. Latency as for `fanout`.
+//!
 //! Each prints one `RESULT {json}` line for `bench/run`. `--server-cpus LIST` pins the
 //! server with `taskset` (run the client itself under `taskset` for the other CPUs).
 //!
@@ -241,19 +246,64 @@ async fn connect(server: std::net::SocketAddr, url: &str, k: usize, frame: Strin
     ws
 }
 
-/// Reads a connection until it closes, answering pings; calls `on_pub` per publication.
+/// Reads a connection until it closes, answering the server's `{}` pings; calls `on_pub`
+/// per publication. After the handshake the client reads frames itself (server frames are
+/// unmasked, and Tollgate never fragments them): a WebSocket library's per-message work is
+/// more than a load client sharing the server's two cores should spend.
 async fn hold(mut ws: Ws, on_pub: impl Fn(&str)) {
-    while let Some(Ok(msg)) = ws.next().await {
-        if let Message::Text(t) = msg {
-            for line in t.as_str().split('\n') {
-                if line == "{}" {
-                    let _ = ws.send(Message::Text("{}".into())).await;
-                } else if line.contains(r#""pub""#) {
-                    on_pub(line);
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A masked text frame `{}` (mask 0: the server unmasks it like any other).
+    const PONG: [u8; 8] = [0x81, 0x82, 0, 0, 0, 0, b'{', b'}'];
+    let stream = ws.get_mut();
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let (mut at, mut pings) = (0, 0);
+        while let Some((opcode, payload, len)) = frame(&buf[at..]) {
+            match opcode {
+                0x1 => {
+                    for line in std::str::from_utf8(payload).unwrap_or("").split('\n') {
+                        if line == "{}" {
+                            pings += 1;
+                        } else if line.contains(r#""pub""#) {
+                            on_pub(line);
+                        }
+                    }
                 }
+                0x8 => return,
+                _ => {}
+            }
+            at += len;
+        }
+        buf.drain(..at);
+        for _ in 0..pings {
+            if stream.write_all(&PONG).await.is_err() {
+                return;
             }
         }
     }
+}
+
+/// The first whole frame in `b`: (opcode, payload, bytes it takes), or `None` if `b` holds
+/// less than one frame.
+fn frame(b: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (&first, &second) = (b.first()?, b.get(1)?);
+    let (len, header) = match second & 0x7f {
+        126 => (usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])), 4),
+        127 => (
+            usize::try_from(u64::from_be_bytes(b.get(2..10)?.try_into().ok()?)).ok()?,
+            10,
+        ),
+        n => (usize::from(n), 2),
+    };
+    let payload = b.get(header..header + len)?;
+    Some((first & 0x0f, payload, header + len))
 }
 
 /// Opens one connection per frame, at most `concurrency` handshakes at a time, spread over
@@ -324,10 +374,116 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The writer half of `floor`, run as a child process: accepts `n` connections, prints its
+/// port, then for each line on stdin writes a timestamp line to every socket.
+fn floor_writer(n: usize) {
+    use std::io::{BufRead as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    println!("PORT {}", listener.local_addr().unwrap().port());
+    std::io::stdout().flush().unwrap();
+    let mut socks: Vec<std::net::TcpStream> = (0..n)
+        .map(|_| {
+            let (s, _) = listener.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            s
+        })
+        .collect();
+    for line in std::io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+        let msg = format!("{}\n", now_nanos());
+        // Two writer threads, as the server has two runtime workers on this machine.
+        let half = socks.len().div_ceil(2).max(1);
+        std::thread::scope(|scope| {
+            for chunk in socks.chunks_mut(half) {
+                let msg = msg.as_bytes();
+                scope.spawn(move || {
+                    for s in chunk {
+                        s.write_all(msg).unwrap();
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// `floor`: the same fan-out as `fanout`, from the minimal writer above to plain sockets.
+async fn floor(n: usize, rounds: usize) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["floor-writer", "--n", &n.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().unwrap();
+    let port: u16 = line.strip_prefix("PORT ").unwrap().parse().unwrap();
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let lat = Arc::new(std::sync::Mutex::new(Vec::<f64>::with_capacity(n)));
+    let round_done = Arc::new(tokio::sync::Notify::new());
+    for k in 0..n {
+        #[allow(clippy::cast_possible_truncation)]
+        let source =
+            std::net::Ipv4Addr::new(127, 0, 1 + (k / 250 % 250) as u8, 1 + (k % 250) as u8);
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let mut stream = socket.connect(server).await.unwrap();
+        let (lat, round_done) = (lat.clone(), round_done.clone());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(len @ 1..) = stream.read(&mut buf).await {
+                let text = std::str::from_utf8(&buf[..len]).unwrap_or("");
+                for t in text.split_terminator('\n') {
+                    let sent: u128 = t.parse().unwrap();
+                    #[allow(clippy::cast_precision_loss)]
+                    let ms = (now_nanos() - sent) as f64 / 1e6;
+                    let mut lat = lat.lock().unwrap();
+                    lat.push(ms);
+                    if lat.len() == n {
+                        round_done.notify_one();
+                    }
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = child.id().unwrap();
+    let (writer_cpu, own_cpu) = (cpu_secs(writer), cpu_secs(std::process::id()));
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        stdin.write_all(b"go\n").await.unwrap();
+        stdin.flush().await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), round_done.notified()).await;
+        let mut lat = std::mem::replace(&mut *lat.lock().unwrap(), Vec::with_capacity(n));
+        lat.sort_by(f64::total_cmp);
+        p50s.push(percentile(&lat, 0.5));
+        p99s.push(percentile(&lat, 0.99));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let per_round = |v: f64| v * 1000.0 / rounds as f64;
+    println!(
+        "RESULT {}",
+        json!({"mode": "floor", "subscribers": n, "rounds": rounds,
+               "p50_ms_median": median(p50s), "p99_ms_median": median(p99s),
+               "writer_cpu_ms_per_round": per_round(cpu_secs(writer) - writer_cpu),
+               "client_cpu_ms_per_round": per_round(cpu_secs(std::process::id()) - own_cpu)})
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).cloned().unwrap_or_default();
+    match mode.as_str() {
+        "floor-writer" => return floor_writer(arg(&args, "--n", 10_000)),
+        "floor" => return floor(arg(&args, "--n", 10_000), arg(&args, "--rounds", 20)).await,
+        _ => {}
+    }
     let bin = args
         .iter()
         .position(|a| a == "--tollgate")
