@@ -215,11 +215,10 @@ fn connect_frame(user: &str, channels: &[String]) -> String {
 /// Opens connection number `k` from its own loopback source address, sends its
 /// connect/subscribe frame and returns the socket once every reply is in.
 async fn connect(server: std::net::SocketAddr, url: &str, k: usize, frame: String) -> Ws {
-    #[allow(clippy::cast_possible_truncation)]
-    let source = std::net::Ipv4Addr::new(127, 0, 1 + (k / 250 % 250) as u8, 1 + (k % 250) as u8);
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind((source, 0).into()).unwrap();
-    let stream = socket.connect(server).await.expect("tcp connect");
+    let stream = loopback_socket(k)
+        .connect(server)
+        .await
+        .expect("tcp connect");
     stream.set_nodelay(true).unwrap();
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -374,6 +373,58 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A socket bound to connection `k`'s own loopback source address (127.0.x.y), so the
+/// kernel's ephemeral-port search does not grow with every connection to one address.
+fn loopback_socket(k: usize) -> tokio::net::TcpSocket {
+    #[allow(clippy::cast_possible_truncation)]
+    let source = std::net::Ipv4Addr::new(127, 0, 1 + (k / 250 % 250) as u8, 1 + (k % 250) as u8);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    socket
+}
+
+/// One round's receipt latencies, shared by every connection's reader (no message per
+/// receipt to a collector task); the receipt that completes a round wakes the main task.
+struct Receipts {
+    n: usize,
+    latencies: std::sync::Mutex<Vec<f64>>,
+    done: tokio::sync::Notify,
+}
+
+impl Receipts {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self {
+            n,
+            latencies: std::sync::Mutex::new(Vec::with_capacity(n)),
+            done: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Records a receipt of a message stamped `sent` (Unix nanoseconds, as text).
+    fn record(&self, sent: &str) {
+        let sent: u128 = sent.parse().unwrap();
+        #[allow(clippy::cast_precision_loss)]
+        let ms = (now_nanos() - sent) as f64 / 1e6;
+        let mut latencies = self.latencies.lock().unwrap();
+        latencies.push(ms);
+        if latencies.len() == self.n {
+            self.done.notify_one();
+        }
+    }
+
+    /// Waits for the round's last receipt (10 s at most) and returns the round's
+    /// latencies, sorted.
+    async fn round(&self) -> Vec<f64> {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.done.notified()).await;
+        let mut lat = std::mem::replace(
+            &mut *self.latencies.lock().unwrap(),
+            Vec::with_capacity(self.n),
+        );
+        lat.sort_by(f64::total_cmp);
+        lat
+    }
+}
+
 /// The writer half of `floor`, run as a child process: accepts `n` connections, prints its
 /// port, then for each line on stdin writes a timestamp line to every socket.
 fn floor_writer(n: usize) {
@@ -422,29 +473,16 @@ async fn floor(n: usize, rounds: usize) {
     let line = lines.next_line().await.unwrap().unwrap();
     let port: u16 = line.strip_prefix("PORT ").unwrap().parse().unwrap();
     let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let lat = Arc::new(std::sync::Mutex::new(Vec::<f64>::with_capacity(n)));
-    let round_done = Arc::new(tokio::sync::Notify::new());
+    let receipts = Receipts::new(n);
     for k in 0..n {
-        #[allow(clippy::cast_possible_truncation)]
-        let source =
-            std::net::Ipv4Addr::new(127, 0, 1 + (k / 250 % 250) as u8, 1 + (k % 250) as u8);
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind((source, 0).into()).unwrap();
-        let mut stream = socket.connect(server).await.unwrap();
-        let (lat, round_done) = (lat.clone(), round_done.clone());
+        let mut stream = loopback_socket(k).connect(server).await.unwrap();
+        let receipts = receipts.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 4096];
             while let Ok(len @ 1..) = stream.read(&mut buf).await {
                 let text = std::str::from_utf8(&buf[..len]).unwrap_or("");
                 for t in text.split_terminator('\n') {
-                    let sent: u128 = t.parse().unwrap();
-                    #[allow(clippy::cast_precision_loss)]
-                    let ms = (now_nanos() - sent) as f64 / 1e6;
-                    let mut lat = lat.lock().unwrap();
-                    lat.push(ms);
-                    if lat.len() == n {
-                        round_done.notify_one();
-                    }
+                    receipts.record(t);
                 }
             }
         });
@@ -457,9 +495,7 @@ async fn floor(n: usize, rounds: usize) {
     for _ in 0..rounds {
         stdin.write_all(b"go\n").await.unwrap();
         stdin.flush().await.unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(10), round_done.notified()).await;
-        let mut lat = std::mem::replace(&mut *lat.lock().unwrap(), Vec::with_capacity(n));
-        lat.sort_by(f64::total_cmp);
+        let lat = receipts.round().await;
         p50s.push(percentile(&lat, 0.5));
         p99s.push(percentile(&lat, 0.99));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -540,29 +576,18 @@ async fn main() {
             let n = arg(&args, "--n", 10_000);
             let rounds = arg(&args, "--rounds", 20);
             let conns = open_many(&server, frames(n, |_| vec!["bench:fan".to_owned()]), 200).await;
-            // Receipts go into one shared list (no message per receipt to a collector
-            // task); the receipt that completes a round wakes the main task.
-            let lat = Arc::new(std::sync::Mutex::new(Vec::<f64>::with_capacity(n)));
-            let round_done = Arc::new(tokio::sync::Notify::new());
+            let receipts = Receipts::new(n);
             let _holders: Vec<_> = conns
                 .into_iter()
                 .map(|ws| {
-                    let (lat, round_done) = (lat.clone(), round_done.clone());
+                    let receipts = receipts.clone();
                     tokio::spawn(hold(ws, move |line| {
                         // Find the timestamp without a full JSON parse.
-                        let t = line
+                        if let Some((t, _)) = line
                             .split_once(r#""t":""#)
                             .and_then(|(_, rest)| rest.split_once('"'))
-                            .map(|(t, _)| t);
-                        if let Some(t) = t {
-                            let sent: u128 = t.parse().unwrap();
-                            #[allow(clippy::cast_precision_loss)]
-                            let ms = (now_nanos() - sent) as f64 / 1e6;
-                            let mut lat = lat.lock().unwrap();
-                            lat.push(ms);
-                            if lat.len() == n {
-                                round_done.notify_one();
-                            }
+                        {
+                            receipts.record(t);
                         }
                     }))
                 })
@@ -581,9 +606,7 @@ async fn main() {
                     "publish",
                 )
                 .await;
-                let _ = tokio::time::timeout(Duration::from_secs(10), round_done.notified()).await;
-                let mut lat = std::mem::replace(&mut *lat.lock().unwrap(), Vec::with_capacity(n));
-                lat.sort_by(f64::total_cmp);
+                let lat = receipts.round().await;
                 firsts.push(*lat.first().unwrap_or(&0.0));
                 p50s.push(percentile(&lat, 0.5));
                 p99s.push(percentile(&lat, 0.99));
