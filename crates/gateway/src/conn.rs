@@ -132,3 +132,48 @@ impl Budget {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `fut` completes within `within` of (paused, auto-advancing) time.
+    async fn done_within(fut: impl Future<Output = ()>, within: Duration) -> bool {
+        tokio::time::timeout(within, fut).await.is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_fires_when_due_follows_moves_and_never_fires_without_one() {
+        let mut timer = Deadline::new();
+        let start = Instant::now();
+        // No deadline: pending for as long as anyone waits.
+        assert!(!done_within(timer.until(None), Duration::from_secs(3600)).await);
+
+        // A deadline 10 s out: not yet after 9 s, fired by 10 s.
+        let at = start + Duration::from_secs(3610);
+        assert!(!done_within(timer.until(Some(at)), Duration::from_secs(9)).await);
+        assert!(done_within(timer.until(Some(at)), Duration::from_secs(2)).await);
+        assert!(Instant::now() >= at);
+
+        // Moved later: the fired timer is re-armed, not reported again at once.
+        let later = Instant::now() + Duration::from_secs(30);
+        assert!(!done_within(timer.until(Some(later)), Duration::from_secs(10)).await);
+        // Moved earlier than what is armed (20 s left): fires at the new time.
+        let earlier = Instant::now() + Duration::from_secs(5);
+        assert!(done_within(timer.until(Some(earlier)), Duration::from_secs(6)).await);
+        assert!(Instant::now() >= earlier && Instant::now() < later);
+    }
+
+    #[tokio::test]
+    async fn shutdown_resolves_on_the_flag_even_if_it_flipped_before() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        // Flipped before the session's future exists: still seen.
+        tx.send(true).expect("receiver alive");
+        assert!(done_within(shutdown(rx.clone()), Duration::from_secs(1)).await);
+
+        // A gateway dropped without a shutdown never ends its sessions this way.
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        drop(tx);
+        assert!(!done_within(shutdown(rx), Duration::from_millis(50)).await);
+    }
+}
