@@ -181,4 +181,30 @@ mod tests {
         assert!(text.contains("_count{route=\"/a\"} 3"));
         assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
     }
+
+    #[test]
+    fn series_come_out_sorted_by_route_method_status() {
+        let m = HttpMetrics::default();
+        m.observe("/b", "GET", 200, Duration::from_millis(1));
+        m.observe("/a", "POST", 200, Duration::from_millis(1));
+        m.observe("/a", "GET", 404, Duration::from_millis(1));
+        m.observe("/a", "GET", 200, Duration::from_millis(1));
+        let text = m.render();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tollgate_http_requests_total{"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                r#"tollgate_http_requests_total{route="/a",method="GET",status="200"} 1"#,
+                r#"tollgate_http_requests_total{route="/a",method="GET",status="404"} 1"#,
+                r#"tollgate_http_requests_total{route="/a",method="POST",status="200"} 1"#,
+                r#"tollgate_http_requests_total{route="/b",method="GET",status="200"} 1"#,
+            ]
+        );
+        let a = text.find(r#"_count{route="/a"} 3"#).expect("a's histogram");
+        let b = text.find(r#"_count{route="/b"} 1"#).expect("b's histogram");
+        assert!(a < b);
+    }
 }
