@@ -59,9 +59,13 @@ impl Deadline {
         }
     }
 
-    /// Resolves at `at`; never for `None`.
-    pub(crate) async fn until(&mut self, at: Option<Instant>) {
-        let Some(at) = at else {
+    /// Resolves when `deadline` (when, close code, reason) is due, with its close code and
+    /// reason; never for `None`.
+    pub(crate) async fn until(
+        &mut self,
+        deadline: Option<(Instant, u16, &'static str)>,
+    ) -> (u16, &'static str) {
+        let Some((at, code, reason)) = deadline else {
             return std::future::pending().await;
         };
         if self.armed != Some(at) {
@@ -69,6 +73,7 @@ impl Deadline {
             self.armed = Some(at);
         }
         self.sleep.as_mut().await;
+        (code, reason)
     }
 }
 
@@ -138,8 +143,13 @@ mod tests {
     use super::*;
 
     /// Whether `fut` completes within `within` of (paused, auto-advancing) time.
-    async fn done_within(fut: impl Future<Output = ()>, within: Duration) -> bool {
+    async fn done_within<T>(fut: impl Future<Output = T>, within: Duration) -> bool {
         tokio::time::timeout(within, fut).await.is_ok()
+    }
+
+    /// A deadline at `at` that closes with 3012.
+    fn due(at: Instant) -> Option<(Instant, u16, &'static str)> {
+        Some((at, 3012, "no pong"))
     }
 
     #[tokio::test(start_paused = true)]
@@ -151,16 +161,16 @@ mod tests {
 
         // A deadline 10 s out: not yet after 9 s, fired by 10 s.
         let at = start + Duration::from_secs(3610);
-        assert!(!done_within(timer.until(Some(at)), Duration::from_secs(9)).await);
-        assert!(done_within(timer.until(Some(at)), Duration::from_secs(2)).await);
+        assert!(!done_within(timer.until(due(at)), Duration::from_secs(9)).await);
+        assert_eq!(timer.until(due(at)).await, (3012, "no pong"));
         assert!(Instant::now() >= at);
 
         // Moved later: the fired timer is re-armed, not reported again at once.
         let later = Instant::now() + Duration::from_secs(30);
-        assert!(!done_within(timer.until(Some(later)), Duration::from_secs(10)).await);
+        assert!(!done_within(timer.until(due(later)), Duration::from_secs(10)).await);
         // Moved earlier than what is armed (20 s left): fires at the new time.
         let earlier = Instant::now() + Duration::from_secs(5);
-        assert!(done_within(timer.until(Some(earlier)), Duration::from_secs(6)).await);
+        assert!(done_within(timer.until(due(earlier)), Duration::from_secs(6)).await);
         assert!(Instant::now() >= earlier && Instant::now() < later);
     }
 

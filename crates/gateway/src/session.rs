@@ -175,7 +175,6 @@ impl Session {
             if control.is_none() {
                 control = self.control.take();
             }
-            let deadline = self.next_deadline();
             let connected = self.grant.is_some();
             // What to write this turn, then whether to close.
             let (frame, end): (Option<String>, Option<Option<Close>>) = tokio::select! {
@@ -232,10 +231,9 @@ impl Session {
                 () = &mut shutdown => {
                     (None, Some(Some(close(disconnect::SHUTDOWN, "shutdown"))))
                 }
-                () = timer.until(deadline.map(|(at, _, _)| at)) => match deadline {
-                    Some((_, code, reason)) => (None, Some(Some(close(code, reason)))),
-                    None => (None, None),
-                },
+                (code, reason) = timer.until(self.next_deadline()) => {
+                    (None, Some(Some(close(code, reason))))
+                }
             };
             if let Some(frame) = frame
                 && !write(&mut socket, frame).await

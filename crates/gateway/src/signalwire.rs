@@ -420,7 +420,6 @@ impl SwSession {
                 control = self.control.take();
             }
             let connected = self.grant.is_some();
-            let deadline = self.next_deadline();
             let (frames, end): Turn = tokio::select! {
                 msg = socket.recv() => match msg {
                     Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str())).await,
@@ -457,8 +456,7 @@ impl SwSession {
                     }
                 } => Box::pin(self.apply(ctrl)).await,
                 () = &mut shutdown => (Vec::new(), Some(Some((close::RESTART, "shutdown")))),
-                () = timer.until(deadline.map(|(at, _, _)| at)) => {
-                    let (_, code, reason) = deadline.unwrap_or((Instant::now(), close::NORMAL, ""));
+                (code, reason) = timer.until(self.next_deadline()) => {
                     (Vec::new(), Some(Some((code, reason))))
                 }
             };
