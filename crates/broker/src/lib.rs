@@ -6,6 +6,11 @@
 //! fallible so a Redis implementation can sit behind the same trait; [`MemoryBroker`] is
 //! the in-process one.
 //!
+//! Every channel belongs to one project: the broker keys everything — subscribers,
+//! history and stream positions, presence — by [`ChannelKey`] (project, name), so two
+//! projects using the same channel name share nothing. Names inside a key are what
+//! clients see and send, byte for byte.
+//!
 //! Fan-out never waits for a subscriber: each connection has a bounded [`Queue`]
 //! (by bytes); a publication that does not fit marks that queue overflowed, and the
 //! gateway disconnects the slow consumer (Centrifugo's code 3008) instead of stalling the
@@ -22,6 +27,43 @@ use bytes::Bytes;
 
 pub use memory::{DEFAULT_MAX_HISTORY_BYTES, DEFAULT_META_TTL, MemoryBroker};
 pub use queue::{Queue, QueueState};
+
+/// A channel as the broker keys it: the project it belongs to, then the name its clients
+/// use. There is no way to reach a channel without naming its project.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelKey {
+    project: uuid::Uuid,
+    name: Arc<str>,
+}
+
+impl ChannelKey {
+    /// The channel `name` of `project`.
+    #[must_use]
+    pub fn new(project: uuid::Uuid, name: &str) -> Self {
+        Self {
+            project,
+            name: Arc::from(name),
+        }
+    }
+
+    /// The project the channel belongs to.
+    #[must_use]
+    pub fn project(&self) -> uuid::Uuid {
+        self.project
+    }
+
+    /// The channel's name, as its clients see it.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name, shared.
+    #[must_use]
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+}
 
 /// One message in a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +131,8 @@ pub enum Event {
     Update(Bytes),
 }
 
-/// An event with the channel it happened in.
+/// An event with the channel it happened in. Only the name travels: a queue belongs to one
+/// connection of one project, so it only ever receives that project's channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub channel: Arc<str>,
@@ -164,45 +207,56 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// Returns the stream position it got.
     async fn publish(
         &self,
-        channel: &str,
+        channel: &ChannelKey,
         publication: NewPublication,
         history: Option<HistoryPolicy>,
     ) -> Result<StreamPosition, BrokerError>;
 
     /// Tells subscribers that a client joined, left or changed (`Event::Join`, `Leave`,
     /// `Update`).
-    async fn publish_presence_event(&self, channel: &str, event: Event) -> Result<(), BrokerError>;
+    async fn publish_presence_event(
+        &self,
+        channel: &ChannelKey,
+        event: Event,
+    ) -> Result<(), BrokerError>;
 
     /// Registers `queue` as a local subscriber of `channel`.
-    async fn subscribe(&self, channel: &str, queue: &Arc<Queue>) -> Result<(), BrokerError>;
+    async fn subscribe(&self, channel: &ChannelKey, queue: &Arc<Queue>) -> Result<(), BrokerError>;
 
     /// Removes `queue` from `channel`.
-    async fn unsubscribe(&self, channel: &str, queue: &Queue) -> Result<(), BrokerError>;
+    async fn unsubscribe(&self, channel: &ChannelKey, queue: &Queue) -> Result<(), BrokerError>;
 
     /// Reads history.
-    async fn history(&self, channel: &str, query: HistoryQuery<'_>)
-    -> Result<History, BrokerError>;
+    async fn history(
+        &self,
+        channel: &ChannelKey,
+        query: HistoryQuery<'_>,
+    ) -> Result<History, BrokerError>;
 
     /// Drops a channel's history (the stream position is kept).
-    async fn remove_history(&self, channel: &str) -> Result<(), BrokerError>;
+    async fn remove_history(&self, channel: &ChannelKey) -> Result<(), BrokerError>;
 
     /// Adds or refreshes a client's presence for `ttl`.
     async fn add_presence(
         &self,
-        channel: &str,
+        channel: &ChannelKey,
         entry: PresenceEntry,
         ttl: Duration,
     ) -> Result<(), BrokerError>;
 
     /// Removes a client's presence.
-    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BrokerError>;
+    async fn remove_presence(&self, channel: &ChannelKey, client: &str) -> Result<(), BrokerError>;
 
     /// The clients present in a channel.
-    async fn presence(&self, channel: &str) -> Result<Vec<PresenceEntry>, BrokerError>;
+    async fn presence(&self, channel: &ChannelKey) -> Result<Vec<PresenceEntry>, BrokerError>;
 
     /// Presence counts.
-    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError>;
+    async fn presence_stats(&self, channel: &ChannelKey) -> Result<PresenceStats, BrokerError>;
 
-    /// Channels with local subscribers, and how many.
-    async fn channels(&self) -> Result<Vec<(String, usize)>, BrokerError>;
+    /// `project`'s channels with local subscribers, and how many.
+    async fn channels(&self, project: uuid::Uuid) -> Result<Vec<(String, usize)>, BrokerError>;
+
+    /// Channels with local subscribers in all projects together (node statistics only:
+    /// no names leave the broker).
+    async fn channel_count(&self) -> Result<(usize, usize), BrokerError>;
 }

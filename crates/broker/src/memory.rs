@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    Broker, BrokerError, Delivery, Event, History, HistoryPolicy, HistoryQuery, NewPublication,
-    PresenceEntry, PresenceStats, Publication, Queue, StreamPosition,
+    Broker, BrokerError, ChannelKey, Delivery, Event, History, HistoryPolicy, HistoryQuery,
+    NewPublication, PresenceEntry, PresenceStats, Publication, Queue, StreamPosition,
 };
 
 #[derive(Debug)]
@@ -36,9 +36,9 @@ struct Channel {
 }
 
 impl Channel {
-    fn new(name: &str) -> Self {
+    fn new(key: &ChannelKey) -> Self {
         Self {
-            name: Arc::from(name),
+            name: key.name_arc().clone(),
             subscribers: HashMap::new(),
             epoch: new_epoch(),
             offset: 0,
@@ -120,7 +120,7 @@ pub const DEFAULT_MAX_HISTORY_BYTES: usize = 512 * 1024 * 1024;
 /// The in-process broker.
 #[derive(Debug)]
 pub struct MemoryBroker {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<ChannelKey, Channel>>,
     meta_ttl: Duration,
     max_history_bytes: usize,
     /// Payload bytes kept in history, all channels together.
@@ -211,21 +211,22 @@ impl MemoryBroker {
         })
     }
 
-    fn with_channel<T>(&self, name: &str, f: impl FnOnce(&mut Channel) -> T) -> T {
+    fn with_channel<T>(&self, key: &ChannelKey, f: impl FnOnce(&mut Channel) -> T) -> T {
         let mut channels = self
             .channels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
+        // Cloning a key is a reference-count increment, not an allocation.
         let channel = channels
-            .entry(name.to_owned())
-            .or_insert_with(|| Channel::new(name));
+            .entry(key.clone())
+            .or_insert_with(|| Channel::new(key));
         let before = channel.history_bytes;
         channel.prune(now);
         let out = f(channel);
         self.account(before, channel.history_bytes);
         if channel.idle(now) {
-            channels.remove(name);
+            channels.remove(key);
         }
         out
     }
@@ -235,7 +236,7 @@ impl MemoryBroker {
 impl Broker for MemoryBroker {
     async fn publish(
         &self,
-        channel: &str,
+        channel: &ChannelKey,
         new: NewPublication,
         history: Option<HistoryPolicy>,
     ) -> Result<StreamPosition, BrokerError> {
@@ -278,19 +279,23 @@ impl Broker for MemoryBroker {
         }))
     }
 
-    async fn publish_presence_event(&self, channel: &str, event: Event) -> Result<(), BrokerError> {
+    async fn publish_presence_event(
+        &self,
+        channel: &ChannelKey,
+        event: Event,
+    ) -> Result<(), BrokerError> {
         self.with_channel(channel, |ch| ch.fan_out(&event));
         Ok(())
     }
 
-    async fn subscribe(&self, channel: &str, queue: &Arc<Queue>) -> Result<(), BrokerError> {
+    async fn subscribe(&self, channel: &ChannelKey, queue: &Arc<Queue>) -> Result<(), BrokerError> {
         self.with_channel(channel, |ch| {
             ch.subscribers.insert(queue.id(), Arc::downgrade(queue));
         });
         Ok(())
     }
 
-    async fn unsubscribe(&self, channel: &str, queue: &Queue) -> Result<(), BrokerError> {
+    async fn unsubscribe(&self, channel: &ChannelKey, queue: &Queue) -> Result<(), BrokerError> {
         self.with_channel(channel, |ch| {
             ch.subscribers.remove(&queue.id());
         });
@@ -299,7 +304,7 @@ impl Broker for MemoryBroker {
 
     async fn history(
         &self,
-        channel: &str,
+        channel: &ChannelKey,
         query: HistoryQuery<'_>,
     ) -> Result<History, BrokerError> {
         Ok(self.with_channel(channel, |ch| {
@@ -348,7 +353,7 @@ impl Broker for MemoryBroker {
         }))
     }
 
-    async fn remove_history(&self, channel: &str) -> Result<(), BrokerError> {
+    async fn remove_history(&self, channel: &ChannelKey) -> Result<(), BrokerError> {
         self.with_channel(channel, |ch| {
             while !ch.history.is_empty() {
                 ch.pop_history();
@@ -359,7 +364,7 @@ impl Broker for MemoryBroker {
 
     async fn add_presence(
         &self,
-        channel: &str,
+        channel: &ChannelKey,
         entry: PresenceEntry,
         ttl: Duration,
     ) -> Result<(), BrokerError> {
@@ -370,14 +375,14 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn remove_presence(&self, channel: &str, client: &str) -> Result<(), BrokerError> {
+    async fn remove_presence(&self, channel: &ChannelKey, client: &str) -> Result<(), BrokerError> {
         self.with_channel(channel, |ch| {
             ch.presence.remove(client);
         });
         Ok(())
     }
 
-    async fn presence(&self, channel: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+    async fn presence(&self, channel: &ChannelKey) -> Result<Vec<PresenceEntry>, BrokerError> {
         Ok(self.with_channel(channel, |ch| {
             let mut entries: Vec<PresenceEntry> =
                 ch.presence.values().map(|(e, _)| e.clone()).collect();
@@ -386,7 +391,7 @@ impl Broker for MemoryBroker {
         }))
     }
 
-    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
+    async fn presence_stats(&self, channel: &ChannelKey) -> Result<PresenceStats, BrokerError> {
         Ok(self.with_channel(channel, |ch| {
             let mut users: Vec<&str> = ch.presence.values().map(|(e, _)| e.user.as_str()).collect();
             users.sort_unstable();
@@ -398,18 +403,29 @@ impl Broker for MemoryBroker {
         }))
     }
 
-    async fn channels(&self) -> Result<Vec<(String, usize)>, BrokerError> {
+    async fn channels(&self, project: uuid::Uuid) -> Result<Vec<(String, usize)>, BrokerError> {
         let channels = self
             .channels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out: Vec<(String, usize)> = channels
-            .values()
-            .filter(|c| !c.subscribers.is_empty())
-            .map(|c| (c.name.to_string(), c.subscribers.len()))
+            .iter()
+            .filter(|(k, c)| k.project() == project && !c.subscribers.is_empty())
+            .map(|(_, c)| (c.name.to_string(), c.subscribers.len()))
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    async fn channel_count(&self) -> Result<(usize, usize), BrokerError> {
+        let channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(channels
+            .values()
+            .filter(|c| !c.subscribers.is_empty())
+            .fold((0, 0), |(n, subs), c| (n + 1, subs + c.subscribers.len())))
     }
 }
 

@@ -10,17 +10,17 @@
 //! tokens (subscription JWTs, PubSub/Chat capabilities) and, where an operator opens a
 //! namespace, from its `allow_*` options. Deny by default.
 
-mod channels;
+mod centrifugo;
 mod conn;
+mod core;
 mod metrics;
-mod protocol;
 mod registry;
-mod session;
 mod signalwire;
 
-pub use channels::{
+pub use centrifugo::channels::{
     HistoryParams, history_policy, presence_map, publication_json, stream_position,
 };
+pub use core::ProjectScope;
 pub use metrics::GatewayMetrics;
 pub use registry::{Control, SubscribeCommand};
 pub use tollgate_token::centrifugo::{ChannelConfig, ChannelOptions};
@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tollgate_broker::Broker;
 use tollgate_service::Tollgate;
+use tollgate_token::ProjectId;
 
 /// Gateway limits and timers (Centrifugo's defaults).
 #[derive(Debug, Clone)]
@@ -157,27 +158,17 @@ impl Gateway {
         }
     }
 
-    /// Sends a server-side command to the connections of `user` (only `client`'s, if
-    /// given; never those in `except`). Returns how many connections it reached.
-    pub fn control(
-        &self,
-        user: &str,
-        client: Option<&str>,
-        except: &[&str],
-        control: &Control,
-    ) -> usize {
-        self.registry.send(user, client, except, control)
-    }
-
-    /// Registers a connection for server API commands, under the per-user limit; `None`
-    /// when the user already has its share of connections.
-    pub(crate) fn register(
-        &self,
-        grant: &tollgate_service::gateway::ConnectionGrant,
-        client: &str,
-    ) -> Option<tokio::sync::mpsc::Receiver<Control>> {
-        let limit = self.settings.max_connections_per_user;
-        self.registry.add(&grant.user, grant.project, client, limit)
+    /// The gateway as one project sees it: its channels, presence, history and
+    /// connections, and nothing of any other project's.
+    #[must_use]
+    pub fn project(&self, project: ProjectId) -> ProjectScope {
+        let presence_ttl = self.settings.presence_update_interval * 2 + Duration::from_secs(5);
+        ProjectScope::new(
+            project,
+            self.broker.clone(),
+            self.registry.clone(),
+            presence_ttl,
+        )
     }
 
     /// Connected clients and distinct users on this node.
@@ -215,7 +206,7 @@ impl Gateway {
     #[must_use]
     pub(crate) fn publish_history(&self, channel: &str) -> Option<tollgate_broker::HistoryPolicy> {
         let s = &self.settings;
-        channels::history_policy(s.channels.options(channel)).or_else(|| {
+        centrifugo::channels::history_policy(s.channels.options(channel)).or_else(|| {
             (s.chat_history_size > 0 && !s.chat_history_ttl.is_zero()).then_some(
                 tollgate_broker::HistoryPolicy {
                     size: s.chat_history_size,
@@ -225,29 +216,10 @@ impl Gateway {
         })
     }
 
-    /// Puts (or keeps) a client in a channel's presence, for long enough to outlive one
-    /// presence tick: both protocols' sessions refresh it on every tick. Best effort: a
-    /// broker failure only delays presence until the next tick.
-    pub(crate) async fn keep_present(
-        &self,
-        channel: &str,
-        client: &str,
-        user: &str,
-        info: &bytes::Bytes,
-    ) {
-        let entry = tollgate_broker::PresenceEntry {
-            client: client.to_owned(),
-            user: user.to_owned(),
-            info: info.clone(),
-        };
-        let ttl = self.settings.presence_update_interval * 2 + Duration::from_secs(5);
-        let _ = self.broker.add_presence(channel, entry, ttl).await;
-    }
-
-    /// The broker (the server API publishes through it).
-    #[must_use]
-    pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.broker
+    /// Channels with subscribers on this node and their subscriptions, all projects
+    /// together (for `/metrics`: counts, never names).
+    pub async fn channel_count(&self) -> (usize, usize) {
+        self.broker.channel_count().await.unwrap_or_default()
     }
 
     /// Limits to configure the WebSocket upgrade with.
@@ -320,7 +292,7 @@ impl Gateway {
     /// Serves one WebSocket connection, in the place `slot` reserved, until it ends.
     pub async fn serve(&self, slot: Slot, socket: axum::extract::ws::WebSocket) {
         self.metrics.connection_opened();
-        session::Session::new(self.clone()).run(socket).await;
+        centrifugo::Session::new(self.clone()).run(socket).await;
         // The slot is released when dropped, even if the session panicked.
         drop(slot);
     }

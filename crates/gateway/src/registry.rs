@@ -38,76 +38,145 @@ pub enum Control {
 /// Control messages a connection may have waiting before more are dropped.
 const CONTROL_QUEUE: usize = 64;
 
-/// A connection's project (for the per-user limit) and where its commands go.
-type Sender = (Option<ProjectId>, mpsc::Sender<Control>);
+/// A user of one project: connections are found, limited and counted per project, so
+/// two projects' users with the same id never meet.
+type UserKey = (ProjectId, String);
 
-/// Open connections by user and client id.
+/// Open connections by (project, user) and client id.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    users: Mutex<HashMap<String, HashMap<String, Sender>>>,
+    users: Mutex<HashMap<UserKey, HashMap<String, mpsc::Sender<Control>>>>,
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Sender>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<UserKey, HashMap<String, mpsc::Sender<Control>>>> {
         self.users
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Registers a connection; returns where its control messages arrive, or `None` when
-    /// the user already has `limit` connections in the same project (0: no limit;
-    /// anonymous users are not limited, since they share the empty user id). Counting per
-    /// project keeps one project from using up another's member ids' slots.
+    /// the user already has `limit` connections in the project (0: no limit; anonymous
+    /// users are not limited, since they share the empty user id).
     pub(crate) fn add(
         &self,
+        project: ProjectId,
         user: &str,
-        project: Option<ProjectId>,
         client: &str,
         limit: usize,
     ) -> Option<mpsc::Receiver<Control>> {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         let mut users = self.lock();
-        let clients = users.entry(user.to_owned()).or_default();
-        let same = clients.values().filter(|(p, _)| *p == project).count();
-        if limit > 0 && !user.is_empty() && same >= limit {
+        let clients = users.entry((project, user.to_owned())).or_default();
+        if limit > 0 && !user.is_empty() && clients.len() >= limit {
             return None;
         }
-        clients.insert(client.to_owned(), (project, tx));
+        clients.insert(client.to_owned(), tx);
         Some(rx)
     }
 
     /// Forgets a connection.
-    pub(crate) fn remove(&self, user: &str, client: &str) {
+    pub(crate) fn remove(&self, project: ProjectId, user: &str, client: &str) {
         let mut users = self.lock();
-        if let Some(clients) = users.get_mut(user) {
+        let key = (project, user.to_owned());
+        if let Some(clients) = users.get_mut(&key) {
             clients.remove(client);
             if clients.is_empty() {
-                users.remove(user);
+                users.remove(&key);
             }
         }
     }
 
+    /// Sends `control` to `project`'s connections of `user`.
     pub(crate) fn send(
         &self,
+        project: ProjectId,
         user: &str,
         client: Option<&str>,
         except: &[&str],
         control: &Control,
     ) -> usize {
         let users = self.lock();
-        let Some(clients) = users.get(user) else {
+        let Some(clients) = users.get(&(project, user.to_owned())) else {
             return 0;
         };
         clients
             .iter()
             .filter(|(id, _)| client.is_none_or(|c| c == id.as_str()))
             .filter(|(id, _)| !except.contains(&id.as_str()))
-            .filter(|(_, (_, tx))| tx.try_send(control.clone()).is_ok())
+            .filter(|(_, tx)| tx.try_send(control.clone()).is_ok())
             .count()
     }
 
+    /// Connected clients and distinct users on this node, all projects together.
     pub(crate) fn stats(&self) -> (usize, usize) {
         let users = self.lock();
         (users.values().map(HashMap::len).sum(), users.len())
+    }
+
+    /// Connected clients and distinct users of one project on this node.
+    pub(crate) fn project_stats(&self, project: ProjectId) -> (usize, usize) {
+        let users = self.lock();
+        users
+            .iter()
+            .filter(|((p, _), _)| *p == project)
+            .fold((0, 0), |(clients, n), (_, c)| (clients + c.len(), n + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disconnect() -> Control {
+        Control::Disconnect {
+            code: 3503,
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn the_same_user_id_in_two_projects_is_two_users() {
+        let r = Registry::default();
+        let (p1, p2) = (ProjectId::new_random(), ProjectId::new_random());
+        let mut rx1 = r.add(p1, "alice", "c1", 1).expect("first connection");
+        let mut rx2 = r
+            .add(p2, "alice", "c2", 1)
+            .expect("another project's alice has her own limit");
+        assert!(
+            r.add(p1, "alice", "c3", 1).is_none(),
+            "p1's alice is at her limit"
+        );
+
+        assert_eq!(r.send(p1, "alice", None, &[], &disconnect()), 1);
+        assert!(rx1.try_recv().is_ok());
+        assert!(rx2.try_recv().is_err(), "p2's alice got nothing");
+        assert_eq!(r.send(p2, "bob", None, &[], &disconnect()), 0);
+
+        assert_eq!(r.project_stats(p1), (1, 1));
+        assert_eq!(r.stats(), (2, 2));
+        r.remove(p2, "alice", "c1");
+        assert_eq!(
+            r.project_stats(p2),
+            (1, 1),
+            "removing needs the right project"
+        );
+        r.remove(p2, "alice", "c2");
+        assert_eq!(r.project_stats(p2), (0, 0));
+        assert!(rx2.try_recv().is_err());
+    }
+
+    #[test]
+    fn anonymous_users_are_not_limited_and_client_filters_apply() {
+        let r = Registry::default();
+        let p = ProjectId::new_random();
+        let _a = r.add(p, "", "a", 1).expect("anonymous");
+        let _b = r.add(p, "", "b", 1).expect("anonymous again");
+        let _c = r.add(p, "u", "c", 0).expect("no limit");
+        let _d = r.add(p, "u", "d", 0).expect("no limit");
+        assert_eq!(r.send(p, "u", Some("c"), &[], &disconnect()), 1);
+        assert_eq!(r.send(p, "u", None, &["c"], &disconnect()), 1);
     }
 }

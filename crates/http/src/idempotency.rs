@@ -1,47 +1,57 @@
 //! The server API's `idempotency_key` for `publish`/`broadcast`: a repeated key within five
 //! minutes returns the first result instead of publishing again (Centrifugo's window).
-//! Bounded: at most [`MAX_KEYS`] keys are remembered; when full, a new key is not recorded
-//! (the publish still happens), so memory stays fixed under any load.
+//!
+//! Keys are remembered per project and channel: the same key sent by two projects (or to
+//! two channels) is two keys. Bounded per project: at most [`MAX_KEYS_PER_PROJECT`] keys
+//! are remembered for one project; when its share is full a new key of that project is not
+//! recorded (the publish still happens), so one tenant publishing with fresh keys in a loop
+//! can neither grow memory without bound nor crowd out another tenant's keys.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tollgate_token::ProjectId;
 
 /// How long a key is remembered.
 pub(crate) const WINDOW: Duration = Duration::from_secs(5 * 60);
-/// Most keys remembered at once.
-const MAX_KEYS: usize = 100_000;
+/// Most keys remembered for one project at once.
+const MAX_KEYS_PER_PROJECT: usize = 100_000;
 /// Longest key accepted.
 pub(crate) const MAX_KEY_LEN: usize = 256;
 
+/// One project's remembered keys, by (channel, key).
+type Seen = HashMap<(String, String), (Instant, Value)>;
+
 #[derive(Debug, Default)]
 pub(crate) struct Idempotency {
-    seen: Mutex<HashMap<(String, String), (Instant, Value)>>,
+    projects: Mutex<HashMap<ProjectId, Seen>>,
 }
 
 impl Idempotency {
-    /// The result recorded for `key` on `channel`, if still within the window.
-    pub(crate) fn get(&self, channel: &str, key: &str) -> Option<Value> {
-        let seen = self
-            .seen
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProjectId, Seen>> {
+        self.projects
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.get(&(channel.to_owned(), key.to_owned()))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The result recorded for `key` on `project`'s `channel`, if still within the window.
+    pub(crate) fn get(&self, project: ProjectId, channel: &str, key: &str) -> Option<Value> {
+        self.lock()
+            .get(&project)?
+            .get(&(channel.to_owned(), key.to_owned()))
             .filter(|(at, _)| at.elapsed() < WINDOW)
             .map(|(_, v)| v.clone())
     }
 
     /// Records the result of the first publish with `key`.
-    pub(crate) fn put(&self, channel: &str, key: &str, result: Value) {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.len() >= MAX_KEYS {
+    pub(crate) fn put(&self, project: ProjectId, channel: &str, key: &str, result: Value) {
+        let mut projects = self.lock();
+        let seen = projects.entry(project).or_default();
+        if seen.len() >= MAX_KEYS_PER_PROJECT {
             seen.retain(|_, (at, _)| at.elapsed() < WINDOW);
-            if seen.len() >= MAX_KEYS {
+            if seen.len() >= MAX_KEYS_PER_PROJECT {
                 return;
             }
         }
@@ -57,11 +67,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_per_channel_and_key() {
+    fn remembers_per_project_channel_and_key() {
         let i = Idempotency::default();
-        assert!(i.get("a", "k").is_none());
-        i.put("a", "k", serde_json::json!({"offset": 1}));
-        assert_eq!(i.get("a", "k"), Some(serde_json::json!({"offset": 1})));
-        assert!(i.get("b", "k").is_none());
+        let (p1, p2) = (ProjectId::new_random(), ProjectId::new_random());
+        assert!(i.get(p1, "a", "k").is_none());
+        i.put(p1, "a", "k", serde_json::json!({"offset": 1}));
+        assert_eq!(i.get(p1, "a", "k"), Some(serde_json::json!({"offset": 1})));
+        assert!(i.get(p1, "b", "k").is_none(), "another channel");
+        assert!(i.get(p2, "a", "k").is_none(), "another project's same key");
+    }
+
+    #[test]
+    fn a_full_project_does_not_stop_another_from_recording() {
+        let i = Idempotency::default();
+        let (noisy, quiet) = (ProjectId::new_random(), ProjectId::new_random());
+        for n in 0..MAX_KEYS_PER_PROJECT {
+            i.put(noisy, "c", &n.to_string(), Value::Null);
+        }
+        i.put(noisy, "c", "one-too-many", Value::Null);
+        assert!(
+            i.get(noisy, "c", "one-too-many").is_none(),
+            "noisy is at its bound"
+        );
+        i.put(quiet, "c", "k", Value::Bool(true));
+        assert_eq!(i.get(quiet, "c", "k"), Some(Value::Bool(true)));
     }
 }

@@ -58,8 +58,6 @@ pub struct Shared {
     pub tollgate: Tollgate,
     pub metrics: Arc<metrics::HttpMetrics>,
     pub gateway: Gateway,
-    /// Key of the Centrifugo-compatible server API; `None` refuses every call.
-    pub api_key: Option<Arc<str>>,
     /// This node's id, reported by the server API's `info`.
     pub node_id: Arc<str>,
     /// Recent `idempotency_key`s of server API publishes.
@@ -77,12 +75,11 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// State around a service and its gateway, with fresh metrics.
     #[must_use]
-    pub fn new(tollgate: Tollgate, gateway: Gateway, api_key: Option<String>) -> Self {
+    pub fn new(tollgate: Tollgate, gateway: Gateway) -> Self {
         Self(Arc::new(Shared {
             tollgate,
             metrics: Arc::default(),
             gateway,
-            api_key: api_key.map(Arc::from),
             node_id: Arc::from(uuid::Uuid::new_v4().to_string()),
             idempotency: Arc::default(),
         }))

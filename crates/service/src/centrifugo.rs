@@ -383,8 +383,10 @@ impl Tollgate {
         }
     }
 
-    /// Signs Centrifugo claims: with the shared HMAC secret when one is configured (so an
-    /// external Centrifugo accepts them), otherwise with the project's own key.
+    /// Signs Centrifugo claims: with the shared HMAC secret when one is configured and acts
+    /// for this project (so an external Centrifugo accepts them), otherwise with the
+    /// project's own key. Another project's tokens never carry the shared secret, which
+    /// the gateway would take as the bound project's.
     async fn sign_centrifugo<C: serde::Serialize>(
         &self,
         project: ProjectId,
@@ -394,7 +396,13 @@ impl Tollgate {
             typ: Some("JWT"),
             ch: None,
         };
-        let key = match &self.inner.settings.centrifugo_hmac_secret {
+        let shared = match &self.inner.settings.centrifugo.hmac_secret {
+            Some(secret) if self.shared_credentials_project().await? == Some(project) => {
+                Some(secret)
+            }
+            _ => None,
+        };
+        let key = match shared {
             Some(secret) => std::sync::Arc::new(
                 SigningKey::from_secret(
                     Algorithm::HS256,

@@ -61,9 +61,9 @@ pub struct ServerSub {
 /// A verified connection token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionGrant {
-    /// The project the token belongs to; `None` for a token signed with the shared
-    /// Centrifugo secret that names none (a token the application signed itself).
-    pub project: Option<ProjectId>,
+    /// The one project the connection belongs to: the project of the key that verified
+    /// the token, or the project the shared Centrifugo secret acts for.
+    pub project: ProjectId,
     /// Centrifugo's user id (`sub`); empty for an anonymous token.
     pub user: String,
     /// When the connection expires (`expire_at`, else `exp`), if it does.
@@ -95,12 +95,14 @@ pub struct SubscriptionGrant {
 pub const MAX_TOKEN_SUBS: usize = 4096;
 
 impl Tollgate {
-    /// Finds the key for a token: the shared Centrifugo HMAC secret (whose tokens name
-    /// their project in `aud`) or a project key by `kid`. Then verifies the signature.
+    /// Finds the key for a token — the shared Centrifugo HMAC secret, or a project key by
+    /// `kid` — verifies the signature, and decides the one project the token belongs to:
+    /// the key's project, or the project the shared secret acts for. Whatever the claims
+    /// say: an `aud` naming another project is refused.
     async fn gateway_verify(
         &self,
         token: &str,
-    ) -> Result<(Option<ProjectId>, Map<String, Value>, Option<String>), GatewayTokenError> {
+    ) -> Result<(ProjectId, Map<String, Value>, Option<String>), GatewayTokenError> {
         let header = jose::peek_header(token, MAX_GATEWAY_TOKEN_LEN)
             .map_err(|_| GatewayTokenError::Invalid("malformed"))?;
         let kid = header.get("kid").and_then(Value::as_str);
@@ -113,19 +115,19 @@ impl Tollgate {
                 .map(Arc::new)
                 .map_err(|_| GatewayTokenError::Invalid("hmac"))
         };
-        let (key, project): (Arc<VerifyingKey>, Option<ProjectId>) =
-            match (kid, &self.inner.settings.centrifugo_hmac_secret) {
+        let (key, project): (Arc<VerifyingKey>, ProjectId) =
+            match (kid, &self.inner.settings.centrifugo.hmac_secret) {
                 // The shared secret: tokens Tollgate mints name it by kid; tokens an
                 // application signs itself, as for Centrifugo, carry no kid at all.
-                (None, Some(secret)) => (shared(secret)?, None),
-                (Some(k), Some(secret)) if k == hmac_kid => (shared(secret)?, None),
+                (None, Some(secret)) => (shared(secret)?, self.shared_secret_project().await?),
+                (Some(k), Some(secret)) if k == hmac_kid => {
+                    (shared(secret)?, self.shared_secret_project().await?)
+                }
                 (Some(k), _) => {
                     let kid: KeyId = k.parse().map_err(|_| GatewayTokenError::Invalid("kid"))?;
-                    let (key, project) = self
-                        .project_key(&kid)
+                    self.project_key(&kid)
                         .await?
-                        .ok_or(GatewayTokenError::Invalid("unknown key"))?;
-                    (key, Some(project))
+                        .ok_or(GatewayTokenError::Invalid("unknown key"))?
                 }
                 (None, None) => return Err(GatewayTokenError::Invalid("no kid")),
             };
@@ -136,16 +138,24 @@ impl Tollgate {
             .get("aud")
             .and_then(Value::as_str)
             .and_then(|a| a.parse::<ProjectId>().ok());
-        // A project key binds its project, so a token naming another is refused. The
-        // shared secret is deployment-wide (Centrifugo's `hmac_secret_key`): its tokens
-        // may name a project or, when the application signed them itself, none.
-        let project = match (project, aud) {
-            (Some(p), Some(a)) if p != a => return Err(GatewayTokenError::Invalid("audience")),
-            (Some(p), _) => Some(p),
-            (None, a) => a,
-        };
+        if aud.is_some_and(|a| a != project) {
+            return Err(GatewayTokenError::Invalid("audience"));
+        }
         let typ = header.get("typ").and_then(Value::as_str).map(str::to_owned);
         Ok((project, claims, typ))
+    }
+
+    /// The project a shared-secret token belongs to, or a refusal that tells the operator
+    /// which setting is missing.
+    async fn shared_secret_project(&self) -> Result<ProjectId, GatewayTokenError> {
+        self.shared_credentials_project().await?.ok_or_else(|| {
+            tracing::warn!(
+                "token signed with centrifugo.token_hmac_secret_key refused: several projects \
+                 and no {}",
+                crate::PROJECT_SETTING
+            );
+            GatewayTokenError::Invalid("shared secret acts for no project")
+        })
     }
 
     /// Checks `exp`/`nbf` (no leeway, as Centrifugo) and returns the expiration time:
@@ -218,16 +228,14 @@ impl Tollgate {
     pub async fn verify_subscription_token(
         &self,
         token: &str,
-        project: Option<ProjectId>,
+        project: ProjectId,
         user: &str,
         client: &str,
         channel: &str,
     ) -> Result<SubscriptionGrant, GatewayTokenError> {
         let (token_project, claims, _) = self.gateway_verify(token).await?;
         let claim = |k: &str| claims.get(k).and_then(Value::as_str);
-        // A token of one project never opens a channel for a connection of another; a
-        // token naming no project comes from the shared secret and matches only a
-        // connection that also named none.
+        // A token of one project never opens a channel for a connection of another.
         if token_project != project {
             return Err(GatewayTokenError::Invalid("another project"));
         }

@@ -14,6 +14,7 @@ mod jwks;
 mod keys;
 mod password;
 pub mod secrets;
+mod shared;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ use tollgate_token::{ProjectId, Scope, Scopes};
 pub use clock::{Clock, ManualClock, SystemClock};
 use keys::KeyCache;
 pub use secrets::{ApiTokenSecret, MasterKey, Secrets};
+pub use shared::{PROJECT_SETTING, ServerApiCaller, SharedCredentials};
 
 /// Service-level settings, validated by the caller's configuration layer.
 #[derive(Debug, Clone)]
@@ -45,9 +47,10 @@ pub struct Settings {
     pub refresh_reuse_leeway: i64,
     /// Longest a token family (one login and all its refreshes) may live, in seconds.
     pub max_family_lifetime: i64,
-    /// Centrifugo's `client.token.hmac_secret_key`: when set, Centrifugo tokens are HS256
-    /// with it so an external Centrifugo accepts them.
-    pub centrifugo_hmac_secret: Option<Vec<u8>>,
+    /// The deployment-wide Centrifugo credentials and the project they act for: that
+    /// project's Centrifugo tokens are HS256 with the shared secret, so an external
+    /// Centrifugo accepts them.
+    pub centrifugo: SharedCredentials,
 }
 
 impl Default for Settings {
@@ -58,7 +61,7 @@ impl Default for Settings {
             max_subscriber_token_lifetime: 24 * 60 * 60,
             refresh_reuse_leeway: 2,
             max_family_lifetime: 30 * 24 * 60 * 60,
-            centrifugo_hmac_secret: None,
+            centrifugo: SharedCredentials::default(),
         }
     }
 }
@@ -151,6 +154,9 @@ struct Inner {
     /// Each project's namespaces.
     ns_cache:
         cache::TtlCache<ProjectId, std::sync::Arc<Vec<tollgate_token::centrifugo::Namespace>>>,
+    /// The only project, while there is exactly one (what the deployment-wide credentials
+    /// act for without `centrifugo.project`).
+    only_project: cache::TtlCache<(), Option<ProjectId>>,
 }
 
 impl Tollgate {
@@ -183,6 +189,7 @@ impl Tollgate {
                 jwks: jwks::JwksCache::default(),
                 sat_cache: cache::TtlCache::default(),
                 ns_cache: cache::TtlCache::default(),
+                only_project: cache::TtlCache::default(),
             }),
         })
     }
@@ -244,6 +251,9 @@ impl Tollgate {
             .store
             .create_project(&project, &new_token, &key)
             .await?;
+        // A second project unbinds the deployment-wide credentials (without
+        // `centrifugo.project`): this node stops using them at once.
+        self.inner.only_project.clear();
         Ok(CreatedProject {
             project,
             token_id: new_token.id,

@@ -42,10 +42,17 @@ impl App {
             max_subscriber_token_lifetime: config.max_subscriber_token_lifetime,
             refresh_reuse_leeway: config.refresh_reuse_leeway,
             max_family_lifetime: config.max_family_lifetime,
-            centrifugo_hmac_secret: config
-                .centrifugo_hmac_secret
-                .as_ref()
-                .map(|s| s.expose().as_bytes().to_vec()),
+            centrifugo: tollgate_service::SharedCredentials {
+                hmac_secret: config
+                    .centrifugo_hmac_secret
+                    .as_ref()
+                    .map(|s| s.expose().as_bytes().to_vec()),
+                api_key: config
+                    .centrifugo_api_key
+                    .as_ref()
+                    .map(|k| k.expose().to_owned()),
+                project: config.centrifugo_project,
+            },
         };
         let tollgate = Tollgate::new(Arc::new(store), &master, settings, Arc::new(SystemClock))
             .await
@@ -67,14 +74,16 @@ impl App {
             broker,
             self.config.gateway.clone(),
         );
-        let api_key = self
-            .config
-            .centrifugo_api_key
-            .as_ref()
-            .map(|k| k.expose().to_owned());
+        // Deployment-wide credentials that act for no project are refused on use; say so
+        // now, naming the setting, rather than only in the logs of refused requests.
+        match self.tollgate.shared_credentials_warning().await {
+            Ok(Some(warning)) => tracing::warn!("{warning}"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check the centrifugo.* credentials"),
+        }
         let sessions = gateway.clone();
         let router = tollgate_http::router(
-            AppState::new(self.tollgate, gateway.clone(), api_key),
+            AppState::new(self.tollgate, gateway.clone()),
             &HttpSettings {
                 max_body_bytes: self.config.max_body_bytes,
             },

@@ -31,7 +31,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let gw = &state.gateway;
     let (clients, users) = gw.stats();
-    let channels = gw.broker().channels().await.map_or(0, |c| c.len());
+    let (channels, _) = gw.channel_count().await;
     let mut text = state.metrics.render();
     text.push_str(
         &gw.metrics()

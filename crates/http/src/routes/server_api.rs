@@ -3,6 +3,13 @@
 //! Success and API errors are HTTP 200 with `{"result"}` / `{"error"}`; bad auth is 401
 //! with an empty body, a body that is not JSON 400 — as Centrifugo answers.
 //!
+//! The key decides the project: a project's own server API key, or the deployment-wide
+//! `centrifugo.api_key` for the project it is bound to. Every method then runs on that
+//! project's [`ProjectScope`] alone — its channels, presence, history and connections —
+//! so no method can name another project's. The deployment key acting for no project
+//! (several projects, no `centrifugo.project`) is refused with 403 and a message naming
+//! the setting.
+//!
 //! Methods: publish, broadcast, subscribe, unsubscribe, disconnect, refresh, presence,
 //! presence_stats, history, history_remove, channels, info and batch.
 
@@ -14,11 +21,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use subtle::ConstantTimeEq as _;
 use tollgate_gateway::{
-    ChannelOptions, Control, HistoryParams, history_policy, presence_map, publication_json,
-    stream_position,
+    ChannelOptions, Control, HistoryParams, ProjectScope, history_policy, presence_map,
+    publication_json, stream_position,
 };
+use tollgate_service::{PROJECT_SETTING, ServerApiCaller};
 
 use crate::AppState;
 
@@ -28,13 +35,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/{method}", post(method))
 }
 
-/// Centrifugo's order: `X-API-Key` if present, else `Authorization: apikey <key>`, else
-/// the `api_key` query parameter. Compared in constant time.
-fn authorized(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> bool {
-    let Some(key) = state.api_key.as_deref().filter(|k| !k.is_empty()) else {
-        return false;
-    };
-    let given: Option<std::borrow::Cow<'_, str>> = match headers.get("x-api-key") {
+/// The key the caller sent, in Centrifugo's order: `X-API-Key` if present, else
+/// `Authorization: apikey <key>`, else the `api_key` query parameter.
+fn given_key<'r>(
+    headers: &'r HeaderMap,
+    query: Option<&'r str>,
+) -> Option<std::borrow::Cow<'r, str>> {
+    match headers.get("x-api-key") {
         Some(v) => v.to_str().ok().map(Into::into),
         None => match headers.get("authorization") {
             Some(v) => v
@@ -50,8 +57,39 @@ fn authorized(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> boo
                     .map(|(_, v)| v)
             }),
         },
+    }
+}
+
+/// The scope of the project the caller's key belongs to, or the refusal to send.
+async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<ProjectScope, Response> {
+    let Some(key) = given_key(headers, query) else {
+        tracing::debug!("server API call without a key");
+        return Err(StatusCode::UNAUTHORIZED.into_response());
     };
-    given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(key.as_bytes())))
+    match state.tollgate.authenticate_server_api(&key).await {
+        Ok(ServerApiCaller::Project(project)) => Ok(state.gateway.project(project)),
+        Ok(ServerApiCaller::Denied) => {
+            tracing::info!("server API call refused: unknown or revoked key");
+            Err(StatusCode::UNAUTHORIZED.into_response())
+        }
+        // Logged by the service with the same advice.
+        Ok(ServerApiCaller::Unbound) => Err((
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": {
+                "code": 103,
+                "message": format!(
+                    "centrifugo.api_key acts for no project: there are several projects; set \
+                     {PROJECT_SETTING} or use a project's own server API key"
+                ),
+            }})),
+        )
+            .into_response()),
+        Err(e) => Err(crate::error::ApiError::from(e).into_response()),
+    }
 }
 
 fn api_error(code: u32, message: &str) -> Value {
@@ -59,7 +97,12 @@ fn api_error(code: u32, message: &str) -> Value {
 }
 
 /// Runs one server API method.
-async fn call(state: &AppState, method: &str, params: &Map<String, Value>) -> Value {
+async fn call(
+    state: &AppState,
+    scope: &ProjectScope,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Value {
     match method {
         "batch" => {
             let Some(commands) = params.get("commands").and_then(Value::as_array) else {
@@ -74,7 +117,7 @@ async fn call(state: &AppState, method: &str, params: &Map<String, Value>) -> Va
                     Some((name, p)) if name != "batch" => {
                         let empty = Map::new();
                         let p = p.as_object().unwrap_or(&empty);
-                        let out = Box::pin(call(state, name, p)).await;
+                        let out = Box::pin(call(state, scope, name, p)).await;
                         match (out.get("result"), out.get("error")) {
                             (Some(r), _) => json!({ name.as_str(): r }),
                             (_, Some(e)) => json!({ "error": e }),
@@ -89,7 +132,7 @@ async fn call(state: &AppState, method: &str, params: &Map<String, Value>) -> Va
             // Centrifugo's batch answer has no `result` wrapper.
             json!({ "replies": replies })
         }
-        "publish" => match publish_one(state, params, params.get("channel")).await {
+        "publish" => match publish_one(state, scope, params, params.get("channel")).await {
             Ok(result) => json!({ "result": result }),
             Err(e) => e,
         },
@@ -102,18 +145,20 @@ async fn call(state: &AppState, method: &str, params: &Map<String, Value>) -> Va
             }
             let mut responses = Vec::with_capacity(channels.len());
             for channel in channels {
-                responses.push(match publish_one(state, params, Some(channel)).await {
-                    Ok(result) => json!({ "result": result }),
-                    Err(e) => e,
-                });
+                responses.push(
+                    match publish_one(state, scope, params, Some(channel)).await {
+                        Ok(result) => json!({ "result": result }),
+                        Err(e) => e,
+                    },
+                );
             }
             json!({"result": {"responses": responses}})
         }
-        "subscribe" | "unsubscribe" | "disconnect" | "refresh" => control(state, method, params),
+        "subscribe" | "unsubscribe" | "disconnect" | "refresh" => control(scope, method, params),
         "presence" => match channel_of(params) {
             None => api_error(107, "bad request"),
             Some(ch) if !options(state, ch).presence => api_error(108, "not available"),
-            Some(ch) => match state.gateway.broker().presence(ch).await {
+            Some(ch) => match scope.presence(ch).await {
                 Ok(entries) => json!({"result": {"presence": presence_map(entries)}}),
                 Err(_) => api_error(100, "internal server error"),
             },
@@ -121,21 +166,21 @@ async fn call(state: &AppState, method: &str, params: &Map<String, Value>) -> Va
         "presence_stats" => match channel_of(params) {
             None => api_error(107, "bad request"),
             Some(ch) if !options(state, ch).presence => api_error(108, "not available"),
-            Some(ch) => match state.gateway.broker().presence_stats(ch).await {
+            Some(ch) => match scope.presence_stats(ch).await {
                 Ok(s) => json!({"result": {"num_clients": s.clients, "num_users": s.users}}),
                 Err(_) => api_error(100, "internal server error"),
             },
         },
-        "history" => history(state, params).await,
+        "history" => history(state, scope, params).await,
         "history_remove" => match channel_of(params) {
             None => api_error(107, "bad request"),
             Some(ch) if !options(state, ch).history() => api_error(108, "not available"),
-            Some(ch) => match state.gateway.broker().remove_history(ch).await {
+            Some(ch) => match scope.remove_history(ch).await {
                 Ok(()) => json!({"result": {}}),
                 Err(_) => api_error(100, "internal server error"),
             },
         },
-        "channels" => match state.gateway.broker().channels().await {
+        "channels" => match scope.channels().await {
             Ok(list) => {
                 let pattern = params.get("pattern").and_then(Value::as_str).unwrap_or("*");
                 let channels: Map<String, Value> = list
@@ -148,8 +193,10 @@ async fn call(state: &AppState, method: &str, params: &Map<String, Value>) -> Va
             Err(_) => api_error(100, "internal server error"),
         },
         "info" => {
-            let (clients, users) = state.gateway.stats();
-            let channels = state.gateway.broker().channels().await.unwrap_or_default();
+            // This project's share of the node: another project's activity is not theirs
+            // to see.
+            let (clients, users) = scope.stats();
+            let channels = scope.channels().await.unwrap_or_default();
             json!({"result": {"nodes": [{
                 "uid": state.node_id.as_ref(),
                 "name": "tollgate",
@@ -197,7 +244,7 @@ fn glob(pattern: &str, name: &str) -> bool {
 }
 
 /// subscribe / unsubscribe / disconnect / refresh: commands to a user's connections.
-fn control(state: &AppState, method: &str, params: &Map<String, Value>) -> Value {
+fn control(scope: &ProjectScope, method: &str, params: &Map<String, Value>) -> Value {
     let Some(user) = params.get("user").and_then(Value::as_str) else {
         return api_error(107, "bad request");
     };
@@ -267,11 +314,11 @@ fn control(state: &AppState, method: &str, params: &Map<String, Value>) -> Value
         .and_then(Value::as_array)
         .map(|w| w.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    state.gateway.control(user, client, &except, &command);
+    scope.control(user, client, &except, &command);
     json!({"result": {}})
 }
 
-async fn history(state: &AppState, params: &Map<String, Value>) -> Value {
+async fn history(state: &AppState, scope: &ProjectScope, params: &Map<String, Value>) -> Value {
     let Some(channel) = channel_of(params) else {
         return api_error(107, "bad request");
     };
@@ -281,7 +328,7 @@ async fn history(state: &AppState, params: &Map<String, Value>) -> Value {
     // The server API is not capped below what a channel can keep.
     let request = HistoryParams::parse(params, usize::MAX);
     let (since, query) = (&request.since, request.query());
-    match state.gateway.broker().history(channel, query).await {
+    match scope.history(channel, query).await {
         Ok(h) if since.is_some() && !h.recovered => api_error(112, "unrecoverable position"),
         Ok(h) => {
             let publications: Vec<Value> =
@@ -311,6 +358,7 @@ fn raw_or_b64(params: &Map<String, Value>, key: &str, b64_key: &str) -> Option<V
 
 async fn publish_one(
     state: &AppState,
+    scope: &ProjectScope,
     params: &Map<String, Value>,
     channel: Option<&Value>,
 ) -> Result<Value, Value> {
@@ -327,7 +375,9 @@ async fn publish_one(
         }
         Some(_) => return Err(api_error(107, "bad request")),
     };
-    if let Some(result) = idempotency_key.and_then(|k| state.idempotency.get(channel, k)) {
+    if let Some(result) =
+        idempotency_key.and_then(|k| state.idempotency.get(scope.project(), channel, k))
+    {
         return Ok(result);
     }
     let tags = match params.get("tags") {
@@ -353,9 +403,7 @@ async fn publish_one(
         tags,
         meta: None,
     };
-    let position = state
-        .gateway
-        .broker()
+    let position = scope
         .publish(channel, publication, history)
         .await
         .map_err(|_| api_error(100, "internal server error"))?;
@@ -365,7 +413,9 @@ async fn publish_one(
         json!({})
     };
     if let Some(key) = idempotency_key {
-        state.idempotency.put(channel, key, result.clone());
+        state
+            .idempotency
+            .put(scope.project(), channel, key, result.clone());
     }
     Ok(result)
 }
@@ -385,13 +435,14 @@ async fn method(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !authorized(&state, &headers, query.as_deref()) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+    let scope = match caller(&state, &headers, query.as_deref()).await {
+        Ok(scope) => scope,
+        Err(refused) => return refused,
+    };
     let Some(params) = parse(&body) else {
         return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
     };
-    Json(call(&state, &method, &params).await).into_response()
+    Json(call(&state, &scope, &method, &params).await).into_response()
 }
 
 /// The legacy single endpoint's method numbers (Centrifugo's `MethodType`).
@@ -422,9 +473,10 @@ async fn legacy(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !authorized(&state, &headers, query.as_deref()) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+    let scope = match caller(&state, &headers, query.as_deref()).await {
+        Ok(scope) => scope,
+        Err(refused) => return refused,
+    };
     let Ok(text) = std::str::from_utf8(&body) else {
         return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
     };
@@ -452,8 +504,10 @@ async fn legacy(
         };
         let empty = Map::new();
         let mut reply = match command.get("params") {
-            None | Some(Value::Null) => call(&state, &method, &empty).await,
-            Some(Value::Object(params)) if method != "batch" => call(&state, &method, params).await,
+            None | Some(Value::Null) => call(&state, &scope, &method, &empty).await,
+            Some(Value::Object(params)) if method != "batch" => {
+                call(&state, &scope, &method, params).await
+            }
             Some(_) => api_error(107, "bad request"),
         };
         if let (Some(id), Value::Object(r)) =

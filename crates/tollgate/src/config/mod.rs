@@ -65,6 +65,8 @@ pub struct RawTokens {
 pub struct RawCentrifugo {
     pub token_hmac_secret_key: Option<Secret>,
     pub api_key: Option<Secret>,
+    /// The project the two credentials above act for.
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +141,7 @@ pub const SETTINGS: &[&str] = &[
     "tokens.issuer",
     "centrifugo.token_hmac_secret_key",
     "centrifugo.api_key",
+    "centrifugo.project",
     "http.max_body_bytes",
     "fabric.max_token_lifetime",
     "fabric.refresh_reuse_leeway",
@@ -204,6 +207,8 @@ pub struct Config {
     pub gateway: tollgate_gateway::GatewaySettings,
     pub centrifugo_hmac_secret: Option<Secret>,
     pub centrifugo_api_key: Option<Secret>,
+    /// The project `centrifugo_hmac_secret` and `centrifugo_api_key` act for.
+    pub centrifugo_project: Option<tollgate_token::ProjectId>,
     pub max_body_bytes: usize,
     pub max_subscriber_token_lifetime: i64,
     pub refresh_reuse_leeway: i64,
@@ -433,6 +438,16 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         other => other,
     };
 
+    let centrifugo_project = match raw.centrifugo.project.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) => Some(p.parse::<tollgate_token::ProjectId>().map_err(|_| {
+            bad(
+                "centrifugo.project",
+                "must be a project id (a UUID, as `tollgate project list` shows it)",
+            )
+        })?),
+    };
+
     let max_body_bytes = usize::try_from(raw.http.max_body_bytes)
         .ok()
         .filter(|n| (64 * 1024..=64 * 1024 * 1024).contains(n))
@@ -472,6 +487,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         gateway,
         centrifugo_hmac_secret,
         centrifugo_api_key,
+        centrifugo_project,
         max_body_bytes,
         max_subscriber_token_lifetime,
         refresh_reuse_leeway,

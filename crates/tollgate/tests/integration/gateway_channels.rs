@@ -2,7 +2,8 @@
 //! join/leave, history and recovery, subscription expiry, token `channels`, user-limited
 //! channels, protocol edge codes, limits, origins, and the server API's history results.
 //! Tokens here are signed the way an application signs them for Centrifugo: HS256 with
-//! the shared secret, no `kid`, no `aud`.
+//! the shared secret, no `kid`, no `aud` — the single-Centrifugo migration path, where the
+//! installation's one project is what the shared secret and API key act for.
 
 use std::time::Duration;
 
@@ -43,7 +44,10 @@ async fn server(extra_toml: &str, env: &[(&str, &str)]) -> TestServer {
         ("TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY", SECRET),
     ];
     vars.extend_from_slice(env);
-    TestServer::start_with_config(&format!("{extra_toml}{CONFIG}"), &vars).await
+    let s = TestServer::start_with_config(&format!("{extra_toml}{CONFIG}"), &vars).await;
+    // The one project the deployment-wide credentials act for.
+    s.project().await;
+    s
 }
 
 fn now() -> i64 {

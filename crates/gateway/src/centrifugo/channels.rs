@@ -11,41 +11,21 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tollgate_broker::{
-    Event, HistoryPolicy, HistoryQuery, NewPublication, PresenceEntry, Publication, StreamPosition,
+    HistoryPolicy, HistoryQuery, NewPublication, PresenceEntry, Publication, StreamPosition,
 };
 use tollgate_service::gateway::{GatewayTokenError, Overrides, ServerSub};
+use tollgate_token::ProjectId;
 use tollgate_token::centrifugo::{Action, ChannelOptions, user_limited_allows};
 
-use crate::protocol::{self, code, disconnect};
-use crate::session::{Close, Handled, Session, close, non_empty};
+use super::protocol::{self, code, disconnect};
+use super::{Close, Handled, Session, SubState, close, non_empty};
+use crate::core::client::Sub;
 
 /// Longest channel name accepted (bytes): PubSub channel names are up to 250 characters
 /// of any Unicode.
 const MAX_CHANNEL_BYTES: usize = 1024;
 /// `subscribe` flag bit: refuse rather than silently not recover (js/py `getState`).
 const FLAG_REJECT_UNRECOVERED: i64 = 2;
-
-/// One subscription of a connection.
-#[derive(Debug)]
-pub(crate) struct Subscription {
-    /// This client's `ClientInfo` in the channel (raw JSON): presence, join/leave and
-    /// the `info` of its publications.
-    info: Bytes,
-    /// When it expires (unix seconds), if it does.
-    expires_at: Option<i64>,
-    /// Kept in channel presence.
-    presence: bool,
-    /// Publishes join/leave for this client.
-    join_leave: bool,
-    /// Receives join/leave of others.
-    pub(crate) push_join_leave: bool,
-    /// The newest publication offset handed to the client (duplicates from the live
-    /// stream after a recovery are skipped).
-    pub(crate) last_offset: u64,
-    /// Server-side (connection token `channels`/`subs`, server API `subscribe`): the
-    /// client cannot resubscribe it, so its expiry closes the connection with 3006.
-    server_side: bool,
-}
 
 /// A subscribe request's client-side wishes.
 #[derive(Debug, Default)]
@@ -122,18 +102,18 @@ pub fn publication_json(p: &Publication) -> Value {
 
 impl Session {
     fn options(&self, channel: &str) -> &ChannelOptions {
-        self.gw.settings.channels.options(channel)
+        self.c.gw.settings.channels.options(channel)
     }
 
-    /// Whether the connection token's capabilities allow `what` (`sub`, `pub`, `prs`,
-    /// `hst`) on `channel`. Centrifugo applies the first capability that lists it.
     fn caps_allow(&self, channel: &str, what: &str) -> bool {
-        self.grant.as_ref().is_some_and(|g| {
-            g.caps
-                .iter()
-                .find(|c| c.channels.iter().any(|ch| ch == channel))
-                .is_some_and(|c| c.allow.iter().any(|a| a == what))
-        })
+        self.c.caps_allow(channel, what)
+    }
+
+    /// The connection's project; every channel command runs connected, so there is one.
+    fn project(&self) -> Result<ProjectId, Close> {
+        self.c
+            .project()
+            .ok_or_else(|| close(disconnect::BAD_REQUEST, "connect first"))
     }
 
     /// Whether the connection may use presence or history of `channel` (not whether the
@@ -145,20 +125,11 @@ impl Session {
             Action::History => "hst",
         };
         self.caps_allow(channel, cap)
-            || self
-                .options(channel)
-                .allows(action, self.user(), self.subs.contains_key(channel))
-    }
-
-    fn client_info(&self, chan_info: Option<&Value>) -> Bytes {
-        let mut info = json!({"user": self.user(), "client": self.client});
-        if let Some(conn_info) = self.grant.as_ref().and_then(|g| g.info.as_ref()) {
-            info["conn_info"] = conn_info.clone();
-        }
-        if let Some(chan_info) = chan_info {
-            info["chan_info"] = chan_info.clone();
-        }
-        Bytes::from(info.to_string())
+            || self.options(channel).allows(
+                action,
+                self.c.user(),
+                self.c.subs.contains_key(channel),
+            )
     }
 
     /// The shared part of every subscribe: registers with the broker, reads the stream
@@ -183,7 +154,7 @@ impl Session {
             .force_push_join_leave
             .unwrap_or(o.force_push_join_leave);
         // Centrifugo: at subscribe time, "for subscriber" permissions count as granted.
-        let user = self.user().to_owned();
+        let user = self.c.user().to_owned();
         // A subscription token grants the subscription, not history: recovery needs
         // history access as Centrifugo defines it (reference §2.6).
         let history_access =
@@ -201,24 +172,20 @@ impl Session {
 
         // Subscribe before reading the stream: publications in between then arrive both in
         // the recovery and the queue, and the queue copy is skipped by offset. None is lost.
-        let broker = self.gw.broker.clone();
-        broker
-            .subscribe(channel, &self.queue)
-            .await
-            .map_err(|_| code::INTERNAL)?;
+        self.c.attach(channel).await.map_err(|_| code::INTERNAL)?;
         let mut result = self.expiry_fields(expires_at);
         let mut last_offset = 0;
         if positioned {
-            let limit = self.gw.settings.history_max_publication_limit;
+            let limit = self.c.gw.settings.history_max_publication_limit;
             let query = HistoryQuery {
                 since: wishes.recover.as_ref().filter(|_| recoverable),
                 limit: Some(limit + 1),
                 reverse: false,
             };
-            let h = match broker.history(channel, query).await {
+            let h = match self.c.history(channel, query).await {
                 Ok(h) => h,
                 Err(_) => {
-                    let _ = broker.unsubscribe(channel, &self.queue).await;
+                    self.c.detach(channel).await;
                     return Err(code::INTERNAL);
                 }
             };
@@ -241,7 +208,7 @@ impl Session {
                             h.publications.iter().map(|p| publication_json(p)).collect(),
                         );
                     } else if wishes.reject_unrecovered {
-                        let _ = broker.unsubscribe(channel, &self.queue).await;
+                        self.c.detach(channel).await;
                         return Err(code::UNRECOVERABLE_POSITION);
                     } else {
                         result.insert("offset".into(), h.position.offset.into());
@@ -252,71 +219,45 @@ impl Session {
                 }
             }
         }
-        let info = self.client_info(chan_info.as_ref());
-        if presence {
-            self.gw
-                .keep_present(channel, &self.client, &user, &info)
-                .await;
-        }
-        if join_leave {
-            let _ = broker
-                .publish_presence_event(channel, Event::Join(info.clone()))
-                .await;
-        }
-        self.subs.insert(
-            channel.to_owned(),
-            Subscription {
-                info,
+        let info = self.c.client_info(chan_info.as_ref());
+        let sub = Sub {
+            info,
+            presence,
+            join_leave,
+            ext: SubState {
                 expires_at,
-                presence,
-                join_leave,
                 push_join_leave: join_leave
                     && (force_push || (wishes.join_leave && presence_access)),
                 last_offset,
                 server_side,
             },
-        );
-        Ok(result)
-    }
-
-    /// Ends a subscription: broker, presence, leave.
-    pub(crate) async fn leave(&mut self, channel: &str) {
-        let Some(sub) = self.subs.remove(channel) else {
-            return;
         };
-        let broker = self.gw.broker.clone();
-        let _ = broker.unsubscribe(channel, &self.queue).await;
-        if sub.presence {
-            let _ = broker.remove_presence(channel, &self.client).await;
-        }
-        if sub.join_leave {
-            let _ = broker
-                .publish_presence_event(channel, Event::Leave(sub.info))
-                .await;
-        }
+        self.c.add(channel, sub).await;
+        Ok(result)
     }
 
     pub(crate) async fn subscribe(&mut self, id: u64, params: &Map<String, Value>) -> Handled {
         let Some(channel) = non_empty(params, "channel") else {
             return Err(close(disconnect::BAD_REQUEST, "bad request"));
         };
-        if self.subs.contains_key(channel) {
+        if self.c.subs.contains_key(channel) {
             return Ok(Some(protocol::error_code(id, code::ALREADY_SUBSCRIBED)));
         }
         if !valid_channel(channel) {
             return Ok(Some(protocol::error_code(id, code::BAD_REQUEST)));
         }
-        if self.subs.len() >= self.gw.settings.max_channels {
+        if self.c.subs.len() >= self.c.gw.settings.max_channels {
             return Ok(Some(protocol::error_code(id, code::LIMIT_EXCEEDED)));
         }
-        let user = self.user().to_owned();
-        let project = self.grant.as_ref().and_then(|g| g.project);
+        let user = self.c.user().to_owned();
+        let project = self.project()?;
         let (overrides, info, data, expires_at) = match non_empty(params, "token") {
             Some(token) => {
                 match self
+                    .c
                     .gw
                     .tollgate
-                    .verify_subscription_token(token, project, &user, &self.client, channel)
+                    .verify_subscription_token(token, project, &user, &self.c.id, channel)
                     .await
                 {
                     Ok(sub) => (sub.overrides, sub.info, sub.data, sub.expires_at),
@@ -354,7 +295,7 @@ impl Session {
                 (Overrides::default(), None, None, None)
             }
         };
-        if expires_at.is_some_and(|e| e <= self.now_unix()) {
+        if expires_at.is_some_and(|e| e <= self.c.now_unix()) {
             return Ok(Some(protocol::error_code(id, code::EXPIRED)));
         }
         let wishes = Wishes::from(params);
@@ -388,7 +329,7 @@ impl Session {
         request: &Map<String, Value>,
         expires_at: Option<i64>,
     ) -> Result<Map<String, Value>, u32> {
-        if self.subs.contains_key(&sub.channel) {
+        if self.c.subs.contains_key(&sub.channel) {
             return Err(code::ALREADY_SUBSCRIBED);
         }
         let wishes = Wishes {
@@ -418,9 +359,9 @@ impl Session {
         expire_at: Option<i64>,
         recover_since: Option<StreamPosition>,
     ) -> Option<String> {
-        if self.subs.contains_key(&sub.channel)
-            || self.subs.len() >= self.gw.settings.max_channels
-            || expire_at.is_some_and(|e| e <= self.now_unix())
+        if self.c.subs.contains_key(&sub.channel)
+            || self.c.subs.len() >= self.c.gw.settings.max_channels
+            || expire_at.is_some_and(|e| e <= self.c.now_unix())
         {
             return None;
         }
@@ -459,7 +400,7 @@ impl Session {
         let Some(channel) = non_empty(params, "channel") else {
             return Err(close(disconnect::BAD_REQUEST, "bad request"));
         };
-        self.leave(channel).await;
+        self.c.leave(channel).await;
         Ok(Some(protocol::reply(id, "unsubscribe", json!({}))))
     }
 
@@ -479,12 +420,12 @@ impl Session {
         // Re-serialised compactly: raw payloads must not carry newlines, which delimit
         // messages in a frame.
         let data = data.to_string();
-        if data.len() > self.gw.settings.max_publication_bytes {
+        if data.len() > self.c.gw.settings.max_publication_bytes {
             return Ok(Some(protocol::error_code(id, code::LIMIT_EXCEEDED)));
         }
-        let info = match self.subs.get(channel) {
+        let info = match self.c.subs.get(channel) {
             Some(sub) => sub.info.clone(),
-            None => self.client_info(None),
+            None => self.c.client_info(None),
         };
         let history = history_policy(self.options(channel));
         let publication = NewPublication {
@@ -493,7 +434,7 @@ impl Session {
             tags: None,
             meta: None,
         };
-        match self.gw.broker.publish(channel, publication, history).await {
+        match self.c.publish(channel, publication, history).await {
             Ok(_) => Ok(Some(protocol::reply(id, "publish", json!({})))),
             Err(_) => Ok(Some(protocol::internal(id))),
         }
@@ -515,9 +456,8 @@ impl Session {
         if !self.may(Action::Presence, channel) {
             return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
         }
-        let broker = &self.gw.broker;
         if stats {
-            return Ok(Some(match broker.presence_stats(channel).await {
+            return Ok(Some(match self.c.presence_stats(channel).await {
                 Ok(s) => protocol::reply(
                     id,
                     "presence_stats",
@@ -526,7 +466,7 @@ impl Session {
                 Err(_) => protocol::internal(id),
             }));
         }
-        Ok(Some(match broker.presence(channel).await {
+        Ok(Some(match self.c.presence(channel).await {
             Ok(entries) => {
                 protocol::reply(id, "presence", json!({ "presence": presence_map(entries) }))
             }
@@ -544,9 +484,10 @@ impl Session {
         if !self.may(Action::History, channel) {
             return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
         }
-        let request = HistoryParams::parse(params, self.gw.settings.history_max_publication_limit);
+        let request =
+            HistoryParams::parse(params, self.c.gw.settings.history_max_publication_limit);
         let (since, query) = (&request.since, request.query());
-        Ok(Some(match self.gw.broker.history(channel, query).await {
+        Ok(Some(match self.c.history(channel, query).await {
             Ok(h) if since.is_some() && !h.recovered => {
                 protocol::error_code(id, code::UNRECOVERABLE_POSITION)
             }
@@ -571,24 +512,25 @@ impl Session {
         let Some(token) = non_empty(params, "token") else {
             return Ok(Some(protocol::error_code(id, code::BAD_REQUEST)));
         };
-        if !self.subs.contains_key(channel) {
+        if !self.c.subs.contains_key(channel) {
             return Ok(Some(protocol::error_code(id, code::PERMISSION_DENIED)));
         }
-        let user = self.user().to_owned();
-        let project = self.grant.as_ref().and_then(|g| g.project);
+        let user = self.c.user().to_owned();
+        let project = self.project()?;
         match self
+            .c
             .gw
             .tollgate
-            .verify_subscription_token(token, project, &user, &self.client, channel)
+            .verify_subscription_token(token, project, &user, &self.c.id, channel)
             .await
         {
-            Ok(grant) if grant.expires_at.is_some_and(|e| e <= self.now_unix()) => {
+            Ok(grant) if grant.expires_at.is_some_and(|e| e <= self.c.now_unix()) => {
                 Ok(Some(protocol::error_code(id, code::EXPIRED)))
             }
             Ok(grant) => {
                 let result = self.expiry_fields(grant.expires_at);
-                if let Some(sub) = self.subs.get_mut(channel) {
-                    sub.expires_at = grant.expires_at;
+                if let Some(sub) = self.c.subs.get_mut(channel) {
+                    sub.ext.expires_at = grant.expires_at;
                 }
                 Ok(Some(protocol::reply(
                     id,
@@ -613,14 +555,20 @@ impl Session {
     /// expiry (plus grace) has passed: an `unsubscribe` push 2501 for client-side ones (the
     /// SDK resubscribes with a fresh token), a 3006 close for token-side ones.
     pub(crate) async fn on_tick(&mut self) -> Result<Vec<String>, Close> {
-        let grace = i64::try_from(self.gw.settings.expired_sub_close_delay.as_secs()).unwrap_or(0);
+        let grace =
+            i64::try_from(self.c.gw.settings.expired_sub_close_delay.as_secs()).unwrap_or(0);
         // A far-future expiry is as good as none (and must not overflow).
-        let now = self.now_unix();
+        let now = self.c.now_unix();
         let expired: Vec<(String, bool)> = self
+            .c
             .subs
             .iter()
-            .filter(|(_, s)| s.expires_at.is_some_and(|e| now > e.saturating_add(grace)))
-            .map(|(c, s)| (c.clone(), s.server_side))
+            .filter(|(_, s)| {
+                s.ext
+                    .expires_at
+                    .is_some_and(|e| now > e.saturating_add(grace))
+            })
+            .map(|(c, s)| (c.clone(), s.ext.server_side))
             .collect();
         if expired.iter().any(|(_, server_side)| *server_side) {
             return Err(close(
@@ -630,18 +578,14 @@ impl Session {
         }
         let mut pushes = Vec::with_capacity(expired.len());
         for (channel, _) in expired {
-            self.leave(&channel).await;
+            self.c.leave(&channel).await;
             pushes.push(protocol::push(
                 &channel,
                 "unsubscribe",
                 json!({"code": protocol::unsubscribe::EXPIRED, "reason": "subscription expired"}),
             ));
         }
-        for (channel, sub) in self.subs.iter().filter(|(_, s)| s.presence) {
-            self.gw
-                .keep_present(channel, &self.client, self.user(), &sub.info)
-                .await;
-        }
+        self.c.refresh_presence().await;
         Ok(pushes)
     }
 }

@@ -1,0 +1,329 @@
+//! Centrifugo's client protocol v2 (JSON) over WebSocket: a thin adapter on the gateway
+//! core ([`crate::core::client::Client`]). This module is the session loop (frames in,
+//! pushes out, timers) and the command dispatch; [`connect`] holds the connection-level
+//! commands (`connect`, `refresh`, server API control), [`channels`] the channel commands,
+//! [`push`] the push encoding and [`protocol`] the codes.
+//!
+//! ```text
+//!  accepted ──connect ok──► connected ──(subscribe/publish/…)──► connected
+//!     │                        │  ├─ no pong within pong_timeout ─► closed 3012
+//!     │                        │  ├─ expired + grace, no refresh ─► closed 3005
+//!     │                        │  ├─ server-side sub expired ─────► closed 3006
+//!     │                        │  ├─ queue overflowed ────────────► closed 3008
+//!     │                        │  ├─ token channels changed ──────► closed 3010
+//!     │                        │  ├─ invalid token / mismatch ────► closed 3500
+//!     │                        │  └─ `send` (no handler) ─────────► closed 3508
+//!     ├─ no connect in time ─────────────────────────────────────► closed 3502
+//!     ├─ server shutting down (any state) ───────────────────────► closed 3001 (reconnect)
+//!     └─ command before connect / malformed frame ───────────────► closed 3501
+//! ```
+
+pub(crate) mod channels;
+mod connect;
+pub(crate) mod protocol;
+mod push;
+
+use std::borrow::Cow;
+
+use axum::extract::ws::{Message, WebSocket};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use tollgate_broker::QueueState;
+
+use crate::Gateway;
+use crate::conn::write;
+use crate::core::client::Client;
+use crate::metrics::METHODS;
+use protocol::{code, disconnect};
+
+/// Most deliveries written in one frame.
+const BATCH: usize = 256;
+/// Replies to one frame are written as soon as this many bytes are waiting, so a frame of
+/// many large commands (history reads) never piles up its answers in memory.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Replies waiting to be written, newline-joined into frames.
+#[derive(Default)]
+struct Outbox {
+    frame: String,
+}
+
+impl Outbox {
+    fn push(&mut self, reply: &str) {
+        if !self.frame.is_empty() {
+            self.frame.push('\n');
+        }
+        self.frame.push_str(reply);
+    }
+
+    /// Writes what is waiting when there is enough of it (or `force`).
+    async fn flush(&mut self, socket: &mut WebSocket, force: bool) -> bool {
+        if self.frame.is_empty() || (!force && self.frame.len() < FLUSH_BYTES) {
+            return true;
+        }
+        write(socket, std::mem::take(&mut self.frame)).await
+    }
+}
+
+/// Why a session ends: a close code and its reason.
+pub(crate) type Close = (u16, Cow<'static, str>);
+
+/// What a command produced.
+pub(crate) type Handled = Result<Option<String>, Close>;
+
+pub(crate) fn close(code: u16, reason: &'static str) -> Close {
+    (code, Cow::Borrowed(reason))
+}
+
+/// What a Centrifugo subscription adds to the core's: its expiry, whether the client gets
+/// join/leave pushes, the recovery position, and whether the client may undo it.
+#[derive(Debug)]
+pub(crate) struct SubState {
+    /// When it expires (unix seconds), if it does.
+    pub(crate) expires_at: Option<i64>,
+    /// Receives join/leave of others.
+    pub(crate) push_join_leave: bool,
+    /// The newest publication offset handed to the client (duplicates from the live
+    /// stream after a recovery are skipped).
+    pub(crate) last_offset: u64,
+    /// Server-side (connection token `channels`/`subs`, server API `subscribe`): the
+    /// client cannot resubscribe it, so its expiry closes the connection with 3006.
+    pub(crate) server_side: bool,
+}
+
+pub(crate) struct Session {
+    pub(crate) c: Client<SubState>,
+    /// When the last unanswered ping was sent.
+    ping_sent: Option<Instant>,
+    /// A failed connect leaves the connection unusable: every later command gets 3501.
+    pub(crate) unusable: bool,
+}
+
+impl Session {
+    pub(crate) fn new(gw: Gateway) -> Self {
+        Self {
+            c: Client::new(gw),
+            ping_sent: None,
+            unusable: false,
+        }
+    }
+
+    /// The earliest timer that ends the session, if any.
+    fn next_deadline(&self) -> Option<(Instant, u16, &'static str)> {
+        let s = &self.c.gw.settings;
+        let mut best: Option<(Instant, u16, &'static str)> = None;
+        let mut consider = |at: Instant, code: u16, reason: &'static str| {
+            if best.is_none_or(|(b, _, _)| at < b) {
+                best = Some((at, code, reason));
+            }
+        };
+        if !self.c.is_connected() {
+            consider(self.c.started + s.stale_timeout, disconnect::STALE, "stale");
+        }
+        if let Some(sent) = self.ping_sent {
+            consider(sent + s.pong_timeout, disconnect::NO_PONG, "no pong");
+        }
+        if let Some(expiry) = self.c.expiry {
+            consider(
+                expiry + s.expired_close_delay,
+                disconnect::CONNECTION_EXPIRED,
+                "connection expired",
+            );
+        }
+        best
+    }
+
+    /// Runs the session until it ends. The command handlers are boxed: an idle connection's
+    /// task then holds only the loop's own state (the select over its sources), not room
+    /// for the largest command in flight, which keeps idle connections to a few KB.
+    pub(crate) async fn run(mut self, mut socket: WebSocket) {
+        let settings = self.c.gw.settings.clone();
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + settings.ping_interval,
+            settings.ping_interval,
+        );
+        let mut tick = tokio::time::interval_at(
+            Instant::now() + settings.presence_update_interval,
+            settings.presence_update_interval,
+        );
+        let queue = self.c.queue.clone();
+        let mut shutdown = std::pin::pin!(crate::conn::shutdown(self.c.gw.stopping.clone()));
+        let mut timer = crate::conn::Deadline::new();
+        let mut control: Option<tokio::sync::mpsc::Receiver<crate::Control>> = None;
+        let close: Option<Close> = loop {
+            if control.is_none() {
+                control = self.c.take_control();
+            }
+            let connected = self.c.is_connected();
+            // What to write this turn, then whether to close.
+            let (frame, end): (Option<String>, Option<Option<Close>>) = tokio::select! {
+                msg = socket.recv() => match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        match Box::pin(self.handle_frame(text.as_str(), &mut socket)).await {
+                            Ok(close) => (None, close.map(Some)),
+                            Err(()) => (None, Some(None)),
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        (None, Some(Some(close(disconnect::BAD_REQUEST, "protobuf is not supported"))))
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => (None, None),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => (None, Some(None)),
+                },
+                batch = queue.next_batch(BATCH), if connected => match batch {
+                    Some(batch) => match self.encode_pushes(&batch) {
+                        Some(frame) => {
+                            if crate::conn::write_bytes(&mut socket, frame).await {
+                                (None, None)
+                            } else {
+                                (None, Some(None))
+                            }
+                        }
+                        None => (None, None),
+                    },
+                    None if queue.state() == QueueState::Overflowed => {
+                        (None, Some(Some(close(disconnect::SLOW, "slow"))))
+                    }
+                    None => (None, Some(None)),
+                },
+                _ = ping.tick(), if connected => {
+                    if self.ping_sent.is_none() {
+                        self.ping_sent = Some(Instant::now());
+                        (Some("{}".to_owned()), None)
+                    } else {
+                        (None, None)
+                    }
+                }
+                _ = tick.tick(), if connected => match Box::pin(self.on_tick()).await {
+                    Ok(pushes) => ((!pushes.is_empty()).then(|| pushes.join("\n")), None),
+                    Err(c) => (None, Some(Some(c))),
+                },
+                Some(ctrl) = async {
+                    match control.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match Box::pin(self.apply(ctrl)).await {
+                    Ok(push) => (push, None),
+                    Err(c) => (None, Some(Some(c))),
+                },
+                () = &mut shutdown => {
+                    (None, Some(Some(close(disconnect::SHUTDOWN, "shutdown"))))
+                }
+                (code, reason) = timer.until(self.next_deadline()) => {
+                    (None, Some(Some(close(code, reason))))
+                }
+            };
+            if let Some(frame) = frame
+                && !write(&mut socket, frame).await
+            {
+                break None;
+            }
+            if let Some(end) = end {
+                break end;
+            }
+        };
+        if let Some((code, reason)) = close {
+            self.c.gw.metrics.disconnected(code);
+            crate::conn::close(&mut socket, code, &reason).await;
+        }
+        Box::pin(self.c.close()).await;
+    }
+}
+
+impl Session {
+    /// Handles a frame: its commands in order, writing replies as they accumulate.
+    /// Returns maybe a close, or `Err` when the peer is gone.
+    async fn handle_frame(
+        &mut self,
+        text: &str,
+        socket: &mut WebSocket,
+    ) -> Result<Option<Close>, ()> {
+        let mut out = Outbox::default();
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        let mut close_with = None;
+        if text.trim().is_empty() {
+            close_with = Some(close(disconnect::BAD_REQUEST, "bad request"));
+        } else {
+            for line in text.split('\n') {
+                let Ok(Value::Object(command)) = serde_json::from_str::<Value>(line) else {
+                    close_with = Some(close(disconnect::BAD_REQUEST, "bad request"));
+                    break;
+                };
+                if command.is_empty() {
+                    // A pong to our ping. Centrifugo is strict about unsolicited ones; being
+                    // lenient is compatible with every SDK.
+                    self.ping_sent = None;
+                    continue;
+                }
+                let id = command.get("id").and_then(Value::as_u64).unwrap_or(0);
+                match self.handle_command(id, &command).await {
+                    Ok(Some(reply)) => {
+                        out.push(&reply);
+                        if !out.flush(socket, false).await {
+                            return Err(());
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(c) => {
+                        close_with = Some(c);
+                        break;
+                    }
+                }
+            }
+        }
+        if out.flush(socket, true).await {
+            Ok(close_with)
+        } else {
+            Err(())
+        }
+    }
+
+    /// Handles one command: `Ok(Some(reply))`, `Ok(None)` (no reply), or `Err(close)`.
+    async fn handle_command(&mut self, id: u64, command: &Map<String, Value>) -> Handled {
+        let Some((index, method, params)) = METHODS
+            .iter()
+            .enumerate()
+            .find_map(|(i, m)| command.get(*m).map(|p| (i, *m, p)))
+        else {
+            return Err(close(disconnect::BAD_REQUEST, "bad request"));
+        };
+        self.c.gw.metrics.command(index);
+        let empty = Map::new();
+        let params = params.as_object().unwrap_or(&empty);
+        if self.unusable || (method != "connect" && !self.c.is_connected()) {
+            return Err(close(disconnect::BAD_REQUEST, "connect first"));
+        }
+        if method == "send" {
+            // No application message handler: Centrifugo closes with "not available".
+            return Err(close(disconnect::NOT_AVAILABLE, "not available"));
+        }
+        if id == 0 {
+            return Err(close(disconnect::BAD_REQUEST, "bad request"));
+        }
+        if method != "connect" && !self.c.budget.spend() {
+            return Ok(Some(protocol::error_code(id, code::TOO_MANY_REQUESTS)));
+        }
+        match method {
+            "connect" => self.connect(id, params).await,
+            "subscribe" => self.subscribe(id, params).await,
+            "unsubscribe" => self.unsubscribe(id, params).await,
+            "publish" => self.publish(id, params).await,
+            "presence" => self.presence(id, params, false).await,
+            "presence_stats" => self.presence(id, params, true).await,
+            "history" => self.history(id, params).await,
+            "refresh" => self.refresh(id, params).await,
+            "sub_refresh" => self.sub_refresh(id, params).await,
+            // No RPC handler is configured; protocol v2 has no `ping` command.
+            _ => Ok(Some(protocol::error_code(id, code::NOT_AVAILABLE))),
+        }
+    }
+}
+
+/// A string parameter, if present and not empty.
+pub(crate) fn non_empty<'p>(params: &'p Map<String, Value>, key: &str) -> Option<&'p str> {
+    params
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,393 @@
+//! SignalWire's `chat.*` methods — subscribe, unsubscribe, publish, members, messages and
+//! member state — the server API's commands to a SignalWire connection, and the
+//! `signalwire.event`s a connection's deliveries become. Channel work goes through the
+//! gateway core, so everything here happens inside the connection's project.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tollgate_broker::{Delivery, Event, HistoryQuery, NewPublication, Publication};
+
+use super::wire::{
+    Events, Reply, Turn, channel_names, close, error, member, message, now_secs_f64, ok,
+    parse_bytes, request, rpc,
+};
+use super::{MAX_STATE_BYTES, PAGE, SwSession};
+use crate::core::client::{Sub, unix_to_instant};
+
+impl SwSession {
+    /// Joins `channel`: broker, presence, and a join for Chat members. Joining a channel
+    /// again adds the events asked for.
+    pub(super) async fn join(&mut self, channel: &str, events: Events) -> Result<(), ()> {
+        if let Some(sub) = self.c.subs.get_mut(channel) {
+            sub.ext.merge(events);
+            return Ok(());
+        }
+        self.c.attach(channel).await.map_err(|_| ())?;
+        let sub = Sub {
+            info: self.client_info(channel),
+            presence: true,
+            join_leave: self.is_chat(),
+            ext: events,
+        };
+        self.c.add(channel, sub).await;
+        Ok(())
+    }
+
+    pub(super) async fn subscribe(&mut self, params: &Map<String, Value>) -> Reply {
+        let Some(channels) =
+            channel_names(params, self.c.gw.settings.max_channels).filter(|c| !c.is_empty())
+        else {
+            return error(rpc::INVALID_PARAMS, "channels must be a list of {name}");
+        };
+        // All or nothing: every channel must be readable before any is joined.
+        if let Some(denied) = channels.iter().find(|c| !self.grant_for(c).0) {
+            return error(
+                rpc::FORBIDDEN,
+                format!("Permission denied: no read access to channel '{denied}'"),
+            );
+        }
+        let new = channels
+            .iter()
+            .filter(|c| !self.c.subs.contains_key(*c))
+            .count();
+        if self.c.subs.len() + new > self.c.gw.settings.max_channels {
+            return error(rpc::FORBIDDEN, "Too many channels");
+        }
+        let events = Events::from(params.get("events"));
+        let mut joined: Vec<String> = Vec::new();
+        for channel in &channels {
+            let fresh = !self.c.subs.contains_key(channel);
+            if self.join(channel, events).await.is_err() {
+                for channel in joined {
+                    self.c.leave(&channel).await;
+                }
+                return error(rpc::INTERNAL, "Internal error");
+            }
+            if fresh {
+                joined.push(channel.clone());
+            }
+        }
+        ok()
+    }
+
+    pub(super) async fn unsubscribe(&mut self, params: &Map<String, Value>) -> Reply {
+        let Some(channels) = channel_names(params, self.c.gw.settings.max_channels) else {
+            return error(rpc::INVALID_PARAMS, "channels must be a list of {name}");
+        };
+        for channel in channels {
+            self.c.leave(&channel).await;
+        }
+        ok()
+    }
+
+    pub(super) async fn publish(&mut self, params: &Map<String, Value>) -> Reply {
+        let Some(channel) = params
+            .get("channel")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+        else {
+            return error(rpc::INVALID_PARAMS, "channel is required");
+        };
+        let Some(content) = params.get("content") else {
+            return error(rpc::INVALID_PARAMS, "content is required");
+        };
+        if !self.grant_for(channel).1 {
+            return error(
+                rpc::FORBIDDEN,
+                format!("Permission denied: no write access to channel '{channel}'"),
+            );
+        }
+        let meta = match params.get("meta") {
+            None | Some(Value::Null) => None,
+            Some(m @ Value::Object(_)) => Some(m),
+            Some(_) => return error(rpc::INVALID_PARAMS, "meta must be an object"),
+        };
+        // Re-serialised compactly: Centrifugo frames are newline-delimited.
+        let data = content.to_string();
+        let meta_text = meta.map(Value::to_string);
+        let size = data.len() + meta_text.as_ref().map_or(0, String::len);
+        if size > self.c.gw.settings.max_publication_bytes {
+            return error(rpc::INVALID_PARAMS, "message too large");
+        }
+        // String-valued meta is also Centrifugo's `tags`, so those clients see it.
+        let tags = meta
+            .and_then(Value::as_object)
+            .filter(|m| m.values().all(Value::is_string))
+            .map(|_| Bytes::from(meta_text.clone().unwrap_or_default()));
+        let info = self
+            .c
+            .subs
+            .get(channel)
+            .map_or_else(|| self.client_info(channel), |s| s.info.clone());
+        let publication = NewPublication {
+            data: Bytes::from(data),
+            info: Some(info),
+            tags,
+            meta: meta_text.map(Bytes::from),
+        };
+        let history = self.c.gw.publish_history(channel);
+        match self.c.publish(channel, publication, history).await {
+            Ok(_) => ok(),
+            Err(_) => error(rpc::INTERNAL, "Internal error"),
+        }
+    }
+
+    /// The request's `channel`, if the token's capability for it includes `what`.
+    fn readable_channel<'p>(
+        &self,
+        params: &'p Map<String, Value>,
+        what: &str,
+    ) -> Result<&'p str, (i64, String)> {
+        let channel = params
+            .get("channel")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .ok_or((rpc::INVALID_PARAMS, "channel is required".to_owned()))?;
+        if !self.can(channel, what) {
+            return Err((
+                rpc::FORBIDDEN,
+                format!("Permission denied: no read access to channel '{channel}'"),
+            ));
+        }
+        Ok(channel)
+    }
+
+    pub(super) async fn members(&mut self, params: &Map<String, Value>) -> Reply {
+        let channel = self.readable_channel(params, "prs")?;
+        let entries = self
+            .c
+            .presence(channel)
+            .await
+            .map_err(|_| (rpc::INTERNAL, "Internal error".to_owned()))?;
+        let mut seen = std::collections::HashSet::new();
+        let mut members: Vec<Value> = Vec::new();
+        for e in &entries {
+            // One member may be connected several times: list it once.
+            if seen.insert(e.user.as_str()) {
+                members.push(member(&parse_bytes(&e.info), channel));
+            }
+        }
+        Ok(json!({"code": "200", "message": "OK", "members": members}))
+    }
+
+    /// `chat.messages.get`: newest first, [`PAGE`] at a time. Cursors are stream offsets:
+    /// `before` pages to older messages, `after` to newer ones.
+    pub(super) async fn messages(&mut self, params: &Map<String, Value>) -> Reply {
+        let channel = self.readable_channel(params, "hst")?.to_owned();
+        let history = self
+            .c
+            .history(&channel, HistoryQuery::default())
+            .await
+            .map_err(|_| (rpc::INTERNAL, "Internal error".to_owned()))?;
+        let epoch = history.position.epoch.as_str();
+        // Cursors are `<epoch>:<offset>`: an offset from another epoch (the stream was
+        // reset) would page the wrong messages, so it is refused.
+        let cursor = params.get("cursor").filter(|c| !c.is_null());
+        let at = |k: &str| -> Result<Option<u64>, (i64, String)> {
+            let Some(v) = cursor.and_then(|c| c.get(k)).filter(|v| !v.is_null()) else {
+                return Ok(None);
+            };
+            v.as_str()
+                .and_then(|c| c.split_once(':'))
+                .filter(|(e, _)| *e == epoch)
+                .and_then(|(_, o)| o.parse::<u64>().ok())
+                .map(Some)
+                .ok_or((rpc::INVALID_PARAMS, format!("invalid or stale cursor.{k}")))
+        };
+        if cursor.is_some_and(|c| !c.is_object()) {
+            return error(rpc::INVALID_PARAMS, "cursor must be an object");
+        }
+        let (before, after) = (at("before")?, at("after")?);
+        // Oldest first from the broker.
+        let kept: Vec<&Arc<Publication>> = history
+            .publications
+            .iter()
+            .filter(|p| before.is_none_or(|b| p.offset < b) && after.is_none_or(|a| p.offset > a))
+            .collect();
+        let page: Vec<&Arc<Publication>> = if after.is_some() {
+            kept.iter().take(PAGE).copied().collect()
+        } else {
+            kept.iter().rev().take(PAGE).rev().copied().collect()
+        };
+        let first_kept = history.publications.first().map(|p| p.offset);
+        let last_kept = history.publications.last().map(|p| p.offset);
+        // The page's bounds; an empty page keeps the request's, so the client can turn back.
+        let oldest = page
+            .first()
+            .map(|p| p.offset)
+            .or_else(|| after.map(|a| a + 1));
+        let newest = page
+            .last()
+            .map(|p| p.offset)
+            .or_else(|| before.map(|b| b.saturating_sub(1)));
+        let mut cursor = Map::new();
+        if let (Some(o), Some(f)) = (oldest, first_kept)
+            && o > f
+        {
+            cursor.insert("before".into(), format!("{epoch}:{o}").into());
+        }
+        if let (Some(n), Some(l)) = (newest, last_kept)
+            && n < l
+        {
+            cursor.insert("after".into(), format!("{epoch}:{n}").into());
+        }
+        let messages: Vec<Value> = page.iter().rev().map(|p| message(p, &channel)).collect();
+        Ok(json!({"code": "200", "message": "OK", "messages": messages, "cursor": cursor}))
+    }
+
+    pub(super) async fn set_state(&mut self, params: &Map<String, Value>) -> Reply {
+        if let Some(m) = params.get("member_id").and_then(Value::as_str)
+            && m != self.member_id()
+        {
+            return error(rpc::FORBIDDEN, "A member may only set its own state");
+        }
+        let Some(state) = params.get("state").filter(|s| s.is_object()) else {
+            return error(rpc::INVALID_PARAMS, "state must be an object");
+        };
+        if state.to_string().len() > MAX_STATE_BYTES {
+            return error(rpc::INVALID_PARAMS, "state is too large");
+        }
+        let channels = match channel_names(params, self.c.gw.settings.max_channels) {
+            Some(c) if !c.is_empty() => c,
+            None if params.get("channels").is_none() => self.c.subs.keys().cloned().collect(),
+            _ => return error(rpc::INVALID_PARAMS, "channels must be a list of {name}"),
+        };
+        if let Some(denied) = channels.iter().find(|c| !self.grant_for(c).0) {
+            return error(
+                rpc::FORBIDDEN,
+                format!("Permission denied: no read access to channel '{denied}'"),
+            );
+        }
+        for channel in channels {
+            if self.states.get(&channel) == Some(state) {
+                continue;
+            }
+            // Bounded: at most max_channels states are remembered per session.
+            if !self.states.contains_key(&channel)
+                && self.states.len() >= self.c.gw.settings.max_channels
+            {
+                continue;
+            }
+            self.states.insert(channel.clone(), state.clone());
+            let info = self.client_info(&channel);
+            self.c.update_info(&channel, info).await;
+        }
+        ok()
+    }
+
+    pub(super) async fn get_state(&mut self, params: &Map<String, Value>) -> Reply {
+        let member_id = params
+            .get("member_id")
+            .and_then(Value::as_str)
+            .unwrap_or(self.member_id())
+            .to_owned();
+        let channels = match channel_names(params, self.c.gw.settings.max_channels) {
+            Some(c) if !c.is_empty() => c,
+            _ => self.c.subs.keys().cloned().collect(),
+        };
+        let mut out = Map::new();
+        for channel in channels {
+            if !self.grant_for(&channel).0 {
+                continue;
+            }
+            let state = if member_id == self.member_id() {
+                self.state(&channel)
+            } else {
+                let entries = self.c.presence(&channel).await.unwrap_or_default();
+                match entries.iter().find(|e| e.user == member_id) {
+                    Some(e) => member(&parse_bytes(&e.info), &channel)["state"].clone(),
+                    None => continue,
+                }
+            };
+            out.insert(channel, json!({ "state": state }));
+        }
+        Ok(json!({"code": "200", "message": "OK", "channels": out}))
+    }
+
+    /// Server API commands (the registry reaches SignalWire members by member id).
+    pub(super) async fn apply(&mut self, control: crate::Control) -> Turn {
+        use crate::Control;
+        match control {
+            // The SDK reconnects after a server disconnect and, never re-subscribing, relies
+            // on the resume: keep it.
+            Control::Disconnect { .. } => {
+                let (_, text) = request("signalwire.disconnect", &json!({}));
+                (vec![text], Some(Some((close::NORMAL, "disconnected"))))
+            }
+            Control::Subscribe(command) => {
+                let sub = command.sub;
+                let events = Events {
+                    message: true,
+                    ..Events::default()
+                };
+                let _ = self.join(&sub.channel, events).await;
+                (Vec::new(), None)
+            }
+            Control::Unsubscribe { channel } => {
+                let channels: Vec<String> = if channel.is_empty() {
+                    self.c.subs.keys().cloned().collect()
+                } else {
+                    vec![channel]
+                };
+                for channel in channels {
+                    self.c.leave(&channel).await;
+                }
+                (Vec::new(), None)
+            }
+            Control::Refresh { expired: true, .. } => {
+                (Vec::new(), Some(Some((close::EXPIRED, "token expired"))))
+            }
+            Control::Refresh { expire_at, .. } => {
+                self.c.expiry = expire_at.map(|e| unix_to_instant(e, self.c.now_unix()));
+                (Vec::new(), None)
+            }
+        }
+    }
+
+    /// `signalwire.event`s for a batch of deliveries, one frame each, only for channels
+    /// and events this member subscribed to.
+    pub(super) fn encode(&self, batch: &[Delivery]) -> Vec<String> {
+        let mut frames = Vec::with_capacity(batch.len());
+        for d in batch {
+            let channel: &str = &d.channel;
+            let Some(sub) = self.c.subs.get(channel) else {
+                continue;
+            };
+            let (event_type, params) = match &d.event {
+                Event::Publication(p) if sub.ext.message => (
+                    "chat.channel.message",
+                    json!({"channel": channel, "message": message(p, channel)}),
+                ),
+                Event::Join(info) if sub.ext.joined => (
+                    "chat.member.joined",
+                    json!({"channel": channel, "member": member(&parse_bytes(info), channel)}),
+                ),
+                Event::Update(info) if sub.ext.updated => (
+                    "chat.member.updated",
+                    json!({"channel": channel, "member": member(&parse_bytes(info), channel)}),
+                ),
+                Event::Leave(info) if sub.ext.left => (
+                    "chat.member.left",
+                    json!({"channel": channel, "member": member(&parse_bytes(info), channel)}),
+                ),
+                _ => continue,
+            };
+            let (_, text) = request(
+                "signalwire.event",
+                &json!({
+                    "event_type": event_type,
+                    "event_channel": channel,
+                    "timestamp": now_secs_f64(),
+                    "params": params,
+                }),
+            );
+            frames.push(text);
+        }
+        if !frames.is_empty() {
+            self.c.gw.metrics.delivered(frames.len());
+        }
+        frames
+    }
+}

@@ -1,0 +1,480 @@
+//! SignalWire's PubSub/Chat protocol: JSON-RPC 2.0 over a WebSocket on `/`, as
+//! `@signalwire/js` v3 `PubSub.Client` and `Chat.Client` speak it.
+//!
+//! ```text
+//!  accepted ──signalwire.connect ok──► connected ──(chat.* / reauthenticate)──► connected
+//!     │            │                      ├─ token expired + grace, no reauth ─► closed 4001
+//!     │            └─ bad token ──────────┤  error -32002, then closed 4003
+//!     │                                   ├─ no ping result within pong_timeout ► closed 4008
+//!     │                                   └─ queue overflowed ─────────────────► closed 4008
+//!     ├─ no connect within stale_timeout ────────────────────────────────────► closed 4008
+//!     └─ server shutting down ───────────────────────────────────────────────► closed 1012
+//! ```
+//!
+//! Channels are the gateway's channels: a message published here reaches Centrifugo
+//! subscribers of the same channel and the other way round. A SignalWire message's
+//! `content` is the publication's `data`, its `meta` travels beside it (and as Centrifugo
+//! `tags` when every value is a string), and the publisher's member id and state are the
+//! publication's `info` (`user`, `chan_info`/`conn_info`). Permissions are the token's
+//! channel grants: `read` to subscribe, list members and read messages, `write` to publish.
+//!
+//! A thin adapter on the gateway core ([`crate::core::client::Client`]): this module is
+//! the session loop and the connection-level methods (`signalwire.connect`,
+//! `reauthenticate`, ping, disconnect); [`chat`] holds the `chat.*` methods, server API
+//! commands and event encoding, [`wire`] the JSON-RPC vocabulary and [`resume`] the
+//! table of closed sessions waiting to be resumed — the client never re-sends
+//! `chat.subscribe` after a reconnect; it presents the `protocol` it was given instead.
+
+mod chat;
+mod resume;
+mod wire;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+use tollgate_broker::QueueState;
+use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
+
+use crate::Gateway;
+use crate::conn::write;
+use crate::core::client::{Client, ConnectRefused, MAX_TTL};
+pub(crate) use resume::Resumes;
+use resume::{RESUME_FOR, Resume};
+use wire::{End, Events, Reply, Turn, close, error, now_secs_f64, request, response, rpc};
+
+/// SignalWire's client drops the socket when a server ping is not followed by another
+/// within 15 s, so pings go out well inside that.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+/// Largest member state (serialised), as for the token's `state`.
+const MAX_STATE_BYTES: usize = 2000;
+/// Messages per `chat.messages.get` page.
+const PAGE: usize = 50;
+/// Most deliveries written per turn of the loop.
+const BATCH: usize = 256;
+
+pub(crate) struct SwSession {
+    /// The connection; each subscription's own part is the events it asked for.
+    c: Client<Events>,
+    protocol: String,
+    /// Member state per channel, from `chat.member.set_state` (else the token's).
+    states: HashMap<String, Value>,
+    /// The outstanding server ping: its id and when it went out.
+    ping: Option<(String, Instant)>,
+    /// Whether the client said goodbye (no resume then).
+    said_goodbye: bool,
+}
+
+impl SwSession {
+    pub(crate) fn new(gw: Gateway) -> Self {
+        Self {
+            c: Client::new(gw),
+            protocol: String::new(),
+            states: HashMap::new(),
+            ping: None,
+            said_goodbye: false,
+        }
+    }
+
+    fn member_id(&self) -> &str {
+        self.c.user()
+    }
+
+    /// Whether the token's capability for `channel` includes `what` (`sub`, `pub`, `prs`,
+    /// `hst`; SignalWire's `read` grants the first, third and fourth, `write` the second).
+    fn can(&self, channel: &str, what: &str) -> bool {
+        self.c.caps_allow(channel, what)
+    }
+
+    /// The token's grant for `channel`: (read, write).
+    fn grant_for(&self, channel: &str) -> (bool, bool) {
+        (self.can(channel, "sub"), self.can(channel, "pub"))
+    }
+
+    /// The member's state in `channel`: set with `set_state`, else the token's `state`.
+    fn state(&self, channel: &str) -> Value {
+        self.states
+            .get(channel)
+            .cloned()
+            .or_else(|| self.c.grant().and_then(|g| g.info.clone()))
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}))
+    }
+
+    /// The member's `ClientInfo` in `channel`: its state there is the `chan_info`.
+    fn client_info(&self, channel: &str) -> Bytes {
+        self.c.client_info(self.states.get(channel))
+    }
+
+    fn is_chat(&self) -> bool {
+        self.c
+            .grant()
+            .is_some_and(|g| g.typ.as_deref() == Some("CRT"))
+    }
+
+    fn next_deadline(&self) -> Option<(Instant, u16, &'static str)> {
+        let s = &self.c.gw.settings;
+        let mut best: Option<(Instant, u16, &'static str)> = None;
+        let mut consider = |at: Instant, code: u16, reason: &'static str| {
+            if best.is_none_or(|b| at < b.0) {
+                best = Some((at, code, reason));
+            }
+        };
+        if !self.c.is_connected() {
+            consider(
+                self.c.started + s.stale_timeout,
+                close::UNRESPONSIVE,
+                "stale",
+            );
+        }
+        if let Some((_, sent)) = &self.ping {
+            consider(*sent + s.pong_timeout, close::UNRESPONSIVE, "no ping reply");
+        }
+        if let Some(expiry) = self.c.expiry {
+            consider(
+                expiry + s.expired_close_delay,
+                close::EXPIRED,
+                "token expired",
+            );
+        }
+        best
+    }
+
+    pub(crate) async fn run(mut self, mut socket: WebSocket) {
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let mut tick = tokio::time::interval_at(
+            Instant::now() + self.c.gw.settings.presence_update_interval,
+            self.c.gw.settings.presence_update_interval,
+        );
+        let queue = self.c.queue.clone();
+        let mut shutdown = std::pin::pin!(crate::conn::shutdown(self.c.gw.stopping.clone()));
+        let mut timer = crate::conn::Deadline::new();
+        let mut control: Option<tokio::sync::mpsc::Receiver<crate::Control>> = None;
+        let end: Option<End> = loop {
+            if control.is_none() {
+                control = self.c.take_control();
+            }
+            let connected = self.c.is_connected();
+            let (frames, end): Turn = tokio::select! {
+                msg = socket.recv() => match msg {
+                    Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str())).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        (Vec::new(), Some(Some((close::BAD_MESSAGE, "binary frames are not supported"))))
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => (Vec::new(), None),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => (Vec::new(), Some(None)),
+                },
+                batch = queue.next_batch(BATCH), if connected => match batch {
+                    Some(batch) => (self.encode(&batch), None),
+                    None if queue.state() == QueueState::Overflowed => {
+                        (Vec::new(), Some(Some((close::UNRESPONSIVE, "slow consumer"))))
+                    }
+                    None => (Vec::new(), Some(None)),
+                },
+                _ = ping.tick(), if connected => {
+                    if self.ping.is_none() {
+                        let (id, text) = request("signalwire.ping", &json!({"timestamp": now_secs_f64()}));
+                        self.ping = Some((id, Instant::now()));
+                        (vec![text], None)
+                    } else {
+                        (Vec::new(), None)
+                    }
+                }
+                _ = tick.tick(), if connected => {
+                    Box::pin(self.c.refresh_presence()).await;
+                    (Vec::new(), None)
+                }
+                Some(ctrl) = async {
+                    match control.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => Box::pin(self.apply(ctrl)).await,
+                () = &mut shutdown => (Vec::new(), Some(Some((close::RESTART, "shutdown")))),
+                (code, reason) = timer.until(self.next_deadline()) => {
+                    (Vec::new(), Some(Some((code, reason))))
+                }
+            };
+            let mut gone = false;
+            for frame in frames {
+                if !write(&mut socket, frame).await {
+                    gone = true;
+                    break;
+                }
+            }
+            if gone {
+                break None;
+            }
+            if let Some(end) = end {
+                break end;
+            }
+        };
+        if let Some((code, reason)) = end {
+            self.c.gw.metrics.disconnected(code);
+            crate::conn::close(&mut socket, code, reason).await;
+            // The process is going away: a resume would die with it.
+            if code == close::RESTART {
+                self.said_goodbye = true;
+            }
+        }
+        Box::pin(self.cleanup()).await;
+    }
+
+    /// Leaves the session's channels in [`Resumes`] unless the client said goodbye, then
+    /// closes the connection in the core.
+    async fn cleanup(&mut self) {
+        if let Some(project) = self.c.project()
+            && !self.said_goodbye
+            && !self.c.subs.is_empty()
+        {
+            let resume = Resume {
+                member: self.member_id().to_owned(),
+                channels: self
+                    .c
+                    .subs
+                    .iter()
+                    .map(|(c, s)| (c.clone(), s.ext))
+                    .collect(),
+                states: self
+                    .states
+                    .iter()
+                    .filter(|(c, _)| self.c.subs.contains_key(*c))
+                    .map(|(c, v)| (c.clone(), v.clone()))
+                    .collect(),
+                until: Instant::now() + RESUME_FOR,
+            };
+            self.c
+                .gw
+                .resumes
+                .put(project, std::mem::take(&mut self.protocol), resume);
+        }
+        self.c.close().await;
+    }
+
+    /// One incoming message: a request (answered), or a response to our ping or event.
+    async fn handle(&mut self, text: &str) -> Turn {
+        let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(text) else {
+            let reply = response(&Value::Null, error(-32700, "Parse error"));
+            return (vec![reply], None);
+        };
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let Some(method) = msg.get("method").and_then(Value::as_str) else {
+            // A response: the ack of an event, or the answer to our ping.
+            if let Some((ping_id, _)) = &self.ping
+                && id.as_str() == Some(ping_id)
+            {
+                self.ping = None;
+            }
+            return (Vec::new(), None);
+        };
+        self.c.gw.metrics.signalwire_request(method);
+        let empty = Map::new();
+        let params = msg
+            .get("params")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        if method != "signalwire.connect" && !self.c.is_connected() {
+            let reply = response(&id, error(rpc::AUTH, "Authentication required"));
+            return (vec![reply], None);
+        }
+        // Housekeeping is exempt: a refused reauthentication would end the client for good.
+        if !method.starts_with("signalwire.") && !self.c.budget.spend() {
+            let reply = response(&id, error(rpc::INTERNAL, "Too many requests"));
+            return (vec![reply], None);
+        }
+        let reply = match method {
+            "signalwire.connect" => {
+                let reply = self.connect(params).await;
+                if matches!(&reply, Err((rpc::INTERNAL, _))) {
+                    // Any error answer ends the SDK for good; a close without one makes it
+                    // retry, which is right when the token store is briefly unreachable.
+                    return (
+                        Vec::new(),
+                        Some(Some((close::TRY_AGAIN, "try again later"))),
+                    );
+                }
+                if reply.is_err() {
+                    // The client only rejects its pending calls; close so it cannot hang.
+                    return (
+                        vec![response(&id, reply)],
+                        Some(Some((close::AUTH_FAILED, "authentication failed"))),
+                    );
+                }
+                reply
+            }
+            "signalwire.reauthenticate" => self.reauthenticate(params).await,
+            "signalwire.ping" => Ok(json!({
+                "timestamp": params.get("timestamp").cloned().unwrap_or_else(|| now_secs_f64().into())
+            })),
+            "signalwire.disconnect" => {
+                self.said_goodbye = true;
+                return (
+                    vec![response(&id, Ok(json!({})))],
+                    Some(Some((close::NORMAL, "disconnect"))),
+                );
+            }
+            "chat.subscribe" => self.subscribe(params).await,
+            "chat.unsubscribe" => self.unsubscribe(params).await,
+            "chat.publish" => self.publish(params).await,
+            "chat.members.get" => self.members(params).await,
+            "chat.messages.get" => self.messages(params).await,
+            "chat.member.set_state" => self.set_state(params).await,
+            "chat.member.get_state" => self.get_state(params).await,
+            _ => error(rpc::METHOD_NOT_FOUND, format!("Method not found: {method}")),
+        };
+        if id.is_null() {
+            return (Vec::new(), None);
+        }
+        (vec![response(&id, reply)], None)
+    }
+
+    /// The `authorization` and connect result for the current grant.
+    fn connect_result(&self) -> Value {
+        let Some(g) = self.c.grant() else {
+            return json!({});
+        };
+        let channels: Map<String, Value> = g
+            .caps
+            .iter()
+            .flat_map(|c| {
+                let read = c.allow.iter().any(|a| a == "sub");
+                let write = c.allow.iter().any(|a| a == "pub");
+                c.channels
+                    .iter()
+                    .map(move |ch| (ch.clone(), json!({"read": read, "write": write})))
+            })
+            .collect();
+        let project = g.project.to_string();
+        let signature = self
+            .protocol
+            .split('_')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let ttl_minutes = g
+            .expires_at
+            .map(|e| e.saturating_sub(self.c.now_unix()).clamp(0, MAX_TTL) / 60);
+        json!({
+            "identity": g.user,
+            "protocol": self.protocol,
+            "authorization": {
+                "type": if self.is_chat() { "chat" } else { "pubsub" },
+                "project": project,
+                "project_id": project,
+                "member_id": g.user,
+                "resource": g.user,
+                "channels": channels,
+                "expires_at": g.expires_at,
+                "ttl": ttl_minutes,
+                "signature": signature,
+                "scope_id": Value::Null,
+                "scopes": [],
+            },
+        })
+    }
+
+    async fn verify(&self, params: &Map<String, Value>) -> Result<ConnectionGrant, (i64, String)> {
+        let token = params
+            .get("authentication")
+            .and_then(|a| a.get("jwt_token"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or((rpc::AUTH, "Authentication failed".to_owned()))?;
+        let grant = match self.c.gw.tollgate.verify_connection_token(token).await {
+            Ok(g) => g,
+            Err(GatewayTokenError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "token check unavailable");
+                return Err((rpc::INTERNAL, "Internal error".to_owned()));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "signalwire token refused");
+                return Err((rpc::AUTH, "Authentication failed".to_owned()));
+            }
+        };
+        // Only SignalWire realtime tokens carry channel grants for this protocol.
+        if !matches!(grant.typ.as_deref(), Some("PRT" | "CRT")) {
+            return Err((rpc::AUTH, "Authentication failed".to_owned()));
+        }
+        Ok(grant)
+    }
+
+    async fn connect(&mut self, params: &Map<String, Value>) -> Reply {
+        if self.c.is_connected() {
+            return error(rpc::INVALID_REQUEST, "Already connected");
+        }
+        let grant = self.verify(params).await?;
+        let resume = params
+            .get("protocol")
+            .and_then(Value::as_str)
+            .and_then(|p| {
+                self.c
+                    .gw
+                    .resumes
+                    .take(grant.project, p, &grant.user)
+                    .map(|r| (p.to_owned(), r))
+            });
+        let signature = grant
+            .jti
+            .as_deref()
+            .map(|j| j.replace(['-', '_'], ""))
+            .filter(|j| !j.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        if let Err(ConnectRefused::ConnectionLimit) = self.c.connect(grant) {
+            return error(rpc::FORBIDDEN, "Connection limit reached");
+        }
+        match resume {
+            Some((protocol, r)) => {
+                self.protocol = protocol;
+                self.states = r.states;
+                for (channel, events) in r.channels {
+                    // The new token decides again.
+                    if self.grant_for(&channel).0 {
+                        let _ = self.join(&channel, events).await;
+                    }
+                }
+            }
+            None => {
+                self.protocol = format!("signalwire_{signature}_{}", uuid::Uuid::new_v4().simple());
+            }
+        }
+        Ok(self.connect_result())
+    }
+
+    async fn reauthenticate(&mut self, params: &Map<String, Value>) -> Reply {
+        let grant = self.verify(params).await?;
+        let same = self.c.grant().is_some_and(|g| {
+            g.user == grant.user && g.project == grant.project && g.typ == grant.typ
+        });
+        if !same {
+            return error(
+                rpc::AUTH,
+                "Authentication failed: another member, project or token type",
+            );
+        }
+        self.c.regrant(grant);
+        // Channels the new token no longer grants are left.
+        let lost: Vec<String> = self
+            .c
+            .subs
+            .keys()
+            .filter(|c| !self.grant_for(c).0)
+            .cloned()
+            .collect();
+        for channel in lost {
+            self.c.leave(&channel).await;
+        }
+        // The new token's state is the member's state where none was set since.
+        let channels: Vec<String> = self.c.subs.keys().cloned().collect();
+        for channel in channels {
+            let info = self.client_info(&channel);
+            if let Some(sub) = self.c.subs.get_mut(&channel) {
+                sub.info = info;
+            }
+        }
+        self.c.refresh_presence().await;
+        Ok(self.connect_result())
+    }
+}

@@ -1,0 +1,175 @@
+//! Closed SignalWire sessions waiting to be resumed.
+//!
+//! `@signalwire/js` never re-sends `chat.subscribe` after a reconnect; it presents the
+//! `protocol` string it was given instead. So a session that closes leaves its channels,
+//! event selection and member states here for [`RESUME_FOR`], and a reconnect of the same
+//! member of the same project with that `protocol` takes them back.
+//!
+//! Everything is per project: each project has its own table with its own bounds, so one
+//! tenant opening and dropping sessions in a loop only ever evicts its own entries, never
+//! another project's.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use tollgate_token::ProjectId;
+
+use super::wire::Events;
+
+/// How long a closed session's subscriptions wait for the client to reconnect.
+pub(super) const RESUME_FOR: Duration = Duration::from_secs(60);
+/// Most sessions of one project waiting to be resumed (each at most `max_channels` names
+/// and states).
+pub(super) const MAX_RESUMES_PER_PROJECT: usize = 10_000;
+/// Most sessions of one member waiting to be resumed: a member reconnecting in a loop
+/// replaces its own entries instead of filling its project's table.
+pub(super) const MAX_RESUMES_PER_MEMBER: usize = 8;
+
+/// What a reconnecting client gets back: its channels, events and states.
+#[derive(Debug, Clone)]
+pub(super) struct Resume {
+    pub(super) member: String,
+    pub(super) channels: Vec<(String, Events)>,
+    pub(super) states: HashMap<String, Value>,
+    pub(super) until: Instant,
+}
+
+/// Closed sessions waiting to be resumed, by project, then by protocol.
+#[derive(Debug, Default)]
+pub(crate) struct Resumes {
+    projects: Mutex<HashMap<ProjectId, HashMap<String, Resume>>>,
+}
+
+impl Resumes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProjectId, HashMap<String, Resume>>> {
+        self.projects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `resume` under `protocol` in `project`'s table, making room within the
+    /// project's and the member's bounds: expired entries first, then the oldest of this
+    /// member, then the oldest of the project.
+    pub(super) fn put(&self, project: ProjectId, protocol: String, resume: Resume) {
+        let mut projects = self.lock();
+        let map = projects.entry(project).or_default();
+        let now = Instant::now();
+        let same = |r: &Resume| r.member == resume.member;
+        let mine = map.values().filter(|r| same(r)).count();
+        if mine >= MAX_RESUMES_PER_MEMBER || map.len() >= MAX_RESUMES_PER_PROJECT {
+            map.retain(|_, r| r.until > now);
+        }
+        for own in [true, false] {
+            let full = if own {
+                map.values().filter(|r| same(r)).count() >= MAX_RESUMES_PER_MEMBER
+            } else {
+                map.len() >= MAX_RESUMES_PER_PROJECT
+            };
+            if full
+                && let Some(oldest) = map
+                    .iter()
+                    .filter(|(_, r)| !own || same(r))
+                    .min_by_key(|(_, r)| r.until)
+                    .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(protocol, resume);
+    }
+
+    /// The resume for `protocol`, if it is this member's of this project and still fresh.
+    pub(super) fn take(&self, project: ProjectId, protocol: &str, member: &str) -> Option<Resume> {
+        let mut projects = self.lock();
+        let map = projects.get_mut(&project)?;
+        if map.get(protocol)?.member != member {
+            return None;
+        }
+        let resume = map.remove(protocol).filter(|r| r.until > Instant::now());
+        if map.is_empty() {
+            projects.remove(&project);
+        }
+        resume
+    }
+
+    /// Sessions waiting in `project`'s table.
+    #[cfg(test)]
+    fn waiting(&self, project: ProjectId) -> usize {
+        self.lock().get(&project).map_or(0, HashMap::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resume(member: &str, until: Instant) -> Resume {
+        Resume {
+            member: member.to_owned(),
+            channels: vec![("room".to_owned(), Events::default())],
+            states: HashMap::new(),
+            until,
+        }
+    }
+
+    #[test]
+    fn a_resume_is_taken_once_by_its_member_of_its_project() {
+        let r = Resumes::default();
+        let (p1, p2) = (ProjectId::new_random(), ProjectId::new_random());
+        let later = Instant::now() + RESUME_FOR;
+        r.put(p1, "proto".into(), resume("alice", later));
+        assert!(
+            r.take(p2, "proto", "alice").is_none(),
+            "another project's alice"
+        );
+        assert!(r.take(p1, "proto", "bob").is_none(), "another member");
+        assert!(r.take(p1, "proto", "alice").is_some());
+        assert!(r.take(p1, "proto", "alice").is_none(), "taken once");
+    }
+
+    #[test]
+    fn an_expired_resume_is_not_given_back() {
+        let r = Resumes::default();
+        let p = ProjectId::new_random();
+        r.put(p, "proto".into(), resume("alice", Instant::now()));
+        assert!(r.take(p, "proto", "alice").is_none());
+    }
+
+    #[test]
+    fn a_member_reconnecting_in_a_loop_replaces_its_own_oldest_entries() {
+        let r = Resumes::default();
+        let p = ProjectId::new_random();
+        let now = Instant::now() + RESUME_FOR;
+        r.put(p, "other".into(), resume("bob", now));
+        for i in 0..20u64 {
+            r.put(
+                p,
+                format!("p{i}"),
+                resume("alice", now + Duration::from_secs(i)),
+            );
+        }
+        assert_eq!(r.waiting(p), MAX_RESUMES_PER_MEMBER + 1);
+        assert!(r.take(p, "p0", "alice").is_none(), "the oldest went first");
+        assert!(r.take(p, "p19", "alice").is_some(), "the newest stays");
+        assert!(
+            r.take(p, "other", "bob").is_some(),
+            "another member is untouched"
+        );
+    }
+
+    #[test]
+    fn one_project_filling_its_table_never_evicts_another_projects_resumes() {
+        let r = Resumes::default();
+        let (noisy, quiet) = (ProjectId::new_random(), ProjectId::new_random());
+        let later = Instant::now() + RESUME_FOR;
+        r.put(quiet, "keep".into(), resume("carol", later));
+        for i in 0..(MAX_RESUMES_PER_PROJECT + 100) {
+            r.put(noisy, format!("p{i}"), resume(&format!("m{i}"), later));
+        }
+        assert_eq!(r.waiting(noisy), MAX_RESUMES_PER_PROJECT);
+        assert!(r.take(quiet, "keep", "carol").is_some());
+    }
+}
