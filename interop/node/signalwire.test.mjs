@@ -5,158 +5,134 @@
 // protocols both ways.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createRequire } from 'node:module';
 
-const require = createRequire(join(process.env.TOLLGATE_NODE_MODULES, 'noop.js'));
+import { require, startTollgate, post as postTo, basic, next, within } from './support.mjs';
+
 const WebSocket = require('ws');
 globalThis.WebSocket = WebSocket; // the SDK reads it when a client is built
 const { PubSub, Chat } = require('@signalwire/js');
 const { Centrifuge } = require('centrifuge');
 
-const BIN = process.env.TOLLGATE_BIN;
 const API_KEY = 'signalwire-interop-api-key';
-let dir, server, base, project;
-
-function env(extra = {}) {
-  const e = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TOLLGATE_')));
-  return { ...e, TOLLGATE_DATABASE_URL: `sqlite://${dir}/tollgate.db`, TOLLGATE_LOG: 'info', ...extra };
-}
-
-const freePort = () => new Promise((resolve) => {
-  const s = createServer();
-  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-});
+const TIMEOUT = { timeout: 30_000 };
+let server, base, project;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'tollgate-sw-'));
-  project = JSON.parse(execFileSync(BIN, ['project', 'create', '--name', 'sw', '--json'], { env: env() }));
   // The public address goes into every token's `ch` header, so it must be known up front.
-  const port = await freePort();
-  server = spawn(BIN, ['serve'], {
-    env: env({
-      TOLLGATE_LISTEN: `127.0.0.1:${port}`,
-      TOLLGATE_GATEWAY__PUBLIC_URL: `ws://127.0.0.1:${port}`,
-      TOLLGATE_CENTRIFUGO__API_KEY: API_KEY,
-    }),
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  await new Promise((resolve, reject) => {
-    let log = '';
-    server.stderr.on('data', (chunk) => { log += chunk; if (/addr=/.test(log)) resolve(); });
-    server.on('exit', () => reject(new Error(`tollgate exited: ${log}`)));
-  });
-  base = `http://127.0.0.1:${port}`;
-});
+  server = await startTollgate({ publicUrl: true, settings: { TOLLGATE_CENTRIFUGO__API_KEY: API_KEY } });
+  base = server.base;
+  project = server.cli('project', 'create', '--name', 'sw');
+}, TIMEOUT);
 
-after(() => {
-  server?.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
-});
+after(async () => {
+  if (server) assert.equal(await server.stop(), 0, 'tollgate exits cleanly on SIGTERM');
+}, { timeout: 70_000 });
 
-async function post(path, body, headers) {
-  const res = await fetch(base + path, {
-    method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body),
-  });
-  return { status: res.status, body: await res.json().catch(() => null) };
+const post = (path, body, headers) => postTo(base, path, body, headers);
+async function mint(kind, channels, member_id, state) {
+  const r = await post(`/api/${kind}/tokens`, { ttl: 10, channels, member_id, state }, basic(project));
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.token;
 }
 
-const basic = () => ({ Authorization: 'Basic ' + Buffer.from(`${project.project_id}:${project.api_token}`).toString('base64') });
-const mint = async (kind, channels, member_id, state) =>
-  (await post(`/api/${kind}/tokens`, { ttl: 10, channels, member_id, state }, basic())).body.token;
-const next = (emitter, event, pred = () => true) =>
-  new Promise((resolve) => emitter.on(event, (x) => { if (pred(x)) resolve(x); }));
-
-test('PubSub.Client: subscribe, publish, and a read-only member refused on publish', async () => {
+test('PubSub.Client: subscribe, publish, and a read-only member refused on publish', TIMEOUT, async () => {
   const writer = new PubSub.Client({ token: await mint('pubsub', { news: { read: true, write: true } }, 'writer'), logLevel: 'silent' });
   const reader = new PubSub.Client({ token: await mint('pubsub', { news: { read: true } }, 'reader'), logLevel: 'silent' });
-  const got = next(reader, 'message');
-  await reader.subscribe(['news']);
-  await writer.subscribe(['news']);
-  assert.deepEqual(await reader.getAllowedChannels(), { news: { read: true, write: false } });
-  await writer.publish({ channel: 'news', content: { headline: 'hello' }, meta: { source: 'wire' } });
-  const message = await got;
-  assert.equal(message.channel, 'news');
-  assert.deepEqual(message.content, { headline: 'hello' });
-  assert.deepEqual(message.meta, { source: 'wire' });
-  await assert.rejects(reader.publish({ channel: 'news', content: 'nope' }), (e) => e.code === -32003);
-  await assert.rejects(reader.subscribe(['elsewhere']), (e) => e.code === -32003);
-  await writer.disconnect(); await reader.disconnect();
+  try {
+    const got = next(reader, 'message', undefined, "the writer's message at the reader");
+    await within(reader.subscribe(['news']), 'the reader to subscribe');
+    await within(writer.subscribe(['news']), 'the writer to subscribe');
+    assert.deepEqual(await within(reader.getAllowedChannels(), 'allowed channels'), { news: { read: true, write: false } });
+    await within(writer.publish({ channel: 'news', content: { headline: 'hello' }, meta: { source: 'wire' } }), "the writer's publish");
+    const message = await got;
+    assert.equal(message.channel, 'news');
+    assert.deepEqual(message.content, { headline: 'hello' });
+    assert.deepEqual(message.meta, { source: 'wire' });
+    await assert.rejects(within(reader.publish({ channel: 'news', content: 'nope' }), "the reader's refused publish"), (e) => e.code === -32003);
+    await assert.rejects(within(reader.subscribe(['elsewhere']), "the reader's refused subscribe"), (e) => e.code === -32003);
+  } finally {
+    await within(Promise.all([writer.disconnect(), reader.disconnect()]), 'the clients to disconnect');
+  }
 });
 
-test('PubSub.Client: a forged token is refused with an AuthError', async () => {
+test('PubSub.Client: a forged token is refused with an AuthError', TIMEOUT, async () => {
   const token = await mint('pubsub', { news: { read: true } }, 'mallory');
   const [h, p] = token.split('.');
-  const forged = new PubSub.Client({ token: `${h}.${p}.AAAA`, host: base.replace('http', 'ws'), logLevel: 'silent' });
-  await assert.rejects(forged.subscribe(['news']), (e) => e.code === -32002);
+  const forged = new PubSub.Client({ token: `${h}.${p}.AAAA`, host: server.ws, logLevel: 'silent' });
+  await assert.rejects(within(forged.subscribe(['news']), 'the forged token to be refused'), (e) => e.code === -32002);
 });
 
-test('Chat.Client: members, state, history and member events', async () => {
+test('Chat.Client: members, state, history and member events', TIMEOUT, async () => {
   const room = { room: { read: true, write: true } };
   const alice = new Chat.Client({ token: await mint('chat', room, 'alice', { mood: 'calm' }), logLevel: 'silent' });
   const bob = new Chat.Client({ token: await mint('chat', room, 'bob', { mood: 'busy' }), logLevel: 'silent' });
-  const joined = next(alice, 'member.joined', (m) => m.id === 'bob');
-  const message = next(alice, 'message', (m) => m.member?.id === 'bob');
-  alice.on('member.updated', () => {}); alice.on('member.left', () => {});
-  await alice.subscribe(['room']);
-  bob.on('message', () => {});
-  await bob.subscribe(['room']);
-  assert.equal((await joined).state.mood, 'busy', 'the token state is the initial member state');
+  try {
+    const joined = next(alice, 'member.joined', (m) => m.id === 'bob');
+    const message = next(alice, 'message', (m) => m.member?.id === 'bob');
+    // The SDK subscribes to the event kinds that have listeners when subscribe() is called.
+    alice.on('member.updated', () => {}); alice.on('member.left', () => {});
+    await within(alice.subscribe(['room']), 'alice to subscribe');
+    bob.on('message', () => {});
+    await within(bob.subscribe(['room']), 'bob to subscribe');
+    assert.equal((await joined).state.mood, 'busy', 'the token state is the initial member state');
 
-  await bob.publish({ channel: 'room', content: 'first' });
-  await bob.publish({ channel: 'room', content: 'second' });
-  const m = await message;
-  assert.equal(m.content, 'first');
-  assert.ok(m.publishedAt instanceof Date);
+    await within(bob.publish({ channel: 'room', content: 'first' }), "bob's first publish");
+    await within(bob.publish({ channel: 'room', content: 'second' }), "bob's second publish");
+    const m = await message;
+    assert.equal(m.content, 'first');
+    assert.ok(m.publishedAt instanceof Date);
 
-  const { members } = await alice.getMembers({ channel: 'room' });
-  assert.deepEqual(members.map((x) => x.id).sort(), ['alice', 'bob']);
-  const { messages } = await alice.getMessages({ channel: 'room' });
-  assert.deepEqual(messages.map((x) => x.content), ['second', 'first'], 'newest first');
+    const { members } = await within(alice.getMembers({ channel: 'room' }), 'the member list');
+    assert.deepEqual(members.map((x) => x.id).sort(), ['alice', 'bob']);
+    const { messages } = await within(alice.getMessages({ channel: 'room' }), 'the message history');
+    assert.deepEqual(messages.map((x) => x.content), ['second', 'first'], 'newest first');
 
-  const updated = next(alice, 'member.updated', (x) => x.id === 'bob');
-  await bob.setMemberState({ channels: ['room'], state: { mood: 'typing' } });
-  assert.equal((await updated).state.mood, 'typing');
-  const state = await alice.getMemberState({ memberId: 'bob', channels: ['room'] });
-  assert.deepEqual(state.channels.room.state, { mood: 'typing' });
+    const updated = next(alice, 'member.updated', (x) => x.id === 'bob');
+    await within(bob.setMemberState({ channels: ['room'], state: { mood: 'typing' } }), "bob's state update");
+    assert.equal((await updated).state.mood, 'typing');
+    const state = await within(alice.getMemberState({ memberId: 'bob', channels: ['room'] }), "bob's member state");
+    assert.deepEqual(state.channels.room.state, { mood: 'typing' });
 
-  const left = next(alice, 'member.left', (x) => x.id === 'bob');
-  await bob.unsubscribe(['room']);
-  assert.equal((await left).id, 'bob');
-  await alice.disconnect(); await bob.disconnect();
+    const left = next(alice, 'member.left', (x) => x.id === 'bob');
+    await within(bob.unsubscribe(['room']), 'bob to unsubscribe');
+    assert.equal((await left).id, 'bob');
+  } finally {
+    await within(Promise.all([alice.disconnect(), bob.disconnect()]), 'the clients to disconnect');
+  }
 });
 
-test('one broker, two protocols: messages cross both ways', async () => {
+test('one broker, two protocols: messages cross both ways', TIMEOUT, async () => {
   const grant = { lobby: { read: true, write: true } };
   const chat = new Chat.Client({ token: await mint('chat', grant, 'sw-member'), logLevel: 'silent' });
-  const fromCentrifugo = next(chat, 'message', (m) => m.content?.from === 'centrifugo');
-  await chat.subscribe(['lobby']);
-
-  const centrifuge = new Centrifuge(`${base.replace('http', 'ws')}/connection/websocket`, {
+  const centrifuge = new Centrifuge(`${server.ws}/connection/websocket`, {
     websocket: WebSocket, token: await mint('pubsub', grant, 'cf-member'),
   });
-  const sub = centrifuge.newSubscription('lobby');
-  const fromSignalWire = next(sub, 'publication', (ctx) => ctx.data === 'from signalwire');
-  const ready = next(sub, 'subscribed');
-  sub.subscribe(); centrifuge.connect();
-  await ready;
+  try {
+    const fromCentrifugo = next(chat, 'message', (m) => m.content?.from === 'centrifugo');
+    await within(chat.subscribe(['lobby']), 'the chat client to subscribe');
 
-  await chat.publish({ channel: 'lobby', content: 'from signalwire', meta: { lang: 'en' } });
-  const ctx = await fromSignalWire;
-  assert.equal(ctx.info.user, 'sw-member', 'the SignalWire member is the Centrifugo user');
-  assert.deepEqual(ctx.tags, { lang: 'en' }, 'string-valued meta arrives as tags');
+    const sub = centrifuge.newSubscription('lobby');
+    const fromSignalWire = next(sub, 'publication', (ctx) => ctx.data === 'from signalwire');
+    const ready = next(sub, 'subscribed', undefined, 'the centrifuge subscription');
+    sub.subscribe(); centrifuge.connect();
+    await ready;
 
-  await sub.publish({ from: 'centrifugo' });
-  const msg = await fromCentrifugo;
-  assert.equal(msg.member.id, 'cf-member');
+    await within(chat.publish({ channel: 'lobby', content: 'from signalwire', meta: { lang: 'en' } }), "the chat client's publish");
+    const ctx = await fromSignalWire;
+    assert.equal(ctx.info.user, 'sw-member', 'the SignalWire member is the Centrifugo user');
+    assert.deepEqual(ctx.tags, { lang: 'en' }, 'string-valued meta arrives as tags');
 
-  // And from the Centrifugo server API.
-  const viaApi = next(chat, 'message', (m) => m.content?.from === 'server');
-  await post('/api/publish', { channel: 'lobby', data: { from: 'server' }, tags: { k: 'v' } }, { 'X-API-Key': API_KEY });
-  assert.deepEqual((await viaApi).meta, { k: 'v' });
-  centrifuge.disconnect(); await chat.disconnect();
+    await within(sub.publish({ from: 'centrifugo' }), "the centrifuge client's publish");
+    const msg = await fromCentrifugo;
+    assert.equal(msg.member.id, 'cf-member');
+
+    // And from the Centrifugo server API.
+    const viaApi = next(chat, 'message', (m) => m.content?.from === 'server');
+    const published = await post('/api/publish', { channel: 'lobby', data: { from: 'server' }, tags: { k: 'v' } }, { 'X-API-Key': API_KEY });
+    assert.equal(published.status, 200);
+    assert.deepEqual((await viaApi).meta, { k: 'v' });
+  } finally {
+    centrifuge.disconnect();
+    await within(chat.disconnect(), 'the chat client to disconnect');
+  }
 });

@@ -3,10 +3,6 @@ broadcast, presence, presence_stats, history, channels and info, with a real
 centrifuge-python subscriber connected through a token the application signed itself
 (PyJWT, HS256, the shared secret), exactly as it would for Centrifugo."""
 
-import asyncio
-import tempfile
-import threading
-
 import jwt
 import pytest
 from cent import (
@@ -21,9 +17,8 @@ from cent import (
     PresenceStatsRequest,
     PublishRequest,
 )
-from centrifuge import Client, SubscriptionEventHandler
 
-from conftest import Tollgate
+from conftest import Subscriber, Tollgate
 
 API_KEY = "cent-interop-api-key"
 SECRET = "cent-interop-shared-hmac-secret-0123456789"
@@ -38,68 +33,20 @@ allow_subscribe_for_client = true
 
 @pytest.fixture
 def server():
-    with tempfile.TemporaryDirectory() as data_dir:
-        s = Tollgate(
-            data_dir,
-            config_toml=CONFIG,
-            TOLLGATE_CENTRIFUGO__API_KEY=API_KEY,
-            TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY=SECRET,
-        )
-        try:
-            yield s
-        finally:
-            assert s.stop() == 0
-
-
-class Subscriber:
-    """A centrifuge-python client on its own event loop, subscribed to one channel."""
-
-    def __init__(self, url, channel):
-        self.received = []
-        self.ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        token = jwt.encode({"sub": "py-user"}, SECRET, algorithm="HS256")
-        outer = self
-
-        class Events(SubscriptionEventHandler):
-            async def on_subscribed(self, ctx):
-                outer.ready.set()
-
-            async def on_publication(self, ctx):
-                outer.received.append(ctx.pub.data)
-
-        async def start():
-            self.client = Client(url, token=token)
-            sub = self.client.new_subscription(channel, events=Events())
-            await self.client.connect()
-            await sub.subscribe()
-
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
-        assert self.ready.wait(10), "subscribed"
-
-    def wait_for(self, n):
-        for _ in range(100):
-            if len(self.received) >= n:
-                return self.received
-            threading.Event().wait(0.05)
-        return self.received
-
-    def close(self):
-        async def shutdown():
-            await self.client.disconnect()
-            # Let the client's background tasks finish before the loop stops.
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+    s = Tollgate(
+        config_toml=CONFIG,
+        TOLLGATE_CENTRIFUGO__API_KEY=API_KEY,
+        TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY=SECRET,
+    )
+    try:
+        yield s
+    finally:
+        assert s.stop() == 0
 
 
 def test_cent_drives_the_server_api(server):
-    subscriber = Subscriber(f"ws://{server.addr}/connection/websocket", "chat:room")
+    token = jwt.encode({"sub": "py-user"}, SECRET, algorithm="HS256")
+    subscriber = Subscriber(f"ws://{server.addr}/connection/websocket", token, ["chat:room"])
     cent = Cent(f"http://{server.addr}/api", API_KEY)
     try:
         published = cent.publish(PublishRequest(channel="chat:room", data={"n": 1}))
@@ -111,7 +58,7 @@ def test_cent_drives_the_server_api(server):
         )
         assert len(broadcast.responses) == 2
         assert broadcast.responses[0].result.offset == 2
-        assert subscriber.wait_for(2) == [{"n": 1}, {"n": 2}]
+        assert subscriber.wait_for("chat:room", 2) == [{"n": 1}, {"n": 2}]
 
         presence = cent.presence(PresenceRequest(channel="chat:room"))
         assert [p.user for p in presence.presence.values()] == ["py-user"]

@@ -3,7 +3,6 @@ Python — a connection token and a subscription token from Tollgate, a publicat
 server API."""
 
 import asyncio
-import tempfile
 
 import pytest
 import requests
@@ -17,12 +16,11 @@ USER = "123e4567-e89b-12d3-a456-426614174000"
 
 @pytest.fixture
 def server():
-    with tempfile.TemporaryDirectory() as data_dir:
-        s = Tollgate(data_dir, TOLLGATE_CENTRIFUGO__API_KEY=API_KEY)
-        try:
-            yield s
-        finally:
-            assert s.stop() == 0
+    s = Tollgate(TOLLGATE_CENTRIFUGO__API_KEY=API_KEY)
+    try:
+        yield s
+    finally:
+        assert s.stop() == 0
 
 
 def test_centrifuge_python_subscribes_and_receives(server):

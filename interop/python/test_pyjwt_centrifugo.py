@@ -19,12 +19,11 @@ HMAC = "shared-with-an-external-centrifugo-0123456789abcdef"
 
 @pytest.fixture
 def hmac_tollgate():
-    with tempfile.TemporaryDirectory() as data_dir:
-        server = Tollgate(data_dir, TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY=HMAC)
-        try:
-            yield server
-        finally:
-            assert server.stop() == 0
+    server = Tollgate(TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY=HMAC)
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0
 
 
 def login(server, project, user_id):

@@ -1,10 +1,15 @@
 """SignalWire's Python client manages subscribers and their tokens against Tollgate."""
 
 import base64
+import hashlib
 import json
 import time
+import uuid
 
+import jwt
 import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 from signalwire.rest import RestClient, SignalWireRestError
 
 
@@ -48,12 +53,103 @@ def test_subscriber_token_refresh_and_replay(client):
     assert e.value.body["errors"][0]["code"] == "token_invalid"
 
 
-def test_subscriber_token_extras_and_errors(client):
-    fp = "Vg1h7IDV3AR6kTpCkZPHOVs32B81DX1naHiHbYoKXgY"
-    t = client.fabric.tokens.create_subscriber_token(
-        reference="bob@example.com", extras={"fingerprint": fp, "scope": "sat:refresh"}
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class Device:
+    """A device key pair: its RFC 7638 thumbprint is the token's `fingerprint`, and it signs
+    the RFC 9449 DPoP proofs that let the device refresh a token bound to it."""
+
+    def __init__(self):
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        numbers = self.key.public_key().public_numbers()
+        self.jwk = {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": b64url(numbers.x.to_bytes(32, "big")),
+            "y": b64url(numbers.y.to_bytes(32, "big")),
+        }
+        canonical = json.dumps(
+            {k: self.jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":")
+        )
+        self.fingerprint = b64url(hashlib.sha256(canonical.encode()).digest())
+
+    def proof(self, url):
+        claims = {"jti": str(uuid.uuid4()), "htm": "POST", "htu": url, "iat": int(time.time())}
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": self.jwk})
+
+
+def info(tollgate, token):
+    r = requests.get(
+        f"http://{tollgate.addr}/api/fabric/subscriber/info",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
     )
-    assert t["token"]
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_fingerprint_and_sat_refresh_bind_the_token_to_the_device(tollgate, project, client):
+    device = Device()
+    assert len(device.fingerprint) == 43
+    t = client.fabric.tokens.create_subscriber_token(
+        reference="bob@example.com", extras={"fingerprint": device.fingerprint, "scope": "sat:refresh"}
+    )
+    assert set(t) == {"subscriber_id", "token", "refresh_token"}
+    now = time.time()
+    bound = info(tollgate, t["token"])
+    assert bound["subscriber_id"] == t["subscriber_id"]
+    assert bound["project_id"] == project["project_id"]
+    assert bound["scope"] == ["sat:refresh"]
+    assert bound["cnf"] == {"jkt": device.fingerprint}
+    # Bound to a device, it keeps the default two-hour lifetime.
+    assert 7200 - 30 <= bound["expires_at"] - now <= 7200 + 5
+
+    # Without a fingerprint, sat:refresh shortens the token to 60 s and binds nothing.
+    unbound = client.fabric.tokens.create_subscriber_token(
+        reference="bob@example.com", extras={"scope": "sat:refresh"}
+    )
+    plain = info(tollgate, unbound["token"])
+    assert plain["scope"] == ["sat:refresh"] and "cnf" not in plain
+    assert plain["expires_at"] - time.time() <= 60
+    default = info(tollgate, client.fabric.tokens.create_subscriber_token(reference="bob@example.com")["token"])
+    assert default["scope"] == [] and "cnf" not in default
+
+    refresh_url = f"http://{tollgate.addr}/api/fabric/subscribers/tokens/refresh"
+
+    def refresh(refresh_token, proof=None, auth=None):
+        headers = {"DPoP": proof} if proof else {}
+        return requests.post(
+            refresh_url, json={"refresh_token": refresh_token}, headers=headers, auth=auth, timeout=10
+        )
+
+    # A bound token is not refreshed without a proof from the device, even by the project,
+    # nor with a proof from another key.
+    with pytest.raises(SignalWireRestError) as e:
+        client.fabric.tokens.refresh_subscriber_token(refresh_token=t["refresh_token"])
+    assert e.value.status_code == 401
+    assert refresh(t["refresh_token"]).status_code == 401
+    assert refresh(t["refresh_token"], Device().proof(refresh_url)).status_code == 401
+    wrong_target = device.proof(f"http://{tollgate.addr}/api/fabric/subscribers/tokens")
+    assert refresh(t["refresh_token"], wrong_target).status_code == 401
+
+    # With the device's proof and sat:refresh, the device refreshes without project credentials.
+    proof = device.proof(refresh_url)
+    r = refresh(t["refresh_token"], proof)
+    assert r.status_code == 201, r.text
+    pair = r.json()
+    assert set(pair) == {"token", "refresh_token"}
+    again = info(tollgate, pair["token"])
+    assert again["scope"] == ["sat:refresh"] and again["cnf"] == {"jkt": device.fingerprint}
+    assert again["subscriber_id"] == t["subscriber_id"]
+    # A proof is good once.
+    assert refresh(pair["refresh_token"], proof).status_code == 401
+    assert refresh(pair["refresh_token"], device.proof(refresh_url)).status_code == 201
+
+
+def test_subscriber_token_errors(client):
+    t = client.fabric.tokens.create_subscriber_token(reference="bob@example.com")
     with pytest.raises(SignalWireRestError) as e:
         client.fabric.tokens.create_subscriber_token(reference="bob@example.com", expire_at=1)
     assert e.value.status_code == 422
