@@ -1,7 +1,10 @@
 """cent (PyPI), unchanged, against Tollgate's Centrifugo-compatible server API: publish,
 broadcast, presence, presence_stats, history, channels and info, with a real
 centrifuge-python subscriber connected through a token the application signed itself
-(PyJWT, HS256, the shared secret), exactly as it would for Centrifugo."""
+(PyJWT, HS256, the shared secret), exactly as it would for Centrifugo.
+
+This is the single-Centrifugo migration path: one project on the installation, which the
+deployment-wide secret and API key act for."""
 
 import jwt
 import pytest
@@ -39,6 +42,8 @@ def server():
         TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY=SECRET,
     )
     try:
+        # The installation's one project: what the shared secret and API key act for.
+        s.cli("project", "create", "--name", "migrated")
         yield s
     finally:
         assert s.stop() == 0

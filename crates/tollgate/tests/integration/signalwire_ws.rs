@@ -14,13 +14,13 @@ use crate::support::TestServer;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Rpc {
+pub(crate) struct Rpc {
     socket: Socket,
     next: u64,
 }
 
 impl Rpc {
-    async fn open(s: &TestServer) -> Self {
+    pub(crate) async fn open(s: &TestServer) -> Self {
         let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.addr))
             .await
             .unwrap();
@@ -29,7 +29,7 @@ impl Rpc {
 
     /// Reads messages until `pred` matches one, answering server requests as the SDK does
     /// (acks for events, the timestamp for pings).
-    async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let msg = tokio::time::timeout_at(deadline, self.socket.next())
@@ -57,7 +57,7 @@ impl Rpc {
         }
     }
 
-    async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let id = format!("req-{}", self.next);
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -69,14 +69,14 @@ impl Rpc {
             .await
     }
 
-    async fn event(&mut self, event_type: &str) -> Value {
+    pub(crate) async fn event(&mut self, event_type: &str) -> Value {
         let e = self
             .until(|v| v["method"] == "signalwire.event" && v["params"]["event_type"] == event_type)
             .await;
         e["params"]["params"].clone()
     }
 
-    async fn closed(&mut self) -> u16 {
+    pub(crate) async fn closed(&mut self) -> u16 {
         loop {
             match tokio::time::timeout(Duration::from_secs(5), self.socket.next())
                 .await
@@ -98,13 +98,13 @@ async fn setup(env: &[(&str, &str)]) -> (TestServer, String, String) {
     (s, project, token)
 }
 
-async fn mint(s: &TestServer, auth: (&str, &str), kind: &str, body: Value) -> String {
+pub(crate) async fn mint(s: &TestServer, auth: (&str, &str), kind: &str, body: Value) -> String {
     let (status, res) = s.post(&format!("/api/{kind}/tokens"), auth, &body).await;
     assert_eq!(status, 200, "{res}");
     res["token"].as_str().unwrap().to_owned()
 }
 
-fn connect_params(token: &str) -> Value {
+pub(crate) fn connect_params(token: &str) -> Value {
     json!({"version": {"major": 3, "minor": 0, "revision": 0}, "event_acks": true,
            "authentication": {"jwt_token": token}})
 }
