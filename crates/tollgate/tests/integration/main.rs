@@ -11,5 +11,6 @@ mod centrifugo;
 mod fabric;
 mod gateway;
 mod gateway_channels;
+mod server_keys;
 mod signalwire_ws;
 mod support;
