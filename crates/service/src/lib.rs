@@ -14,6 +14,7 @@ mod jwks;
 mod keys;
 mod password;
 pub mod secrets;
+pub mod server_keys;
 mod shared;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tollgate_token::{ProjectId, Scope, Scopes};
 pub use clock::{Clock, ManualClock, SystemClock};
 use keys::KeyCache;
 pub use secrets::{ApiTokenSecret, MasterKey, Secrets};
+pub use server_keys::{ServerKey, ServerKeySecret};
 pub use shared::{PROJECT_SETTING, ServerApiCaller, SharedCredentials};
 
 /// Service-level settings, validated by the caller's configuration layer.

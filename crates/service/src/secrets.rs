@@ -2,7 +2,9 @@
 //!
 //! One 256-bit master key per installation (from `TOLLGATE_SECRET_KEY` or a key file)
 //! yields, by HMAC-based derivation with fixed labels:
-//! - the key that hashes API tokens (so the database holds only a keyed hash), and
+//! - the key that hashes API tokens (so the database holds only a keyed hash),
+//! - the key that hashes server API keys (the same scheme under its own label, so a hash
+//!   of one kind of credential never matches a stored hash of the other), and
 //! - the key-encryption key that seals signing keys at rest (AES-256-GCM, `kid` as AAD).
 //!
 //! A check value derived the same way is stored in the database on first start, so a
@@ -79,6 +81,7 @@ impl fmt::Debug for ApiTokenSecret {
 /// Keys derived from the master key.
 pub struct Secrets {
     token_hash_key: hmac::Key,
+    server_key_hash_key: hmac::Key,
     kek: RandomizedNonceKey,
     check_value: String,
 }
@@ -108,11 +111,13 @@ impl Secrets {
     #[must_use]
     pub fn new(master: &MasterKey) -> Self {
         let hash = derive(master, "tollgate/v1/api-token-hash");
+        let server_key_hash = derive(master, "tollgate/v1/server-api-key-hash");
         let kek = derive(master, "tollgate/v1/key-encryption");
         #[allow(clippy::expect_used)]
         let kek = RandomizedNonceKey::new(&AES_256_GCM, &kek).expect("32-byte AES key");
         Self {
             token_hash_key: hmac::Key::new(hmac::HMAC_SHA256, &hash),
+            server_key_hash_key: hmac::Key::new(hmac::HMAC_SHA256, &server_key_hash),
             kek,
             check_value: hex::encode(derive(master, "tollgate/v1/check")),
         }
@@ -134,6 +139,12 @@ impl Secrets {
     #[must_use]
     pub fn hash_api_token(&self, token: &str) -> String {
         hex::encode(hmac::sign(&self.token_hash_key, token.as_bytes()))
+    }
+
+    /// The keyed hash of a server API key, hex. Stored and looked up instead of the key.
+    #[must_use]
+    pub fn hash_server_key(&self, key: &str) -> String {
+        hex::encode(hmac::sign(&self.server_key_hash_key, key.as_bytes()))
     }
 
     /// Seals a key's secret bytes for storage: base64 of nonce ‖ ciphertext ‖ tag.
@@ -193,6 +204,11 @@ mod tests {
         assert_eq!(h, s1.hash_api_token(a.expose()));
         assert_ne!(h, s2.hash_api_token(a.expose()));
         assert!(!h.contains(&a.expose()[2..]));
+        assert_ne!(
+            h,
+            s1.hash_server_key(a.expose()),
+            "server keys hash under their own key"
+        );
     }
 
     #[test]

@@ -138,10 +138,3 @@ impl Tollgate {
         })
     }
 }
-
-// TEMPORARY until the per-project server API keys land (server_keys.rs).
-impl Tollgate {
-    async fn authenticate_server_key(&self, _key: &str) -> Result<Option<ProjectId>, ServiceError> {
-        Ok(None)
-    }
-}

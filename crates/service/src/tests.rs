@@ -118,6 +118,131 @@ async fn tokens_can_be_added_listed_and_revoked() {
 }
 
 #[tokio::test]
+async fn server_keys_name_their_project_until_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = service(&dir, [1; 32]).await.unwrap();
+    let a = svc
+        .create_project("A", Scopes::project_default())
+        .await
+        .unwrap()
+        .project
+        .id;
+    let b = svc
+        .create_project("B", Scopes::project_default())
+        .await
+        .unwrap()
+        .project
+        .id;
+
+    let (key, secret) = svc
+        .create_server_key(a, Some("backend".into()))
+        .await
+        .unwrap();
+    assert_eq!(key.project_id, a);
+    assert_eq!(key.name, "backend");
+    assert_eq!(key.revoked_at, None);
+    let (unnamed, other) = svc.create_server_key(a, None).await.unwrap();
+    assert_eq!(unnamed.name, server_keys::DEFAULT_SERVER_KEY_NAME);
+    let (_, b_secret) = svc.create_server_key(b, None).await.unwrap();
+
+    // The key alone names its project.
+    assert_eq!(
+        svc.authenticate_server_key(secret.expose()).await.unwrap(),
+        Some(a)
+    );
+    assert_eq!(
+        svc.authenticate_server_key(b_secret.expose())
+            .await
+            .unwrap(),
+        Some(b)
+    );
+
+    // Listing shows metadata only: neither the key nor its hash.
+    // (Both were made in the same second, which orders them by id only.)
+    let mut listed = svc.list_server_keys(a).await.unwrap();
+    listed.sort_by_key(|k| k.id);
+    let mut expected = vec![key.clone(), unnamed.clone()];
+    expected.sort_by_key(|k| k.id);
+    assert_eq!(listed, expected);
+    let shown = format!("{listed:?}");
+    let hash = Secrets::new(&MasterKey::from_bytes([1; 32])).hash_server_key(secret.expose());
+    assert!(!shown.contains(&secret.expose()[3..]), "{shown}");
+    assert!(!shown.contains(&hash), "{shown}");
+    assert!(!format!("{secret:?}").contains(&secret.expose()[3..]));
+
+    // An API token is not a server key, nor is garbage or anything oversized.
+    let api_token = svc
+        .create_project("C", Scopes::project_default())
+        .await
+        .unwrap();
+    let oversized = format!("{}{}", secret.expose(), "0".repeat(200));
+    let upper = secret.expose().to_uppercase();
+    for garbage in [
+        "",
+        "sk_",
+        "sk_00",
+        api_token.api_token.expose(),
+        &upper,
+        &secret.expose()[1..],
+        &oversized,
+        &"x".repeat(100_000),
+    ] {
+        assert_eq!(
+            svc.authenticate_server_key(garbage).await.unwrap(),
+            None,
+            "{garbage:.20} accepted"
+        );
+    }
+
+    // Another project cannot revoke it; its own project can, once, and it stops at once.
+    assert!(!svc.revoke_server_key(b, key.id).await.unwrap());
+    assert!(
+        !svc.revoke_server_key(a, uuid::Uuid::new_v4())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        svc.authenticate_server_key(secret.expose()).await.unwrap(),
+        Some(a)
+    );
+    assert!(svc.revoke_server_key(a, key.id).await.unwrap());
+    assert!(!svc.revoke_server_key(a, key.id).await.unwrap());
+    assert_eq!(
+        svc.authenticate_server_key(secret.expose()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        svc.authenticate_server_key(other.expose()).await.unwrap(),
+        Some(a),
+        "revoking one key leaves the others"
+    );
+    let listed = svc.list_server_keys(a).await.unwrap();
+    let revoked = listed.iter().find(|k| k.id == key.id).unwrap();
+    assert!(revoked.revoked_at.is_some(), "revoked keys stay listed");
+
+    // Names are bounded and printable; the project must exist.
+    for bad in ["", "  ", "a\nb", "\u{7f}", &"n".repeat(MAX_NAME_CHARS + 1)] {
+        assert!(
+            matches!(
+                svc.create_server_key(a, Some(bad.to_owned())).await,
+                Err(ServiceError::InvalidInput(_))
+            ),
+            "{bad:?} accepted"
+        );
+    }
+    let nowhere = ProjectId::new_random();
+    assert!(matches!(
+        svc.create_server_key(nowhere, None).await,
+        Err(ServiceError::NotFound("project"))
+    ));
+    assert!(matches!(
+        svc.list_server_keys(nowhere).await,
+        Err(ServiceError::NotFound("project"))
+    ));
+    assert!(!svc.revoke_server_key(nowhere, key.id).await.unwrap());
+}
+
+#[tokio::test]
 async fn issued_tokens_verify_with_the_project_key_and_carry_the_request() {
     let dir = tempfile::tempdir().unwrap();
     let svc = service(&dir, [1; 32]).await.unwrap();

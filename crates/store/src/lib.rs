@@ -7,8 +7,10 @@
 
 mod channels;
 mod records;
+mod server_keys;
 mod sql;
 mod sql_channels;
+mod sql_server_keys;
 mod sql_subscribers;
 mod subscribers;
 #[cfg(any(test, feature = "testing"))]
@@ -20,6 +22,7 @@ pub use records::{
     Login, NewApiToken, NewRefreshToken, ProjectRecord, Rotation, SigningKeyRecord,
     SubscriberProfile, SubscriberRecord,
 };
+pub use server_keys::{ServerKeyRecord, ServerKeyStore};
 pub use sql::SqlStore;
 pub use subscribers::SubscriberStore;
 
@@ -46,9 +49,14 @@ pub enum StoreError {
 
 /// Tollgate's persistent state.
 ///
+/// The supertraits hold the rest of it: [`SubscriberStore`] (Fabric), [`ChannelStore`]
+/// (channel rules, key rotation) and [`ServerKeyStore`] (server API keys).
+///
 /// Every method is atomic: it either happens completely or not at all.
 #[async_trait]
-pub trait Store: SubscriberStore + ChannelStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    SubscriberStore + ChannelStore + ServerKeyStore + Send + Sync + std::fmt::Debug + 'static
+{
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

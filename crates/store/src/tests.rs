@@ -444,6 +444,106 @@ async fn exercise_channels(store: &dyn Store) {
     assert_eq!(live(100).await, vec![k2.kid.clone()]);
 }
 
+async fn exercise_server_keys(store: &dyn Store) {
+    let a = project("keys-a", 1);
+    let b = project("keys-b", 1);
+    for (p, h) in [(&a, "hash-keys-a"), (&b, "hash-keys-b")] {
+        store
+            .create_project(p, &token(p.id, h), &key(p.id))
+            .await
+            .unwrap();
+    }
+    let server_key = |project: ProjectId, hash: &str, at: i64| ServerKeyRecord {
+        id: uuid::Uuid::new_v4(),
+        project_id: project,
+        name: format!("key {hash}"),
+        key_hash: hash.into(),
+        created_at: UnixTime(at),
+        revoked_at: None,
+    };
+    let k1 = server_key(a.id, "sk-hash-1", 20);
+    let k2 = server_key(a.id, "sk-hash-2", 10);
+    let kb = server_key(b.id, "sk-hash-b", 10);
+    for k in [&k1, &k2, &kb] {
+        store.insert_server_key(k).await.unwrap();
+    }
+
+    // The hash alone finds the key and so its project.
+    assert_eq!(
+        store.active_server_key("sk-hash-1").await.unwrap(),
+        Some(k1.clone())
+    );
+    assert_eq!(
+        store
+            .active_server_key("sk-hash-b")
+            .await
+            .unwrap()
+            .map(|k| k.project_id),
+        Some(b.id)
+    );
+    assert_eq!(store.active_server_key("sk-hash-x").await.unwrap(), None);
+
+    // Hashes are unique across projects; a missing project is refused.
+    assert!(matches!(
+        store
+            .insert_server_key(&server_key(b.id, "sk-hash-1", 30))
+            .await
+            .unwrap_err(),
+        StoreError::Conflict
+    ));
+    assert!(matches!(
+        store
+            .insert_server_key(&server_key(ProjectId::new_random(), "sk-hash-3", 30))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    ));
+
+    // Listing is per project, oldest first.
+    assert_eq!(
+        store.list_server_keys(a.id).await.unwrap(),
+        vec![k2.clone(), k1.clone()]
+    );
+
+    // Revocation is project-scoped, immediate and reported once.
+    assert!(
+        !store
+            .revoke_server_key(b.id, k1.id, UnixTime(40))
+            .await
+            .unwrap(),
+        "another project cannot revoke the key"
+    );
+    assert!(
+        !store
+            .revoke_server_key(a.id, uuid::Uuid::new_v4(), UnixTime(40))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .revoke_server_key(a.id, k1.id, UnixTime(41))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_server_key(a.id, k1.id, UnixTime(42))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.active_server_key("sk-hash-1").await.unwrap(), None);
+    let listed = store.list_server_keys(a.id).await.unwrap();
+    assert_eq!(listed.len(), 2, "revoked keys stay listed");
+    assert_eq!(listed[1].revoked_at, Some(UnixTime(41)));
+    assert!(
+        store
+            .active_server_key("sk-hash-2")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
 async fn exercise(store: &dyn Store) {
     store.ping().await.unwrap();
 
@@ -548,11 +648,12 @@ async fn sqlite_store_behaves() {
     exercise(&store).await;
     exercise_subscribers(Arc::new(store.clone())).await;
     exercise_channels(&store).await;
+    exercise_server_keys(&store).await;
     store.close().await;
 
     // Reopening applies no migration twice and keeps the data.
     let again = SqlStore::connect(&url).await.unwrap();
-    assert_eq!(again.list_projects().await.unwrap().len(), 3);
+    assert_eq!(again.list_projects().await.unwrap().len(), 5);
 }
 
 #[tokio::test]
@@ -565,6 +666,7 @@ async fn postgres_store_behaves() {
     exercise(&store).await;
     exercise_subscribers(Arc::new(store.clone())).await;
     exercise_channels(&store).await;
+    exercise_server_keys(&store).await;
     store.close().await;
     db.drop_now().await;
 }

@@ -1,8 +1,9 @@
 //! The command line: `serve` plus administrative commands that act on the same database
 //! (safe while a server is running on it).
 //!
-//! Commands print results on stdout (one JSON object with `--json`) and logs on stderr, so
-//! scripts can pipe stdout straight into a JSON parser.
+//! Commands print results on stdout (one JSON value with `--json`: an object, or for
+//! `server-key list` an array) and logs on stderr, so scripts can pipe stdout straight into
+//! a JSON parser.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -53,6 +54,42 @@ pub enum Command {
     /// Manage click-to-call embed keys (`c2c_…` tokens for POST /api/fabric/embeds/tokens).
     #[command(subcommand)]
     Embed(EmbedCommand),
+    /// Manage a project's Centrifugo server API keys (`sk_…`, sent as `X-API-Key`).
+    #[command(subcommand)]
+    ServerKey(ServerKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerKeyCommand {
+    /// Create a server API key for a project. The key is shown once.
+    Create {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List a project's server API keys, revoked ones included (never the keys).
+    List {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Revoke a server API key; requests using it fail from the next one on.
+    Revoke {
+        /// Project id.
+        #[arg(long)]
+        project: String,
+        /// The key's id (from `server-key list`).
+        key_id: String,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,7 +313,7 @@ pub enum TokenCommand {
 
 #[derive(Debug, Clone, Copy, Args)]
 pub struct Output {
-    /// Print exactly one JSON object on stdout.
+    /// Print the result as exactly one line of JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
@@ -351,6 +388,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => unreachable!("handled above"),
         Command::Embed(cmd) => embed(svc, cmd).await,
+        Command::ServerKey(cmd) => server_key(svc, cmd).await,
         Command::Key(cmd) => key(svc, cmd).await,
         Command::Namespace(cmd) => namespace(svc, cmd).await,
         Command::AuthKey(cmd) => auth_key(svc, cmd).await,
@@ -585,6 +623,80 @@ async fn embed(svc: &tollgate_service::Tollgate, command: EmbedCommand) -> anyho
             print(
                 output,
                 &json!({"embed_id": id, "revoked": true}),
+                &format!("revoked {id}"),
+            )
+        }
+    }
+}
+
+async fn server_key(
+    svc: &tollgate_service::Tollgate,
+    command: ServerKeyCommand,
+) -> anyhow::Result<()> {
+    let svc_err = |e: tollgate_service::ServiceError| anyhow::anyhow!("{e}");
+    match command {
+        ServerKeyCommand::Create {
+            project,
+            name,
+            output,
+        } => {
+            let (key, secret) = svc
+                .create_server_key(parse_project(&project)?, name)
+                .await
+                .map_err(svc_err)?;
+            print(
+                output,
+                &json!({"id": key.id, "key": secret.expose()}),
+                &format!(
+                    "id:  {}\nkey: {}\n\nThe key is shown only this once; store it now.",
+                    key.id,
+                    secret.expose()
+                ),
+            )
+        }
+        ServerKeyCommand::List { project, output } => {
+            let keys = svc
+                .list_server_keys(parse_project(&project)?)
+                .await
+                .map_err(svc_err)?;
+            // A bare array (not wrapped in an object like the other lists): the shape the
+            // server-key contract names.
+            let list: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    json!({"id": k.id, "name": k.name,
+                           "created_at": k.created_at.seconds(),
+                           "revoked_at": k.revoked_at.map(|r| r.seconds())})
+                })
+                .collect();
+            let text = keys
+                .iter()
+                .map(|k| {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    format!("{}  {state:<8} {}", k.id, k.name)
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(output, &serde_json::Value::Array(list), &text)
+        }
+        ServerKeyCommand::Revoke {
+            project,
+            key_id,
+            output,
+        } => {
+            let project = parse_project(&project)?;
+            let id = parse_uuid("server key id", &key_id)?;
+            anyhow::ensure!(
+                svc.revoke_server_key(project, id).await.map_err(svc_err)?,
+                "project {project} has no active server key {id}"
+            );
+            print(
+                output,
+                &json!({"id": id, "revoked": true}),
                 &format!("revoked {id}"),
             )
         }

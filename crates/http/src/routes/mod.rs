@@ -5,6 +5,7 @@ pub mod fabric;
 pub mod gateway;
 pub mod health;
 pub mod server_api;
+pub mod server_keys;
 pub mod signalwire;
 
 use axum::Router;
@@ -20,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .merge(centrifugo::routes())
         .merge(gateway::routes())
         .merge(server_api::routes())
+        .merge(server_keys::routes())
 }
 
 /// 404 for any unknown path, in the API's error shape.

@@ -150,6 +150,9 @@ fn help_describes_every_subcommand() {
         (&["embed", "--help"], "click-to-call"),
         (&["key", "rotate", "--help"], "subscriber-tokens"),
         (&["embed", "create", "--help"], "--address"),
+        (&["server-key", "--help"], "Revoke a server API key"),
+        (&["server-key", "create", "--help"], "--name"),
+        (&["server-key", "revoke", "--help"], "KEY_ID"),
     ];
     for (args, mentions) in cases {
         let (code, stdout, _) = run(dir.path(), args);

@@ -15,7 +15,7 @@ use tollgate_token::jose::{Algorithm, SigningKey};
 use crate::gateway::{API_KEY, Ws, api, closed, expect, open, send};
 use crate::support::TestServer;
 
-const SECRET: &str = "a-shared-hmac-secret-of-at-least-32-bytes";
+pub(crate) const SECRET: &str = "a-shared-hmac-secret-of-at-least-32-bytes";
 
 const CONFIG: &str = r#"
 [gateway]
@@ -61,7 +61,7 @@ fn now() -> i64 {
 }
 
 /// An HS256 JWT signed with the shared secret, without `kid`.
-fn hs256(claims: &Value) -> String {
+pub(crate) fn hs256(claims: &Value) -> String {
     let b64 = |v: &Value| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
     };

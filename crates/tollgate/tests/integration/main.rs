@@ -11,5 +11,8 @@ mod centrifugo;
 mod fabric;
 mod gateway;
 mod gateway_channels;
+mod server_keys;
+mod shared_credentials;
 mod signalwire_ws;
 mod support;
+mod tenancy;
