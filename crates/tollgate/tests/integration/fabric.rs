@@ -673,7 +673,10 @@ async fn subscribers_crud_and_pagination() {
 
 #[tokio::test]
 async fn no_password_sat_or_refresh_token_is_stored_in_clear() {
-    let f = Fabric::start().await;
+    // Reads the SQLite file itself.
+    let s = TestServer::start_sqlite().await;
+    let (project, token) = s.project().await;
+    let f = Fabric { s, project, token };
     let login = f
         .login(json!({"reference": "secret@example.com", "password": "hunter2-hunter2"}))
         .await;
