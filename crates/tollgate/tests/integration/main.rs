@@ -12,5 +12,6 @@ mod centrifugo;
 mod fabric;
 mod gateway;
 mod gateway_channels;
+mod gateway_tokens;
 mod signalwire_ws;
 mod support;
