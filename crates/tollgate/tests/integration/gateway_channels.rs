@@ -43,7 +43,10 @@ async fn server(extra_toml: &str, env: &[(&str, &str)]) -> TestServer {
         ("TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY", SECRET),
     ];
     vars.extend_from_slice(env);
-    TestServer::start_with_config(&format!("{extra_toml}{CONFIG}"), &vars).await
+    let s = TestServer::start_with_config(&format!("{extra_toml}{CONFIG}"), &vars).await;
+    // Tokens signed with the shared secret belong to the deployment's one project.
+    s.project().await;
+    s
 }
 
 fn now() -> i64 {
