@@ -1,6 +1,8 @@
 //! Test support (feature `testing`): a throwaway PostgreSQL database per test, so tests
 //! against the real server never see each other's rows.
 
+use std::io::Write as _;
+
 use sqlx::Connection as _;
 
 /// A freshly created database on the server named by an admin URL.
@@ -13,13 +15,30 @@ pub struct PgTestDatabase {
 }
 
 impl PgTestDatabase {
-    /// The admin URL from `TOLLGATE_TEST_POSTGRES_URL`, or `None` (with a note on stderr)
-    /// when it is not set.
+    /// The admin URL from `TOLLGATE_TEST_POSTGRES_URL`, or `None` when it is not set: the
+    /// calling test then skips, and says so on stderr with a `SKIPPED` line naming it.
+    ///
+    /// # Panics
+    /// When it is not set and `CI=true`: CI runs PostgreSQL, so a missing server there is
+    /// a failure, never a quiet pass.
     #[must_use]
     pub fn admin_url_from_env() -> Option<String> {
-        let url = std::env::var("TOLLGATE_TEST_POSTGRES_URL").ok();
+        let url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
         if url.is_none() {
-            eprintln!("TOLLGATE_TEST_POSTGRES_URL is not set; PostgreSQL run skipped");
+            let thread = std::thread::current();
+            let test = thread.name().unwrap_or("a PostgreSQL test");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test}: TOLLGATE_TEST_POSTGRES_URL is not set, and CI=true needs PostgreSQL"
+            );
+            // Straight to the process's stderr: the test harness captures `eprintln!` of
+            // passing tests, and a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: TOLLGATE_TEST_POSTGRES_URL is not set (no PostgreSQL)"
+            );
         }
         url
     }

@@ -149,7 +149,11 @@ pub const SETTINGS: &[&str] = &[
 ];
 
 /// `TOLLGATE_*` variables that are not settings but are still expected.
-const OTHER_KNOWN_VARS: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_TEST_POSTGRES_URL"];
+const OTHER_KNOWN_VARS: &[&str] = &[
+    "TOLLGATE_CONFIG",
+    "TOLLGATE_TEST_POSTGRES_URL",
+    "TOLLGATE_TEST_DATABASE",
+];
 
 /// The environment variable for a setting path.
 #[must_use]

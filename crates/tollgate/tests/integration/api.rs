@@ -329,7 +329,8 @@ async fn a_restarted_server_keeps_projects_keys_and_api_tokens() {
 
 #[tokio::test]
 async fn the_database_never_holds_an_api_token_in_clear() {
-    let s = TestServer::start().await;
+    // Reads the SQLite file itself.
+    let s = TestServer::start_sqlite().await;
     let created = s
         .app
         .tollgate

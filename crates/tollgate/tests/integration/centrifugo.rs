@@ -255,8 +255,20 @@ async fn membership_changes_apply_to_the_very_next_request() {
 
 #[tokio::test]
 async fn tokens_are_bound_to_their_project() {
+    // Two projects on the same server (one database), each with a user ME.
     let a = App::start(&[]).await;
-    let b = App::start(&[]).await;
+    let all: Scopes = Scope::ALL.into_iter().collect();
+    let (b_project, b_token) = a.s.project_with(all).await;
+    let (status, login) =
+        a.s.post(
+            "/api/fabric/subscribers/tokens",
+            (&b_project, &b_token),
+            &json!({"reference": ME}),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    let b_sat = login["token"].as_str().unwrap().to_owned();
+
     let (_, res) = a.sub_token(&format!("user:{ME}")).await;
     let token = res["token"].as_str().unwrap();
     let claims = a.verify(token).await;
@@ -266,6 +278,16 @@ async fn tokens_are_bound_to_their_project() {
         "a Centrifugo checks its project as audience"
     );
     assert_eq!(claims["iss"], "tollgate");
+    let (_, res) = a
+        .bearer_post(
+            SUB_TOKEN,
+            Some(&b_sat),
+            json!({"channel": format!("user:{ME}")}),
+        )
+        .await;
+    let b_claims = a.verify(res["token"].as_str().unwrap()).await;
+    assert_eq!(b_claims["aud"], b_project.as_str());
+
     // Each project's JWKS has only its own keys.
     let kid = decode_part(token, 0)["kid"].as_str().unwrap().to_owned();
     let jwks_of = |project: String| {
@@ -282,7 +304,8 @@ async fn tokens_are_bound_to_their_project() {
             .iter()
             .any(|k| k["kid"] == kid.as_str())
     );
-    let other = jwks_of(b.project.clone()).await;
+    let other = jwks_of(b_project.clone()).await;
+    assert!(!other["keys"].as_array().unwrap().is_empty());
     assert!(
         other["keys"]
             .as_array()
@@ -290,15 +313,59 @@ async fn tokens_are_bound_to_their_project() {
             .iter()
             .all(|k| k["kid"] != kid.as_str())
     );
-    // Another project's membership grants nothing here (different servers, same idea:
-    // membership is per project).
-    b.basic(
-        "PUT",
-        &format!("/api/v1/groups/company/{COMPANY}/members/{ME}"),
-        None,
-    )
-    .await;
+
+    // Membership is per project: project B's group grants B's user, never A's, though
+    // both projects share the database and the user id.
+    let member = format!("/api/v1/groups/company/{COMPANY}/members/{ME}");
+    let res =
+        a.s.client
+            .put(a.s.url(&member))
+            .basic_auth(&b_project, Some(&b_token))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 201);
+    let company = json!({"channel": format!("company:{COMPANY}")});
+    assert_eq!(
+        a.bearer_post(SUB_TOKEN, Some(&b_sat), company.clone())
+            .await
+            .0,
+        200,
+        "B's own member"
+    );
     assert_eq!(a.sub_token(&format!("company:{COMPANY}")).await.0, 403);
+    // A's member list does not show B's member either.
+    let (status, list) = a
+        .basic(
+            "GET",
+            &format!("/api/v1/groups/company/{COMPANY}/members"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["members"], json!([]), "{list}");
+    // And the other way round: A's membership leaves B's removal effective.
+    assert_eq!(a.basic("PUT", &member, None).await.0, 201);
+    assert_eq!(a.sub_token(&format!("company:{COMPANY}")).await.0, 200);
+    let res =
+        a.s.client
+            .delete(a.s.url(&member))
+            .basic_auth(&b_project, Some(&b_token))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        a.bearer_post(SUB_TOKEN, Some(&b_sat), company).await.0,
+        403,
+        "removed from B"
+    );
+    assert_eq!(
+        a.sub_token(&format!("company:{COMPANY}")).await.0,
+        200,
+        "still a member of A"
+    );
+
     let res =
         a.s.client
             .get(a.s.url("/api/v1/projects/not-a-uuid/jwks.json"))

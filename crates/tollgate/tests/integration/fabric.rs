@@ -286,13 +286,16 @@ async fn concurrent_refreshes_have_exactly_one_winner() {
                 .basic_auth(&f.project, Some(&f.token))
                 .json(&json!({"refresh_token": rt}));
         tasks.push(tokio::spawn(async move {
-            req.send().await.unwrap().status().as_u16()
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
         }));
     }
-    let mut statuses = Vec::new();
+    let mut results = Vec::new();
     for t in tasks {
-        statuses.push(t.await.unwrap());
+        results.push(t.await.unwrap());
     }
+    let statuses: Vec<u16> = results.iter().map(|r| r.0).collect();
     assert_eq!(
         statuses.iter().filter(|s| **s == 201).count(),
         1,
@@ -302,6 +305,20 @@ async fn concurrent_refreshes_have_exactly_one_winner() {
         statuses.iter().all(|s| *s == 201 || *s == 422),
         "{statuses:?}"
     );
+    // The losers were the same client's concurrent requests (within the reuse leeway):
+    // refused without revoking the family, so the winner's tokens work.
+    let winner = &results.iter().find(|r| r.0 == 201).unwrap().1;
+    let sat = winner["token"].as_str().unwrap();
+    let (status, info) = f.info(sat).await;
+    assert_eq!(status, 200, "the winner's SAT: {info}");
+    assert_eq!(info["subscriber_id"], login["subscriber_id"]);
+    let (status, next) = f
+        .refresh(winner["refresh_token"].as_str().unwrap(), None, true)
+        .await;
+    assert_eq!(status, 201, "the winner's refresh token: {next}");
+    assert_eq!(f.info(next["token"].as_str().unwrap()).await.0, 200);
+    // The spent original stays spent.
+    assert_eq!(f.refresh(&rt, None, true).await.0, 422);
 }
 
 #[tokio::test]
@@ -673,7 +690,10 @@ async fn subscribers_crud_and_pagination() {
 
 #[tokio::test]
 async fn no_password_sat_or_refresh_token_is_stored_in_clear() {
-    let f = Fabric::start().await;
+    // Reads the SQLite file itself.
+    let s = TestServer::start_sqlite().await;
+    let (project, token) = s.project().await;
+    let f = Fabric { s, project, token };
     let login = f
         .login(json!({"reference": "secret@example.com", "password": "hunter2-hunter2"}))
         .await;

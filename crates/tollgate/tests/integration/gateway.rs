@@ -64,6 +64,48 @@ pub(crate) async fn expect(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value 
     }
 }
 
+/// The next message (pending first), or the close code if the server closes instead.
+pub(crate) async fn next_or_close(ws: &mut Ws) -> Result<Value, u16> {
+    loop {
+        if let Some(v) = ws.pending.pop_front() {
+            return Ok(v);
+        }
+        match tokio::time::timeout(Duration::from_secs(5), ws.socket.next())
+            .await
+            .expect("timed out waiting for a message or a close")
+        {
+            Some(Ok(Message::Text(t))) => {
+                for line in t.as_str().split('\n') {
+                    ws.pending.push_back(serde_json::from_str(line).unwrap());
+                }
+            }
+            Some(Ok(Message::Close(Some(frame)))) => return Err(frame.code.into()),
+            Some(Ok(_)) => {}
+            other => panic!("no message and no close frame: {other:?}"),
+        }
+    }
+}
+
+/// Sends a frame without waiting (a client that stops reading after it).
+pub(crate) async fn send_raw(ws: &mut Ws, message: Message) {
+    ws.socket.send(message).await.unwrap();
+}
+
+/// Waits for the socket to end, skipping messages: the close code, or `None` when the
+/// connection was dropped without a close frame (reset or end of stream).
+pub(crate) async fn ended(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.socket.next())
+            .await
+            .expect("the socket is still open")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code.into()),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
 /// Waits for the server to close the socket; returns the close code.
 pub(crate) async fn closed(ws: &mut Ws) -> u16 {
     loop {
@@ -93,7 +135,7 @@ async fn setup() -> (TestServer, String, String, String) {
     (s, project, token, sat)
 }
 
-async fn app_token(s: &TestServer, sat: &str, path: &str, body: Value) -> String {
+pub(crate) async fn app_token(s: &TestServer, sat: &str, path: &str, body: Value) -> String {
     let res: Value = s
         .client
         .post(s.url(path))

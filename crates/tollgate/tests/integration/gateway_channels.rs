@@ -13,7 +13,7 @@ use tollgate_token::KeyId;
 use tollgate_token::jose::{Algorithm, SigningKey};
 
 use crate::gateway::{API_KEY, Ws, api, closed, expect, open, send};
-use crate::support::TestServer;
+use crate::support::{TestServer, metric};
 
 pub(crate) const SECRET: &str = "a-shared-hmac-secret-of-at-least-32-bytes";
 
@@ -472,7 +472,20 @@ async fn limits_origins_and_metrics() {
         ],
     )
     .await;
+    let counted = |text: &str| {
+        (
+            metric(text, "tollgate_gateway_connections_total"),
+            metric(text, "tollgate_gateway_clients"),
+            metric(text, "tollgate_gateway_disconnects_total{code=\"3504\"}"),
+        )
+    };
+    assert_eq!(counted(&s.get_text("/metrics").await), (0.0, 0.0, 0.0));
     let (mut ws, _) = connect(&s, "alice", json!({})).await;
+    assert_eq!(
+        counted(&s.get_text("/metrics").await),
+        (1.0, 1.0, 0.0),
+        "one connection accepted and connected"
+    );
     let mut frame = Vec::new();
     for id in 2..8 {
         frame.push(json!({"id": id, "presence_stats": {"channel": "chat:1"}}).to_string());
@@ -497,6 +510,11 @@ async fn limits_origins_and_metrics() {
     )
     .await;
     assert_eq!(closed(&mut second).await, 3504);
+    assert_eq!(
+        counted(&s.get_text("/metrics").await),
+        (2.0, 1.0, 1.0),
+        "the second socket was accepted, refused as a client and counted as a 3504"
+    );
     drop(ws);
 
     // Browser origins: only the allowlist.
@@ -531,7 +549,6 @@ async fn limits_origins_and_metrics() {
     assert_eq!(status, 101);
 
     let metrics = s.get_text("/metrics").await;
-    assert!(metrics.contains("tollgate_gateway_connections_total"));
     assert!(metrics.contains("tollgate_gateway_commands_total{method=\"presence_stats\"} 6"));
 }
 

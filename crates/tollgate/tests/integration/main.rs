@@ -1,6 +1,7 @@
-//! Integration tests: the real server on port 0 over a temporary SQLite database (and
-//! PostgreSQL when `TOLLGATE_TEST_POSTGRES_URL` is set), driven over real HTTP; and the
-//! real binary, driven as a user would.
+//! Integration tests: the real server on port 0 over a temporary SQLite database, or a
+//! fresh PostgreSQL database per server with `TOLLGATE_TEST_DATABASE=postgres` (on the
+//! server `TOLLGATE_TEST_POSTGRES_URL` names), driven over real HTTP; and the real binary,
+//! driven as a user would.
 
 // Tests fail loudly by design.
 #![allow(clippy::unwrap_used)]
@@ -11,6 +12,8 @@ mod centrifugo;
 mod fabric;
 mod gateway;
 mod gateway_channels;
+mod gateway_limits;
+mod gateway_tokens;
 mod server_keys;
 mod shared_credentials;
 mod signalwire_ws;

@@ -175,10 +175,10 @@ async fn keys_need_project_credentials_with_the_management_scope() {
 fn cli(s: &TestServer, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(args)
-        .current_dir(s.dir.path())
+        .current_dir(s.dir())
         .env(
             "TOLLGATE_DATABASE_URL",
-            format!("sqlite://{}/tollgate.db", s.dir.path().display()),
+            format!("sqlite://{}/tollgate.db", s.dir().display()),
         )
         .env("TOLLGATE_LOG", "warn")
         .output()
@@ -199,7 +199,8 @@ fn cli_json(s: &TestServer, args: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_creates_lists_and_revokes_keys() {
-    let s = TestServer::start().await;
+    // The CLI is pointed at the server's SQLite file.
+    let s = TestServer::start_sqlite().await;
     let (p, token) = s.project_with(management()).await;
     let project: tollgate_token::ProjectId = p.parse().unwrap();
 

@@ -383,3 +383,166 @@ async fn expiry_and_bad_tokens_close_the_socket() {
     api(&s, "refresh", json!({"user": "m9", "expire_at": now + 1})).await;
     assert_eq!(ws.closed().await, 4001);
 }
+
+impl Rpc {
+    /// Reads until the server closes, up to `within`, answering nothing; returns the code
+    /// and the methods of the server requests seen before it.
+    async fn closed_within(&mut self, within: Duration) -> (u16, Vec<String>) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .expect("timed out waiting for the close")
+            {
+                Some(Ok(Message::Close(Some(frame)))) => return (frame.code.into(), seen),
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if let Some(m) = v["method"].as_str() {
+                        seen.push(m.to_owned());
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_that_never_connects_is_closed_with_4008() {
+    let (s, _, _) = setup(&[("TOLLGATE_GATEWAY__STALE_TIMEOUT", "1")]).await;
+    let started = tokio::time::Instant::now();
+    let mut ws = Rpc::open(&s).await;
+    let (code, seen) = ws.closed_within(Duration::from_secs(5)).await;
+    assert_eq!(code, 4008);
+    assert!(seen.is_empty(), "{seen:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn a_member_that_does_not_answer_pings_is_closed_with_4008() {
+    // SignalWire pings every 10 s; the reply is due within pong_timeout.
+    let (s, project, api_token) = setup(&[("TOLLGATE_GATEWAY__PONG_TIMEOUT", "1")]).await;
+    let auth = (project.as_str(), api_token.as_str());
+    let channels = json!({"a": {"read": true}});
+    let mut polite = Rpc::open(&s).await;
+    let token = mint(
+        &s,
+        auth,
+        "pubsub",
+        json!({"ttl": 10, "member_id": "polite", "channels": channels}),
+    )
+    .await;
+    polite
+        .call("signalwire.connect", connect_params(&token))
+        .await;
+    let mut quiet = Rpc::open(&s).await;
+    let token = mint(
+        &s,
+        auth,
+        "pubsub",
+        json!({"ttl": 10, "member_id": "quiet", "channels": channels}),
+    )
+    .await;
+    let r = quiet
+        .call("signalwire.connect", connect_params(&token))
+        .await;
+    assert!(r["result"]["protocol"].is_string(), "{r}");
+
+    // The polite member answers its ping as the SDK does.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let ping = loop {
+        let msg = tokio::time::timeout_at(deadline, polite.socket.next())
+            .await
+            .expect("no ping within 15 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["method"] == "signalwire.ping" {
+                break v;
+            }
+        }
+    };
+    assert!(
+        ping["params"]["timestamp"].as_f64().unwrap() > 1.7e9,
+        "{ping}"
+    );
+    let answer = json!({"jsonrpc": "2.0", "id": ping["id"], "result": {"timestamp": ping["params"]["timestamp"]}});
+    polite
+        .socket
+        .send(Message::Text(answer.to_string().into()))
+        .await
+        .unwrap();
+
+    let (code, seen) = quiet.closed_within(Duration::from_secs(5)).await;
+    assert_eq!(code, 4008);
+    assert_eq!(seen, ["signalwire.ping"], "pinged, then closed");
+    // Past the polite member's own timeout it is still served.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = polite
+        .call("signalwire.ping", json!({"timestamp": 1.5}))
+        .await;
+    assert_eq!(r["result"]["timestamp"], 1.5);
+}
+
+#[tokio::test]
+async fn a_members_resumes_are_bounded() {
+    let (s, project, api_token) = setup(&[]).await;
+    let auth = (project.as_str(), api_token.as_str());
+    let token = mint(
+        &s,
+        auth,
+        "chat",
+        json!({"ttl": 10, "member_id": "looper", "channels": {"a": {"read": true}}}),
+    )
+    .await;
+    // A member reconnecting in a loop: nine sessions, each subscribed, each dropped
+    // without a goodbye (so each leaves a resume), oldest first.
+    let mut protocols = Vec::new();
+    for _ in 0..9 {
+        let mut ws = Rpc::open(&s).await;
+        let r = ws.call("signalwire.connect", connect_params(&token)).await;
+        protocols.push(r["result"]["protocol"].as_str().unwrap().to_owned());
+        let r = ws
+            .call("chat.subscribe", json!({"channels": [{"name": "a"}]}))
+            .await;
+        assert_eq!(r["result"]["code"], "200", "{r}");
+        drop(ws);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resume = |protocol: &str| {
+        let mut params = connect_params(&token);
+        params["protocol"] = json!(protocol);
+        params
+    };
+    // At most 8 per member: the oldest was pushed out and starts afresh ...
+    let mut fresh = Rpc::open(&s).await;
+    let r = fresh
+        .call("signalwire.connect", resume(&protocols[0]))
+        .await;
+    let got = r["result"]["protocol"].as_str().unwrap();
+    assert_ne!(got, protocols[0], "the oldest resume was evicted");
+    assert!(!protocols.iter().any(|p| p == got), "a new protocol: {got}");
+    // ... while the next oldest is still kept, with its subscription.
+    let mut resumed = Rpc::open(&s).await;
+    let r = resumed
+        .call("signalwire.connect", resume(&protocols[1]))
+        .await;
+    assert_eq!(r["result"]["protocol"], protocols[1].as_str());
+    api(
+        &s,
+        "publish",
+        json!({"channel": "a", "data": "to the resumed"}),
+    )
+    .await;
+    let msg = resumed.event("chat.channel.message").await;
+    assert_eq!(msg["message"]["content"], "to the resumed");
+    // A resume is taken once.
+    let mut again = Rpc::open(&s).await;
+    let r = again
+        .call("signalwire.connect", resume(&protocols[1]))
+        .await;
+    assert_ne!(r["result"]["protocol"], protocols[1].as_str());
+}
