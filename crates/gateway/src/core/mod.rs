@@ -12,6 +12,8 @@
 //!   parse frames, map commands and events, and pick their own error and close codes.
 
 pub(crate) mod client;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

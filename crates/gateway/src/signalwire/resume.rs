@@ -37,59 +37,106 @@ pub(super) struct Resume {
     pub(super) until: Instant,
 }
 
-/// Closed sessions waiting to be resumed, by project, then by protocol.
+/// One project's closed sessions: by member, each member's few sessions by protocol.
+/// Keyed by member so that a put or take touches one member's handful of entries, not the
+/// whole table; `len` counts them all for the project bound.
+#[derive(Debug, Default)]
+struct Table {
+    members: HashMap<String, Vec<(String, Resume)>>,
+    len: usize,
+}
+
+impl Table {
+    /// Drops expired entries everywhere (only when the table is full: it is a full scan).
+    fn prune(&mut self, now: Instant) {
+        let mut len = 0;
+        self.members.retain(|_, sessions| {
+            sessions.retain(|(_, r)| r.until > now);
+            len += sessions.len();
+            !sessions.is_empty()
+        });
+        self.len = len;
+    }
+
+    /// Drops the project's oldest entry.
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .members
+            .iter()
+            .flat_map(|(m, sessions)| sessions.iter().map(move |(p, r)| (r.until, m, p)))
+            .min()
+            .map(|(_, m, p)| (m.clone(), p.clone()));
+        if let Some((member, protocol)) = oldest {
+            self.remove(&member, &protocol);
+        }
+    }
+
+    fn remove(&mut self, member: &str, protocol: &str) -> Option<Resume> {
+        let sessions = self.members.get_mut(member)?;
+        let i = sessions.iter().position(|(p, _)| p == protocol)?;
+        let (_, resume) = sessions.swap_remove(i);
+        if sessions.is_empty() {
+            self.members.remove(member);
+        }
+        self.len -= 1;
+        Some(resume)
+    }
+}
+
+/// Closed sessions waiting to be resumed, by project.
 #[derive(Debug, Default)]
 pub(crate) struct Resumes {
-    projects: Mutex<HashMap<ProjectId, HashMap<String, Resume>>>,
+    projects: Mutex<HashMap<ProjectId, Table>>,
 }
 
 impl Resumes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProjectId, HashMap<String, Resume>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProjectId, Table>> {
         self.projects
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Keeps `resume` under `protocol` in `project`'s table, making room within the
-    /// project's and the member's bounds: expired entries first, then the oldest of this
-    /// member, then the oldest of the project.
+    /// Keeps `resume` under `protocol` in `project`'s table, within the member's bound (its
+    /// oldest entry makes room) and the project's (expired entries, then the project's
+    /// oldest, make room). Another project's table is never touched.
     pub(super) fn put(&self, project: ProjectId, protocol: String, resume: Resume) {
         let mut projects = self.lock();
-        let map = projects.entry(project).or_default();
+        let table = projects.entry(project).or_default();
         let now = Instant::now();
-        let same = |r: &Resume| r.member == resume.member;
-        let mine = map.values().filter(|r| same(r)).count();
-        if mine >= MAX_RESUMES_PER_MEMBER || map.len() >= MAX_RESUMES_PER_PROJECT {
-            map.retain(|_, r| r.until > now);
-        }
-        for own in [true, false] {
-            let full = if own {
-                map.values().filter(|r| same(r)).count() >= MAX_RESUMES_PER_MEMBER
-            } else {
-                map.len() >= MAX_RESUMES_PER_PROJECT
-            };
-            if full
-                && let Some(oldest) = map
+        table.remove(&resume.member, &protocol);
+        let mine = table.members.get(&resume.member).map_or(0, Vec::len);
+        if mine >= MAX_RESUMES_PER_MEMBER
+            && let Some(oldest) = table.members.get(&resume.member).and_then(|sessions| {
+                sessions
                     .iter()
-                    .filter(|(_, r)| !own || same(r))
                     .min_by_key(|(_, r)| r.until)
-                    .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
+                    .map(|(p, _)| p.clone())
+            })
+        {
+            table.remove(&resume.member, &oldest);
         }
-        map.insert(protocol, resume);
+        if table.len >= MAX_RESUMES_PER_PROJECT {
+            table.prune(now);
+        }
+        if table.len >= MAX_RESUMES_PER_PROJECT {
+            table.evict_oldest();
+        }
+        table.len += 1;
+        table
+            .members
+            .entry(resume.member.clone())
+            .or_default()
+            .push((protocol, resume));
     }
 
     /// The resume for `protocol`, if it is this member's of this project and still fresh.
     pub(super) fn take(&self, project: ProjectId, protocol: &str, member: &str) -> Option<Resume> {
         let mut projects = self.lock();
-        let map = projects.get_mut(&project)?;
-        if map.get(protocol)?.member != member {
-            return None;
-        }
-        let resume = map.remove(protocol).filter(|r| r.until > Instant::now());
-        if map.is_empty() {
+        let table = projects.get_mut(&project)?;
+        let resume = table
+            .remove(member, protocol)
+            .filter(|r| r.until > Instant::now());
+        if table.len == 0 {
             projects.remove(&project);
         }
         resume
@@ -98,7 +145,7 @@ impl Resumes {
     /// Sessions waiting in `project`'s table.
     #[cfg(test)]
     fn waiting(&self, project: ProjectId) -> usize {
-        self.lock().get(&project).map_or(0, HashMap::len)
+        self.lock().get(&project).map_or(0, |t| t.len)
     }
 }
 
