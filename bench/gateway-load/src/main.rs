@@ -1,7 +1,8 @@
 //! Load client for Tollgate's WebSocket gateway (Centrifugo protocol v2, JSON).
 //!
-//! It starts the `tollgate` binary itself (fresh SQLite, shared HMAC secret, server API
-//! key) so it can read the server's RSS, then runs one of:
+//! It starts the `tollgate` binary itself (fresh SQLite with one project, which the shared
+//! HMAC secret and server API key act for) so it can read the server's RSS, then runs one
+//! of:
 //!
 //! - `idle --n N`: N connections, each connected and subscribed with verified tokens, held
 //!   open; reports server RSS per connection.
@@ -119,6 +120,17 @@ impl Server {
             "[gateway.namespaces.bench]\nallow_subscribe_for_client = true\n",
         )
         .unwrap();
+        let database = format!("sqlite://{}/tollgate.db", dir.display());
+        // The installation's one project: the shared secret and API key act for it.
+        let created = std::process::Command::new(bin)
+            .args(["project", "create", "--name", "load", "--json"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TOLLGATE_DATABASE_URL", &database)
+            .env("TOLLGATE_LOG", "warn")
+            .output()
+            .expect("tollgate project create");
+        assert!(created.status.success(), "tollgate project create failed");
         let mut command = match cpus {
             Some(list) => {
                 let mut c = tokio::process::Command::new("taskset");
@@ -132,10 +144,7 @@ impl Server {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("TOLLGATE_CONFIG", &config)
-            .env(
-                "TOLLGATE_DATABASE_URL",
-                format!("sqlite://{}/tollgate.db", dir.display()),
-            )
+            .env("TOLLGATE_DATABASE_URL", &database)
             .env("TOLLGATE_LISTEN", "127.0.0.1:0")
             // Only the "listening" line: request logs would measure the log pipe.
             .env("TOLLGATE_LOG", "warn,tollgate::cli=info")
