@@ -42,6 +42,17 @@ pub(crate) async fn write_bytes(socket: &mut WebSocket, frame: bytes::Bytes) -> 
     bounded(socket.send(Message::Text(text))).await
 }
 
+/// WebSocket close code for a message over `gateway.max_message_bytes` (RFC 6455 §7.4.1).
+pub(crate) const MESSAGE_TOO_BIG: u16 = 1009;
+
+/// Whether a read failed because the peer's message was over the size limit (rather than
+/// the peer going away): the session then says so with close 1009 before it ends.
+pub(crate) fn too_big(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
 /// A session's deadline (stale, pong, expiry): one timer for the session's life, re-armed
 /// only when the deadline moves.
 #[derive(Debug)]

@@ -168,6 +168,9 @@ impl Session {
                         (None, Some(Some(close(disconnect::BAD_REQUEST, "protobuf is not supported"))))
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => (None, None),
+                    Some(Err(e)) if crate::conn::too_big(&e) => {
+                        (None, Some(Some(close(crate::conn::MESSAGE_TOO_BIG, "message too big"))))
+                    }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => (None, Some(None)),
                 },
                 batch = queue.next_batch(BATCH), if connected => match batch {

@@ -165,6 +165,9 @@ impl SwSession {
                         (Vec::new(), Some(Some((close::BAD_MESSAGE, "binary frames are not supported"))))
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => (Vec::new(), None),
+                    Some(Err(e)) if crate::conn::too_big(&e) => {
+                        (Vec::new(), Some(Some((crate::conn::MESSAGE_TOO_BIG, "message too big"))))
+                    }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => (Vec::new(), Some(None)),
                 },
                 batch = queue.next_batch(BATCH), if connected => match batch {

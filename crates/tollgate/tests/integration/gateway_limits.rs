@@ -239,18 +239,6 @@ async fn oversized_frame() -> Option<u16> {
 }
 
 #[tokio::test]
-async fn a_frame_over_the_size_limit_ends_the_connection() {
-    let end = oversized_frame().await;
-    assert!(
-        matches!(end, None | Some(1009)),
-        "dropped, or closed with 1009: {end:?}"
-    );
-}
-
-#[tokio::test]
-#[ignore = "bug: an over-large frame drops the socket without the documented close 1009 \
-            (nothing sends it: the session ends on tungstenite's capacity error, and the \
-            unread rest of the frame makes the kernel reset the connection)"]
 async fn a_frame_over_the_size_limit_closes_with_1009() {
     assert_eq!(oversized_frame().await, Some(1009));
 }
