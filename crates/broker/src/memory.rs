@@ -110,19 +110,34 @@ fn now_ms() -> i64 {
 /// How long a stream position outlives its channel's last publication by default (a
 /// day; Centrifugo's `history_meta_ttl` is 30 days, but this one lives in process memory).
 pub const DEFAULT_META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-/// Most channels kept; past it, channels kept only for their stream position go first.
-const MAX_CHANNELS: usize = 1_000_000;
+/// Most channels one project keeps; past it, that project's channels kept only for their
+/// stream position go first (never another project's).
+const MAX_CHANNELS_PER_PROJECT: usize = 1_000_000;
 /// Most payload bytes kept in history across all channels by default. Past it a
 /// publication is still delivered and numbered but not kept, which recovery reports as a
 /// gap: memory stays bounded however many channels keep history.
 pub const DEFAULT_MAX_HISTORY_BYTES: usize = 512 * 1024 * 1024;
+/// Most payload bytes one project keeps in history by default: a quarter of the whole, so
+/// one tenant publishing with history in a loop fills its own share and leaves the rest
+/// to the others (its publications past the share are gaps, theirs are kept).
+pub(crate) const DEFAULT_MAX_PROJECT_HISTORY_BYTES: usize = DEFAULT_MAX_HISTORY_BYTES / 4;
+
+/// One project's channels, by name, and the history bytes they keep.
+#[derive(Debug, Default)]
+struct Project {
+    channels: HashMap<Arc<str>, Channel>,
+    history_bytes: usize,
+}
 
 /// The in-process broker.
 #[derive(Debug)]
 pub struct MemoryBroker {
-    channels: Mutex<HashMap<ChannelKey, Channel>>,
+    /// Channels by project, then name: a project's work (listing, sweeping, evicting)
+    /// never walks another project's channels.
+    projects: Mutex<HashMap<uuid::Uuid, Project>>,
     meta_ttl: Duration,
     max_history_bytes: usize,
+    max_project_history_bytes: usize,
     /// Payload bytes kept in history, all channels together.
     history_bytes: std::sync::atomic::AtomicUsize,
 }
@@ -144,19 +159,41 @@ impl MemoryBroker {
     /// publication with history.
     #[must_use]
     pub fn with_meta_ttl(meta_ttl: Duration) -> Self {
-        Self::with_limits(meta_ttl, DEFAULT_MAX_HISTORY_BYTES)
+        Self::with_budgets(
+            meta_ttl,
+            DEFAULT_MAX_HISTORY_BYTES,
+            DEFAULT_MAX_PROJECT_HISTORY_BYTES,
+        )
     }
 
     /// An empty broker keeping stream positions for `meta_ttl` and at most
-    /// `max_history_bytes` of history payload.
+    /// `max_history_bytes` of history payload, which any one project may use all of.
     #[must_use]
     pub fn with_limits(meta_ttl: Duration, max_history_bytes: usize) -> Self {
+        Self::with_budgets(meta_ttl, max_history_bytes, max_history_bytes)
+    }
+
+    /// An empty broker keeping at most `max_history_bytes` of history payload in all, and
+    /// at most `max_project_history_bytes` of it for any one project.
+    #[must_use]
+    pub fn with_budgets(
+        meta_ttl: Duration,
+        max_history_bytes: usize,
+        max_project_history_bytes: usize,
+    ) -> Self {
         Self {
-            channels: Mutex::default(),
+            projects: Mutex::default(),
             meta_ttl,
             max_history_bytes,
+            max_project_history_bytes,
             history_bytes: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, Project>> {
+        self.projects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Payload bytes kept in history now.
@@ -166,33 +203,39 @@ impl MemoryBroker {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Applies the change of one channel's history bytes to the total.
-    fn account(&self, before: usize, after: usize) {
+    /// Applies the change of one channel's history bytes to its project's and the total.
+    fn account(&self, project_bytes: &mut usize, before: usize, after: usize) {
         use std::sync::atomic::Ordering::Relaxed;
         if after >= before {
             self.history_bytes.fetch_add(after - before, Relaxed);
+            *project_bytes += after - before;
         } else {
             self.history_bytes.fetch_sub(before - after, Relaxed);
+            *project_bytes -= before - after;
         }
     }
 
-    /// Drops expired history and presence everywhere, and channels nothing refers to.
-    /// Touching a channel prunes it too; this catches the channels nobody touches again.
+    /// Drops expired history and presence everywhere, subscribers whose connection is
+    /// gone, and channels nothing refers to. Touching a channel prunes it too; this catches
+    /// the channels nobody touches again.
     pub fn sweep(&self) {
         let now = Instant::now();
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        channels.retain(|_, ch| {
-            let before = ch.history_bytes;
-            ch.prune(now);
-            self.account(before, ch.history_bytes);
-            !ch.idle(now)
-        });
-        if channels.len() > MAX_CHANNELS {
-            channels.retain(|_, ch| !ch.unused());
+        let mut projects = self.lock();
+        for project in projects.values_mut() {
+            let mut channels = std::mem::take(&mut project.channels);
+            channels.retain(|_, ch| {
+                let before = ch.history_bytes;
+                ch.prune(now);
+                ch.subscribers.retain(|_, q| q.strong_count() > 0);
+                self.account(&mut project.history_bytes, before, ch.history_bytes);
+                !ch.idle(now)
+            });
+            if channels.len() > MAX_CHANNELS_PER_PROJECT {
+                channels.retain(|_, ch| !ch.unused());
+            }
+            project.channels = channels;
         }
+        projects.retain(|_, p| !p.channels.is_empty());
     }
 
     /// Sweeps every `every` until the broker is dropped.
@@ -211,24 +254,51 @@ impl MemoryBroker {
         })
     }
 
-    fn with_channel<T>(&self, key: &ChannelKey, f: impl FnOnce(&mut Channel) -> T) -> T {
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// Runs `f` on the channel `key` (made if new) with room to keep `history` bytes in
+    /// its project's share, then forgets the channel if nothing refers to it any more.
+    fn with_channel<T>(&self, key: &ChannelKey, f: impl FnOnce(&mut Channel, Budget) -> T) -> T {
+        let mut projects = self.lock();
         let now = Instant::now();
-        // Cloning a key is a reference-count increment, not an allocation.
+        let Project {
+            channels,
+            history_bytes: project_bytes,
+        } = projects.entry(key.project()).or_default();
+        // Cloning the name is a reference-count increment, not an allocation.
         let channel = channels
-            .entry(key.clone())
+            .entry(key.name_arc().clone())
             .or_insert_with(|| Channel::new(key));
         let before = channel.history_bytes;
         channel.prune(now);
-        let out = f(channel);
-        self.account(before, channel.history_bytes);
+        self.account(project_bytes, before, channel.history_bytes);
+        let budget = Budget {
+            total: self.max_history_bytes.saturating_sub(self.history_bytes()),
+            project: self
+                .max_project_history_bytes
+                .saturating_sub(*project_bytes),
+        };
+        let before = channel.history_bytes;
+        let out = f(channel, budget);
+        self.account(project_bytes, before, channel.history_bytes);
         if channel.idle(now) {
-            channels.remove(key);
+            channels.remove(key.name());
+            if channels.is_empty() {
+                projects.remove(&key.project());
+            }
         }
         out
+    }
+}
+
+/// History bytes a publication may still add: to the whole broker, and to its project.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    total: usize,
+    project: usize,
+}
+
+impl Budget {
+    fn fits(self, weight: usize) -> bool {
+        weight <= self.total && weight <= self.project
     }
 }
 
@@ -240,7 +310,7 @@ impl Broker for MemoryBroker {
         new: NewPublication,
         history: Option<HistoryPolicy>,
     ) -> Result<StreamPosition, BrokerError> {
-        Ok(self.with_channel(channel, |ch| {
+        Ok(self.with_channel(channel, |ch, budget| {
             let keep = history.filter(|h| h.size > 0 && !h.ttl.is_zero());
             if keep.is_some() {
                 ch.offset += 1;
@@ -262,7 +332,7 @@ impl Broker for MemoryBroker {
                     + publication.meta.as_ref().map_or(0, Bytes::len)
                     + publication.tags.as_ref().map_or(0, Bytes::len)
                     + 128;
-                if self.history_bytes() + weight <= self.max_history_bytes {
+                if budget.fits(weight) {
                     ch.history_bytes += weight;
                     ch.history.push_back(Kept {
                         publication: publication.clone(),
@@ -284,19 +354,19 @@ impl Broker for MemoryBroker {
         channel: &ChannelKey,
         event: Event,
     ) -> Result<(), BrokerError> {
-        self.with_channel(channel, |ch| ch.fan_out(&event));
+        self.with_channel(channel, |ch, _| ch.fan_out(&event));
         Ok(())
     }
 
     async fn subscribe(&self, channel: &ChannelKey, queue: &Arc<Queue>) -> Result<(), BrokerError> {
-        self.with_channel(channel, |ch| {
+        self.with_channel(channel, |ch, _| {
             ch.subscribers.insert(queue.id(), Arc::downgrade(queue));
         });
         Ok(())
     }
 
     async fn unsubscribe(&self, channel: &ChannelKey, queue: &Queue) -> Result<(), BrokerError> {
-        self.with_channel(channel, |ch| {
+        self.with_channel(channel, |ch, _| {
             ch.subscribers.remove(&queue.id());
         });
         Ok(())
@@ -307,7 +377,7 @@ impl Broker for MemoryBroker {
         channel: &ChannelKey,
         query: HistoryQuery<'_>,
     ) -> Result<History, BrokerError> {
-        Ok(self.with_channel(channel, |ch| {
+        Ok(self.with_channel(channel, |ch, _| {
             let position = ch.position();
             let (mut publications, recovered): (Vec<Arc<Publication>>, bool) = match query.since {
                 None => (
@@ -354,7 +424,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn remove_history(&self, channel: &ChannelKey) -> Result<(), BrokerError> {
-        self.with_channel(channel, |ch| {
+        self.with_channel(channel, |ch, _| {
             while !ch.history.is_empty() {
                 ch.pop_history();
             }
@@ -368,7 +438,7 @@ impl Broker for MemoryBroker {
         entry: PresenceEntry,
         ttl: Duration,
     ) -> Result<(), BrokerError> {
-        self.with_channel(channel, |ch| {
+        self.with_channel(channel, |ch, _| {
             ch.presence
                 .insert(entry.client.clone(), (entry, Instant::now() + ttl));
         });
@@ -376,14 +446,14 @@ impl Broker for MemoryBroker {
     }
 
     async fn remove_presence(&self, channel: &ChannelKey, client: &str) -> Result<(), BrokerError> {
-        self.with_channel(channel, |ch| {
+        self.with_channel(channel, |ch, _| {
             ch.presence.remove(client);
         });
         Ok(())
     }
 
     async fn presence(&self, channel: &ChannelKey) -> Result<Vec<PresenceEntry>, BrokerError> {
-        Ok(self.with_channel(channel, |ch| {
+        Ok(self.with_channel(channel, |ch, _| {
             let mut entries: Vec<PresenceEntry> =
                 ch.presence.values().map(|(e, _)| e.clone()).collect();
             entries.sort_by(|a, b| a.client.cmp(&b.client));
@@ -392,7 +462,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn presence_stats(&self, channel: &ChannelKey) -> Result<PresenceStats, BrokerError> {
-        Ok(self.with_channel(channel, |ch| {
+        Ok(self.with_channel(channel, |ch, _| {
             let mut users: Vec<&str> = ch.presence.values().map(|(e, _)| e.user.as_str()).collect();
             users.sort_unstable();
             users.dedup();
@@ -404,26 +474,23 @@ impl Broker for MemoryBroker {
     }
 
     async fn channels(&self, project: uuid::Uuid) -> Result<Vec<(String, usize)>, BrokerError> {
-        let channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out: Vec<(String, usize)> = channels
-            .iter()
-            .filter(|(k, c)| k.project() == project && !c.subscribers.is_empty())
-            .map(|(_, c)| (c.name.to_string(), c.subscribers.len()))
+        let projects = self.lock();
+        let mut out: Vec<(String, usize)> = projects
+            .get(&project)
+            .into_iter()
+            .flat_map(|p| p.channels.values())
+            .filter(|c| !c.subscribers.is_empty())
+            .map(|c| (c.name.to_string(), c.subscribers.len()))
             .collect();
         out.sort();
         Ok(out)
     }
 
     async fn channel_count(&self) -> Result<(usize, usize), BrokerError> {
-        let channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(channels
+        let projects = self.lock();
+        Ok(projects
             .values()
+            .flat_map(|p| p.channels.values())
             .filter(|c| !c.subscribers.is_empty())
             .fold((0, 0), |(n, subs), c| (n + 1, subs + c.subscribers.len())))
     }

@@ -38,21 +38,20 @@ pub enum Control {
 /// Control messages a connection may have waiting before more are dropped.
 const CONTROL_QUEUE: usize = 64;
 
-/// A user of one project: connections are found, limited and counted per project, so
-/// two projects' users with the same id never meet.
-type UserKey = (ProjectId, String);
+/// One project's open connections: by user, then client id.
+type Users = HashMap<String, HashMap<String, mpsc::Sender<Control>>>;
 
-/// Open connections by (project, user) and client id.
+/// Open connections by project, user and client id: connections are found, limited and
+/// counted per project, so two projects' users with the same id never meet, and a
+/// project's count never walks another's connections.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    users: Mutex<HashMap<UserKey, HashMap<String, mpsc::Sender<Control>>>>,
+    projects: Mutex<HashMap<ProjectId, Users>>,
 }
 
 impl Registry {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<UserKey, HashMap<String, mpsc::Sender<Control>>>> {
-        self.users
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProjectId, Users>> {
+        self.projects
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -68,8 +67,12 @@ impl Registry {
         limit: usize,
     ) -> Option<mpsc::Receiver<Control>> {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
-        let mut users = self.lock();
-        let clients = users.entry((project, user.to_owned())).or_default();
+        let mut projects = self.lock();
+        let clients = projects
+            .entry(project)
+            .or_default()
+            .entry(user.to_owned())
+            .or_default();
         if limit > 0 && !user.is_empty() && clients.len() >= limit {
             return None;
         }
@@ -79,13 +82,18 @@ impl Registry {
 
     /// Forgets a connection.
     pub(crate) fn remove(&self, project: ProjectId, user: &str, client: &str) {
-        let mut users = self.lock();
-        let key = (project, user.to_owned());
-        if let Some(clients) = users.get_mut(&key) {
+        let mut projects = self.lock();
+        let Some(users) = projects.get_mut(&project) else {
+            return;
+        };
+        if let Some(clients) = users.get_mut(user) {
             clients.remove(client);
             if clients.is_empty() {
-                users.remove(&key);
+                users.remove(user);
             }
+        }
+        if users.is_empty() {
+            projects.remove(&project);
         }
     }
 
@@ -98,8 +106,8 @@ impl Registry {
         except: &[&str],
         control: &Control,
     ) -> usize {
-        let users = self.lock();
-        let Some(clients) = users.get(&(project, user.to_owned())) else {
+        let projects = self.lock();
+        let Some(clients) = projects.get(&project).and_then(|users| users.get(user)) else {
             return 0;
         };
         clients
@@ -112,17 +120,19 @@ impl Registry {
 
     /// Connected clients and distinct users on this node, all projects together.
     pub(crate) fn stats(&self) -> (usize, usize) {
-        let users = self.lock();
-        (users.values().map(HashMap::len).sum(), users.len())
+        self.lock().values().fold((0, 0), |(clients, users), u| {
+            (
+                clients + u.values().map(HashMap::len).sum::<usize>(),
+                users + u.len(),
+            )
+        })
     }
 
     /// Connected clients and distinct users of one project on this node.
     pub(crate) fn project_stats(&self, project: ProjectId) -> (usize, usize) {
-        let users = self.lock();
-        users
-            .iter()
-            .filter(|((p, _), _)| *p == project)
-            .fold((0, 0), |(clients, n), (_, c)| (clients + c.len(), n + 1))
+        self.lock().get(&project).map_or((0, 0), |users| {
+            (users.values().map(HashMap::len).sum(), users.len())
+        })
     }
 }
 

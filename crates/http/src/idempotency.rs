@@ -21,8 +21,16 @@ const MAX_KEYS_PER_PROJECT: usize = 100_000;
 /// Longest key accepted.
 pub(crate) const MAX_KEY_LEN: usize = 256;
 
-/// One project's remembered keys, by (channel, key).
-type Seen = HashMap<(String, String), (Instant, Value)>;
+/// One project's remembered keys, by (channel, key), and when the oldest was recorded.
+#[derive(Debug, Default)]
+struct Seen {
+    keys: HashMap<(String, String), (Instant, Value)>,
+    /// When the oldest remembered key was recorded: while it is inside the window a full
+    /// table has nothing to drop, so a new key is refused without a scan (a tenant at its
+    /// bound costs one comparison per publish, not a walk of its 100,000 keys under the
+    /// lock every project shares).
+    oldest: Option<Instant>,
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Idempotency {
@@ -40,6 +48,7 @@ impl Idempotency {
     pub(crate) fn get(&self, project: ProjectId, channel: &str, key: &str) -> Option<Value> {
         self.lock()
             .get(&project)?
+            .keys
             .get(&(channel.to_owned(), key.to_owned()))
             .filter(|(at, _)| at.elapsed() < WINDOW)
             .map(|(_, v)| v.clone())
@@ -49,16 +58,20 @@ impl Idempotency {
     pub(crate) fn put(&self, project: ProjectId, channel: &str, key: &str, result: Value) {
         let mut projects = self.lock();
         let seen = projects.entry(project).or_default();
-        if seen.len() >= MAX_KEYS_PER_PROJECT {
-            seen.retain(|_, (at, _)| at.elapsed() < WINDOW);
-            if seen.len() >= MAX_KEYS_PER_PROJECT {
+        if seen.keys.len() >= MAX_KEYS_PER_PROJECT {
+            if seen.oldest.is_some_and(|at| at.elapsed() < WINDOW) {
+                return;
+            }
+            seen.keys.retain(|_, (at, _)| at.elapsed() < WINDOW);
+            seen.oldest = seen.keys.values().map(|(at, _)| *at).min();
+            if seen.keys.len() >= MAX_KEYS_PER_PROJECT {
                 return;
             }
         }
-        seen.insert(
-            (channel.to_owned(), key.to_owned()),
-            (Instant::now(), result),
-        );
+        let now = Instant::now();
+        seen.oldest.get_or_insert(now);
+        seen.keys
+            .insert((channel.to_owned(), key.to_owned()), (now, result));
     }
 }
 

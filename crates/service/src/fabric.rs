@@ -523,7 +523,7 @@ impl Tollgate {
             Rotation::Reused => {
                 self.inner
                     .sat_cache
-                    .forget(|(family, _)| *family == old.fam);
+                    .forget(|(_, family, _)| *family == old.fam);
                 tracing::warn!(family = %old.fam, project = %old.prj,
                     "refresh token replayed; token family revoked");
                 Err(token_invalid())
@@ -547,7 +547,7 @@ impl Tollgate {
         if self
             .inner
             .sat_cache
-            .get(&(payload.fam, payload.sub))
+            .get(&(payload.prj, payload.fam, payload.sub))
             .is_some()
         {
             return Ok(SatInfo { payload });
@@ -571,7 +571,9 @@ impl Tollgate {
         {
             return Err(ServiceError::Unauthorized);
         }
-        self.inner.sat_cache.put((payload.fam, payload.sub), ());
+        self.inner
+            .sat_cache
+            .put((payload.prj, payload.fam, payload.sub), ());
         Ok(SatInfo { payload })
     }
 

@@ -115,30 +115,33 @@ impl Tollgate {
                 .map(Arc::new)
                 .map_err(|_| GatewayTokenError::Invalid("hmac"))
         };
-        let (key, project): (Arc<VerifyingKey>, ProjectId) =
+        // The key, and the project when the key names one (`None`: the shared secret).
+        let (key, project): (Arc<VerifyingKey>, Option<ProjectId>) =
             match (kid, &self.inner.settings.centrifugo.hmac_secret) {
                 // The shared secret: tokens Tollgate mints name it by kid; tokens an
                 // application signs itself, as for Centrifugo, carry no kid at all.
-                (None, Some(secret)) => (shared(secret)?, self.shared_secret_project().await?),
-                (Some(k), Some(secret)) if k == hmac_kid => {
-                    (shared(secret)?, self.shared_secret_project().await?)
-                }
+                (None, Some(secret)) => (shared(secret)?, None),
+                (Some(k), Some(secret)) if k == hmac_kid => (shared(secret)?, None),
                 (Some(k), _) => {
                     let kid: KeyId = k.parse().map_err(|_| GatewayTokenError::Invalid("kid"))?;
-                    self.project_key(&kid)
+                    let (key, project) = self
+                        .project_key(&kid)
                         .await?
-                        .ok_or(GatewayTokenError::Invalid("unknown key"))?
+                        .ok_or(GatewayTokenError::Invalid("unknown key"))?;
+                    (key, Some(project))
                 }
                 (None, None) => return Err(GatewayTokenError::Invalid("no kid")),
             };
+        // The signature first: only a genuine token gets as far as the project question
+        // (and its warning in the log).
         let verified = jose::verify_pinned(token, MAX_GATEWAY_TOKEN_LEN, &key)
             .map_err(|_| GatewayTokenError::Invalid("signature"))?;
+        let project = match project {
+            Some(project) => project,
+            None => self.shared_secret_project().await?,
+        };
         let claims = verified.claims;
-        let aud = claims
-            .get("aud")
-            .and_then(Value::as_str)
-            .and_then(|a| a.parse::<ProjectId>().ok());
-        if aud.is_some_and(|a| a != project) {
+        if names_another_project(claims.get("aud"), project) {
             return Err(GatewayTokenError::Invalid("audience"));
         }
         let typ = header.get("typ").and_then(Value::as_str).map(str::to_owned);
@@ -267,6 +270,22 @@ impl Tollgate {
     }
 }
 
+/// Whether `aud` — a string or an array of strings (RFC 7519 §4.1.3) — names a project
+/// other than `project`. Audiences that are not project ids (an application's own
+/// `token_audience`) name no project.
+fn names_another_project(aud: Option<&Value>, project: ProjectId) -> bool {
+    let other = |v: &Value| {
+        v.as_str()
+            .and_then(|a| a.parse::<ProjectId>().ok())
+            .is_some_and(|a| a != project)
+    };
+    match aud {
+        Some(Value::Array(list)) => list.iter().any(other),
+        Some(v) => other(v),
+        None => false,
+    }
+}
+
 /// A raw-JSON claim and its base64 form (`b64info`/`b64data`, which wins when set). The
 /// JSON protocol carries payloads as embedded JSON, so the decoded bytes must be JSON.
 fn info_claim(
@@ -380,4 +399,33 @@ fn numeric_date(v: &Value) -> Option<i64> {
                 secs
             })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_audience_naming_another_project_is_found_in_a_string_or_an_array() {
+        let mine = ProjectId::new_random();
+        let theirs = ProjectId::new_random().to_string();
+        let cases = [
+            (None, false),
+            (Some(json!(mine.to_string())), false),
+            (Some(json!("my-app")), false),
+            (Some(json!([mine.to_string(), "my-app"])), false),
+            (Some(json!(theirs)), true),
+            (Some(json!([mine.to_string(), theirs])), true),
+            (Some(json!(["my-app", theirs])), true),
+        ];
+        for (aud, refused) in cases {
+            assert_eq!(
+                names_another_project(aud.as_ref(), mine),
+                refused,
+                "{aud:?}"
+            );
+        }
+    }
 }

@@ -151,8 +151,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     keys: KeyCache,
     jwks: jwks::JwksCache,
-    /// SAT families recently found valid, by (family, subscriber).
-    sat_cache: cache::TtlCache<(uuid::Uuid, Option<uuid::Uuid>), ()>,
+    /// SAT families recently found valid, by (project, family, subscriber): a hit vouches
+    /// only for the project whose key decrypted the token.
+    sat_cache: cache::TtlCache<(ProjectId, uuid::Uuid, Option<uuid::Uuid>), ()>,
     /// Each project's namespaces.
     ns_cache:
         cache::TtlCache<ProjectId, std::sync::Arc<Vec<tollgate_token::centrifugo::Namespace>>>,

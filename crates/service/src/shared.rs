@@ -86,18 +86,22 @@ impl Tollgate {
         Ok(only)
     }
 
-    /// What an operator should be told at start-up about the deployment-wide credentials,
-    /// if anything: a warning when they are configured but act for no project, or for a
-    /// project that does not exist.
-    pub async fn shared_credentials_warning(&self) -> Result<Option<String>, ServiceError> {
+    /// Checks the deployment-wide credentials at start-up: an error when
+    /// `centrifugo.project` names a project that does not exist (they would act for an
+    /// empty phantom project), a warning when they are configured but act for no project.
+    pub async fn check_shared_credentials(&self) -> Result<Option<String>, ServiceError> {
         let shared = &self.inner.settings.centrifugo;
         if !shared.any() {
             return Ok(None);
         }
         if let Some(project) = shared.project {
-            return Ok(self.inner.store.project(project).await?.is_none().then(|| {
-                format!("{PROJECT_SETTING} names project {project}, which does not exist")
-            }));
+            if self.inner.store.project(project).await?.is_none() {
+                return Err(ServiceError::InvalidInput(format!(
+                    "{PROJECT_SETTING} names project {project}, which does not exist \
+                     (`tollgate project list` shows the projects)"
+                )));
+            }
+            return Ok(None);
         }
         let n = self.inner.store.list_projects().await?.len();
         Ok((n > 1).then(|| {
@@ -136,5 +140,122 @@ impl Tollgate {
             Some(project) => ServerApiCaller::Project(project),
             None => ServerApiCaller::Denied,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tollgate_store::SqlStore;
+    use tollgate_token::Scopes;
+
+    use super::*;
+    use crate::{ManualClock, MasterKey, Settings};
+
+    const KEY: &str = "deployment-api-key";
+
+    async fn service(dir: &tempfile::TempDir, project: Option<ProjectId>) -> Tollgate {
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+        let settings = Settings {
+            centrifugo: SharedCredentials {
+                hmac_secret: Some(vec![7; 32]),
+                api_key: Some(KEY.into()),
+                project,
+            },
+            ..Settings::default()
+        };
+        Tollgate::new(
+            store,
+            &MasterKey::from_bytes([3; 32]),
+            settings,
+            Arc::new(ManualClock::at(1_800_000_000)),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_only_project_then_none_once_there_are_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(&dir, None).await;
+        assert_eq!(
+            svc.shared_credentials_project().await.unwrap(),
+            None,
+            "no project yet"
+        );
+        let first = svc
+            .create_project("one", Scopes::project_default())
+            .await
+            .unwrap();
+        let first = first.project.id;
+        assert_eq!(svc.shared_credentials_project().await.unwrap(), Some(first));
+        assert_eq!(
+            svc.authenticate_server_api(KEY).await.unwrap(),
+            ServerApiCaller::Project(first)
+        );
+        assert!(svc.check_shared_credentials().await.unwrap().is_none());
+
+        // A second project on this node unbinds them at once (no cached answer).
+        svc.create_project("two", Scopes::project_default())
+            .await
+            .unwrap();
+        assert_eq!(svc.shared_credentials_project().await.unwrap(), None);
+        assert_eq!(
+            svc.authenticate_server_api(KEY).await.unwrap(),
+            ServerApiCaller::Unbound
+        );
+        let warning = svc.check_shared_credentials().await.unwrap().unwrap();
+        assert!(warning.contains("centrifugo.project"), "{warning}");
+
+        // Wrong, empty and oversized keys are refused alike.
+        for key in ["wrong", "", &"k".repeat(MAX_SERVER_API_KEY_LEN + 1)] {
+            assert_eq!(
+                svc.authenticate_server_api(key).await.unwrap(),
+                ServerApiCaller::Denied
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_setting_decides_and_must_name_a_real_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(&dir, None).await;
+        let a = svc
+            .create_project("a", Scopes::project_default())
+            .await
+            .unwrap();
+        svc.create_project("b", Scopes::project_default())
+            .await
+            .unwrap();
+        let a = a.project.id;
+        drop(svc);
+
+        let pinned = service(&dir, Some(a)).await;
+        assert_eq!(pinned.shared_credentials_project().await.unwrap(), Some(a));
+        assert_eq!(
+            pinned.authenticate_server_api(KEY).await.unwrap(),
+            ServerApiCaller::Project(a)
+        );
+        assert!(pinned.check_shared_credentials().await.unwrap().is_none());
+
+        let phantom = service(&dir, Some(ProjectId::new_random())).await;
+        let refused = phantom.check_shared_credentials().await;
+        assert!(
+            matches!(&refused, Err(ServiceError::InvalidInput(why)) if why.contains("does not exist")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_secrets() {
+        let shared = SharedCredentials {
+            hmac_secret: Some(b"very-secret-hmac-key-material-123".to_vec()),
+            api_key: Some("very-secret-api-key".into()),
+            project: None,
+        };
+        let shown = format!("{shared:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
     }
 }

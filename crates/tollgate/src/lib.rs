@@ -76,9 +76,10 @@ impl App {
         );
         // Deployment-wide credentials that act for no project are refused on use; say so
         // now, naming the setting, rather than only in the logs of refused requests.
-        match self.tollgate.shared_credentials_warning().await {
+        match self.tollgate.check_shared_credentials().await {
             Ok(Some(warning)) => tracing::warn!("{warning}"),
             Ok(None) => {}
+            Err(tollgate_service::ServiceError::InvalidInput(why)) => anyhow::bail!(why),
             Err(e) => tracing::warn!(error = %e, "cannot check the centrifugo.* credentials"),
         }
         let sessions = gateway.clone();

@@ -352,15 +352,16 @@ async fn stream_positions_outlive_history_and_the_sweeper_frees_the_rest() {
     tokio::time::sleep(Duration::from_millis(40)).await;
     b.sweep();
     {
-        let channels = b.channels.lock().unwrap();
+        let projects = b.projects.lock().unwrap();
+        let channels = &projects[&PROJECT].channels;
         let kept = channels
-            .get(&ch("kept"))
+            .get("kept")
             .expect("position kept after its history expired");
         assert!(
             kept.history.is_empty(),
             "expired history swept without a touch"
         );
-        assert!(!channels.contains_key(&ch("plain")));
+        assert!(!channels.contains_key("plain"));
     }
     // The epoch survives history expiry and removal, so a returning client recovers "nothing
     // missed" instead of "stream reset".
@@ -381,7 +382,7 @@ async fn stream_positions_outlive_history_and_the_sweeper_frees_the_rest() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     b.sweep();
     assert!(
-        b.channels.lock().unwrap().is_empty(),
+        b.projects.lock().unwrap().is_empty(),
         "position dropped after its ttl"
     );
 }
@@ -475,4 +476,58 @@ async fn projects_share_nothing_under_the_same_channel_name() {
     assert_eq!(b.channels(PROJECT).await.unwrap(), [("news".to_owned(), 1)]);
     assert_eq!(b.channels(other).await.unwrap(), [("news".to_owned(), 1)]);
     assert_eq!(b.channel_count().await.unwrap(), (2, 2));
+}
+
+#[tokio::test]
+async fn one_project_filling_its_history_share_leaves_the_others_theirs() {
+    // 3,000 bytes in all, 1,000 per project.
+    let b = MemoryBroker::with_budgets(Duration::from_secs(60), 3000, 1000);
+    let noisy = |name: &str| ChannelKey::new(uuid::Uuid::from_u128(9), name);
+    let big = Bytes::from(format!("\"{}\"", "x".repeat(500)));
+    for i in 0..10 {
+        b.publish(&noisy(&format!("c{i}")), pubn(big.clone()), KEEP)
+            .await
+            .unwrap();
+    }
+    assert!(
+        b.history_bytes() <= 1000,
+        "noisy kept {}",
+        b.history_bytes()
+    );
+    // The quiet project still keeps its history.
+    let first = b
+        .publish(&ch("quiet"), pubn(big.clone()), KEEP)
+        .await
+        .unwrap();
+    b.publish(&ch("quiet"), pubn(data("2")), KEEP)
+        .await
+        .unwrap();
+    let h = b
+        .history(
+            &ch("quiet"),
+            HistoryQuery {
+                since: Some(&crate::StreamPosition {
+                    offset: first.offset - 1,
+                    epoch: first.epoch.clone(),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(h.recovered, "nothing of the quiet project was dropped");
+    assert_eq!(h.publications.len(), 2);
+}
+
+#[tokio::test]
+async fn the_sweeper_forgets_subscribers_whose_connection_is_gone() {
+    let b = MemoryBroker::new();
+    let q = Queue::new(1 << 20);
+    b.subscribe(&ch("room"), &q).await.unwrap();
+    assert_eq!(b.channels(PROJECT).await.unwrap(), [("room".to_owned(), 1)]);
+    // The connection ends without unsubscribing (a session that panicked).
+    drop(q);
+    b.sweep();
+    assert!(b.channels(PROJECT).await.unwrap().is_empty());
+    assert!(b.projects.lock().unwrap().is_empty());
 }

@@ -87,7 +87,12 @@ impl Session {
                     subs.insert(sub.channel.clone(), Value::Object(r));
                 }
                 Err(code) => {
-                    tracing::debug!(code, channel = %sub.channel, "token subscription failed");
+                    tracing::debug!(
+                        code,
+                        project = %self.c.project().map(|p| p.to_string()).unwrap_or_default(),
+                        channel = %sub.channel,
+                        "token subscription failed"
+                    );
                     self.abandon_connect().await;
                     return Ok(Some(protocol::error_code(id, code)));
                 }

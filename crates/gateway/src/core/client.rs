@@ -125,8 +125,7 @@ impl<S> Client<S> {
         let limit = self.gw.settings.max_connections_per_user;
         let scope = self.gw.project(grant.project);
         let rx = scope
-            .registry()
-            .add(grant.project, &grant.user, &self.id, limit)
+            .register(&grant.user, &self.id, limit)
             .ok_or(ConnectRefused::ConnectionLimit)?;
         self.control = Some(rx);
         self.expiry = grant
@@ -151,9 +150,7 @@ impl<S> Client<S> {
     pub(crate) async fn disconnect(&mut self) {
         self.leave_all().await;
         if let Some(c) = self.connected.take() {
-            c.scope
-                .registry()
-                .remove(c.grant.project, &c.grant.user, &self.id);
+            c.scope.unregister(&c.grant.user, &self.id);
         }
         self.control = None;
         self.expiry = None;
@@ -311,9 +308,7 @@ impl<S> Drop for Client<S> {
     /// registry (presence entries expire on their own).
     fn drop(&mut self) {
         if let Some(c) = &self.connected {
-            c.scope
-                .registry()
-                .remove(c.grant.project, &c.grant.user, &self.id);
+            c.scope.unregister(&c.grant.user, &self.id);
         }
         self.queue.close();
     }

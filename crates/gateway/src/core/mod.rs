@@ -167,7 +167,19 @@ impl ProjectScope {
         self.registry.project_stats(self.project)
     }
 
-    pub(crate) fn registry(&self) -> &Registry {
-        &self.registry
+    /// Registers a connection of `user` in this project under the per-user `limit`; where
+    /// its server API commands arrive, or `None` when the user is at the limit.
+    pub(crate) fn register(
+        &self,
+        user: &str,
+        client: &str,
+        limit: usize,
+    ) -> Option<tokio::sync::mpsc::Receiver<Control>> {
+        self.registry.add(self.project, user, client, limit)
+    }
+
+    /// Forgets a connection of `user` in this project.
+    pub(crate) fn unregister(&self, user: &str, client: &str) {
+        self.registry.remove(self.project, user, client);
     }
 }

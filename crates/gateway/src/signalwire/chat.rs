@@ -318,6 +318,12 @@ impl SwSession {
             }
             Control::Subscribe(command) => {
                 let sub = command.sub;
+                // The same bound as a client's own `chat.subscribe`.
+                if !self.c.subs.contains_key(&sub.channel)
+                    && self.c.subs.len() >= self.c.gw.settings.max_channels
+                {
+                    return (Vec::new(), None);
+                }
                 let events = Events {
                     message: true,
                     ..Events::default()

@@ -409,6 +409,18 @@ impl SwSession {
             return error(rpc::INVALID_REQUEST, "Already connected");
         }
         let grant = self.verify(params).await?;
+        let (project, member) = (grant.project, grant.user.clone());
+        let signature = grant
+            .jti
+            .as_deref()
+            .map(|j| j.replace(['-', '_'], ""))
+            .filter(|j| !j.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        // Registered before the resume is taken: a reconnect refused by the connection
+        // limit leaves the resume for the next attempt.
+        if let Err(ConnectRefused::ConnectionLimit) = self.c.connect(grant) {
+            return error(rpc::FORBIDDEN, "Connection limit reached");
+        }
         let resume = params
             .get("protocol")
             .and_then(Value::as_str)
@@ -416,18 +428,9 @@ impl SwSession {
                 self.c
                     .gw
                     .resumes
-                    .take(grant.project, p, &grant.user)
+                    .take(project, p, &member)
                     .map(|r| (p.to_owned(), r))
             });
-        let signature = grant
-            .jti
-            .as_deref()
-            .map(|j| j.replace(['-', '_'], ""))
-            .filter(|j| !j.is_empty())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        if let Err(ConnectRefused::ConnectionLimit) = self.c.connect(grant) {
-            return error(rpc::FORBIDDEN, "Connection limit reached");
-        }
         match resume {
             Some((protocol, r)) => {
                 self.protocol = protocol;

@@ -5,9 +5,10 @@
 //! event selection and member states here for [`RESUME_FOR`], and a reconnect of the same
 //! member of the same project with that `protocol` takes them back.
 //!
-//! Everything is per project: each project has its own table with its own bounds, so one
+//! Everything is per project: each project has its own table with its own bound, and when
+//! the node's overall bound is reached the largest table gives up its oldest entry, so one
 //! tenant opening and dropping sessions in a loop only ever evicts its own entries, never
-//! another project's.
+//! a smaller project's.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,9 +22,11 @@ use super::wire::Events;
 
 /// How long a closed session's subscriptions wait for the client to reconnect.
 pub(super) const RESUME_FOR: Duration = Duration::from_secs(60);
-/// Most sessions of one project waiting to be resumed (each at most `max_channels` names
-/// and states).
-pub(super) const MAX_RESUMES_PER_PROJECT: usize = 10_000;
+/// Most sessions waiting to be resumed on this node, all projects together (each at most
+/// `max_channels` names and states): what bounds the table's memory.
+pub(super) const MAX_RESUMES: usize = 10_000;
+/// Most sessions of one project waiting to be resumed.
+pub(super) const MAX_RESUMES_PER_PROJECT: usize = MAX_RESUMES / 2;
 /// Most sessions of one member waiting to be resumed: a member reconnecting in a loop
 /// replaces its own entries instead of filling its project's table.
 pub(super) const MAX_RESUMES_PER_MEMBER: usize = 8;
@@ -127,6 +130,19 @@ impl Resumes {
             .entry(resume.member.clone())
             .or_default()
             .push((protocol, resume));
+        // The node's bound: the largest project makes room (the one putting, unless a
+        // larger one exists), so a project within its share is never the one to lose.
+        let total = |p: &HashMap<ProjectId, Table>| p.values().map(|t| t.len).sum::<usize>();
+        if total(&projects) > MAX_RESUMES
+            && let Some(largest) = projects.values_mut().max_by_key(|t| t.len)
+        {
+            largest.prune(now);
+            if total(&projects) > MAX_RESUMES
+                && let Some(largest) = projects.values_mut().max_by_key(|t| t.len)
+            {
+                largest.evict_oldest();
+            }
+        }
     }
 
     /// The resume for `protocol`, if it is this member's of this project and still fresh.
@@ -204,6 +220,29 @@ mod tests {
         assert!(
             r.take(p, "other", "bob").is_some(),
             "another member is untouched"
+        );
+    }
+
+    #[test]
+    fn at_the_nodes_bound_the_largest_project_gives_way() {
+        let r = Resumes::default();
+        let later = Instant::now() + RESUME_FOR;
+        let quiet = ProjectId::new_random();
+        r.put(quiet, "keep".into(), resume("carol", later));
+        // Two projects at their share fill the node.
+        let (big, bigger) = (ProjectId::new_random(), ProjectId::new_random());
+        for i in 0..MAX_RESUMES_PER_PROJECT {
+            r.put(big, format!("b{i}"), resume(&format!("m{i}"), later));
+        }
+        for i in 0..MAX_RESUMES_PER_PROJECT {
+            r.put(bigger, format!("p{i}"), resume(&format!("m{i}"), later));
+        }
+        let total = r.waiting(quiet) + r.waiting(big) + r.waiting(bigger);
+        assert_eq!(total, MAX_RESUMES, "one over the bound, and one evicted");
+        assert_eq!(r.waiting(big) + r.waiting(bigger), MAX_RESUMES - 1);
+        assert!(
+            r.take(quiet, "keep", "carol").is_some(),
+            "the small project kept its own"
         );
     }
 

@@ -255,7 +255,13 @@ fn control(scope: &ProjectScope, method: &str, params: &Map<String, Value>) -> V
         .unwrap_or_default()
         .to_owned();
     let command = match method {
-        "subscribe" if channel.is_empty() => return api_error(107, "bad request"),
+        "subscribe"
+            if channel.is_empty()
+                || channel.len() > 1024
+                || channel.chars().any(char::is_control) =>
+        {
+            return api_error(107, "bad request");
+        }
         "subscribe" => {
             let Ok(overrides) = tollgate_service::gateway::overrides(params.get("override")) else {
                 return api_error(107, "bad request");

@@ -680,4 +680,25 @@ mod tests {
         .config;
         assert!(!format!("{c:?}").contains("super-secret-api-key"));
     }
+
+    #[test]
+    fn centrifugo_project_is_a_project_id() {
+        let id = "0b0e7c52-5f3e-4a4b-9c55-4b1a1f0d2e33";
+        let c = load(None, env(&[("TOLLGATE_CENTRIFUGO__PROJECT", id)]))
+            .unwrap()
+            .config;
+        assert_eq!(
+            c.centrifugo_project.map(|p| p.to_string()).as_deref(),
+            Some(id)
+        );
+        let unset = load(None, env(&[("TOLLGATE_CENTRIFUGO__PROJECT", "")])).unwrap();
+        assert!(
+            unset.config.centrifugo_project.is_none(),
+            "empty means unset"
+        );
+        let err = load(None, env(&[("TOLLGATE_CENTRIFUGO__PROJECT", "acme")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("centrifugo.project"), "{err}");
+    }
 }

@@ -121,6 +121,16 @@ async fn connection_tokens_are_checked() {
             Expect::Closed(3500),
         ),
         (
+            "aud array naming its own project and another",
+            sign(&a.key, &claims(&a, &json!({"aud": [a.id, b.id]}))),
+            Expect::Closed(3500),
+        ),
+        (
+            "aud array naming only its own project",
+            sign(&a.key, &claims(&a, &json!({"aud": [a.id, "my-app"]}))),
+            Expect::Connected { expires: true },
+        ),
+        (
             "B's key, A's aud",
             sign(&b.key, &claims(&a, &json!({}))),
             Expect::Closed(3500),
