@@ -357,6 +357,11 @@ fn init_logging(config: &Config) {
     };
 }
 
+/// How a list shows a revocable credential.
+fn revocation_state(revoked: bool) -> &'static str {
+    if revoked { "revoked" } else { "active" }
+}
+
 fn parse_project(s: &str) -> anyhow::Result<ProjectId> {
     s.parse()
         .map_err(|_| anyhow::anyhow!("--project {s:?} is not a project id (a UUID)"))
@@ -462,11 +467,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let text = tokens
                 .iter()
                 .map(|t| {
-                    let state = if t.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    };
+                    let state = revocation_state(t.revoked_at.is_some());
                     format!("{}  {:<8} {}  [{}]", t.id, state, t.name, t.scopes)
                 })
                 .collect::<Vec<_>>()
@@ -600,11 +601,7 @@ async fn embed(svc: &tollgate_service::Tollgate, command: EmbedCommand) -> anyho
             let text = keys
                 .iter()
                 .map(|k| {
-                    let state = if k.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    };
+                    let state = revocation_state(k.revoked_at.is_some());
                     format!("{}  {state:<8} address {}", k.id, k.address_id)
                 })
                 .collect::<Vec<_>>()
@@ -672,11 +669,7 @@ async fn server_key(
             let text = keys
                 .iter()
                 .map(|k| {
-                    let state = if k.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    };
+                    let state = revocation_state(k.revoked_at.is_some());
                     format!("{}  {state:<8} {}", k.id, k.name)
                 })
                 .collect::<Vec<_>>()
