@@ -120,22 +120,36 @@ impl Drop for Slot {
     }
 }
 
-/// The gateway: shared by every connection.
+/// The gateway: shared by every connection. One `Arc`: every session holds a clone, so a
+/// clone is one reference-count increment and a session's task holds one pointer.
 #[derive(Debug, Clone)]
-pub struct Gateway {
+pub struct Gateway(Arc<Shared>);
+
+/// What every connection shares (its fields are the gateway's own; outside the crate it
+/// is only reached through [`Gateway`]'s methods).
+#[derive(Debug)]
+pub struct Shared {
     pub(crate) tollgate: Tollgate,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) settings: Arc<GatewaySettings>,
     /// Flips to `true` when the server shuts down: every session closes with 3001.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
-    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    stop: tokio::sync::watch::Sender<bool>,
     /// Open sessions, so shutdown can wait for their close frames to go out.
     active: Arc<AtomicUsize>,
     idle: Arc<Notify>,
     pub(crate) registry: Arc<registry::Registry>,
-    pub(crate) metrics: Arc<GatewayMetrics>,
-    pub(crate) resumes: Arc<signalwire::Resumes>,
+    pub(crate) metrics: GatewayMetrics,
+    pub(crate) resumes: signalwire::Resumes,
     started: std::time::Instant,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl Gateway {
@@ -143,19 +157,19 @@ impl Gateway {
     #[must_use]
     pub fn new(tollgate: Tollgate, broker: Arc<dyn Broker>, settings: GatewaySettings) -> Self {
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        Self {
+        Self(Arc::new(Shared {
             tollgate,
             broker,
             settings: Arc::new(settings),
             stopping,
-            stop: Arc::new(stop),
+            stop,
             active: Arc::default(),
             idle: Arc::default(),
             registry: Arc::default(),
-            metrics: Arc::default(),
-            resumes: Arc::default(),
+            metrics: GatewayMetrics::default(),
+            resumes: signalwire::Resumes::default(),
             started: std::time::Instant::now(),
-        }
+        }))
     }
 
     /// The gateway as one project sees it: its channels, presence, history and

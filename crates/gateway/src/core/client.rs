@@ -60,7 +60,10 @@ pub(crate) struct Client<S> {
     pub(crate) gw: Gateway,
     /// This connection's id (`ClientInfo.client`).
     pub(crate) id: String,
-    connected: Option<Connected>,
+    /// Boxed: every open socket's task holds a `Client`, and keeping the grant (a few
+    /// hundred bytes) off the task keeps an idle connection's task within a smaller
+    /// allocation class (BENCHMARKS.md, 3a).
+    connected: Option<Box<Connected>>,
     pub(crate) subs: HashMap<String, Sub<S>>,
     pub(crate) queue: Arc<Queue>,
     pub(crate) budget: Budget,
@@ -131,7 +134,7 @@ impl<S> Client<S> {
         self.expiry = grant
             .expires_at
             .map(|e| unix_to_instant(e, self.now_unix()));
-        self.connected = Some(Connected { grant, scope });
+        self.connected = Some(Box::new(Connected { grant, scope }));
         Ok(())
     }
 
