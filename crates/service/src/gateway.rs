@@ -404,8 +404,170 @@ fn numeric_date(v: &Value) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use tollgate_store::SqlStore;
+    use tollgate_token::Scopes;
+    use tollgate_token::jose::{HeaderExtras, SigningKey};
+    use tollgate_token::pubsub::Product;
 
     use super::*;
+    use crate::{ManualClock, MasterKey, Settings, SharedCredentials};
+
+    const NOW: i64 = 1_800_000_000;
+    const SECRET: &[u8] = b"a-shared-secret-of-at-least-32-bytes!!";
+
+    async fn service(dir: &tempfile::TempDir, project: Option<ProjectId>) -> Tollgate {
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+        let settings = Settings {
+            centrifugo: SharedCredentials {
+                hmac_secret: Some(SECRET.to_vec()),
+                api_key: None,
+                project,
+            },
+            ..Settings::default()
+        };
+        Tollgate::new(
+            store,
+            &MasterKey::from_bytes([5; 32]),
+            settings,
+            Arc::new(ManualClock::at(NOW)),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn project(svc: &Tollgate) -> (ProjectId, crate::Principal) {
+        let p = svc
+            .create_project("p", Scopes::project_default())
+            .await
+            .unwrap();
+        let principal = svc
+            .authenticate(&p.project.id.to_string(), p.api_token.expose())
+            .await
+            .unwrap();
+        (p.project.id, principal)
+    }
+
+    /// A PubSub token of the principal's project for `room`.
+    async fn pubsub(svc: &Tollgate, principal: &crate::Principal) -> String {
+        let body = json!({"ttl": 15, "member_id": "alice",
+                          "channels": {"room": {"read": true, "write": true}}});
+        svc.issue_realtime_token(principal, Product::PubSub, body.as_object().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// A token signed with the shared secret (named by its `kid`, as Tollgate mints them).
+    fn shared(claims: &Value) -> String {
+        let kid = crate::centrifugo::HMAC_KID.parse().unwrap();
+        let key = SigningKey::from_secret(Algorithm::HS256, kid, SECRET).unwrap();
+        jose::sign(&key, HeaderExtras::default(), claims).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_belongs_to_the_project_of_the_key_that_verified_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(&dir, None).await;
+        let (a, pa) = project(&svc).await;
+        let (b, pb) = project(&svc).await;
+        let grant = svc
+            .verify_connection_token(&pubsub(&svc, &pa).await)
+            .await
+            .unwrap();
+        assert_eq!(grant.project, a);
+        assert_eq!(grant.typ.as_deref(), Some("PRT"));
+        let grant = svc
+            .verify_connection_token(&pubsub(&svc, &pb).await)
+            .await
+            .unwrap();
+        assert_eq!(grant.project, b);
+        // Refusals are split the way the protocol needs them.
+        assert_eq!(
+            svc.verify_connection_token("not-a-token").await,
+            Err(GatewayTokenError::Invalid("malformed"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_shared_secret_acts_for_its_one_project_or_for_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(&dir, None).await;
+        let claims = json!({"sub": "u1", "exp": NOW + 60});
+        let token = shared(&claims);
+        assert_eq!(
+            svc.verify_connection_token(&token).await.map(|g| g.project),
+            Err(GatewayTokenError::Invalid(
+                "shared secret acts for no project"
+            )),
+            "no project yet"
+        );
+        let (only, _) = project(&svc).await;
+        assert_eq!(
+            svc.verify_connection_token(&token).await.unwrap().project,
+            only
+        );
+        // `aud` cannot move it, as a string or in an array.
+        for aud in [
+            json!(ProjectId::new_random().to_string()),
+            json!([only.to_string(), ProjectId::new_random().to_string()]),
+        ] {
+            let moved = shared(&json!({"sub": "u1", "exp": NOW + 60, "aud": aud}));
+            assert_eq!(
+                svc.verify_connection_token(&moved).await.map(|g| g.project),
+                Err(GatewayTokenError::Invalid("audience"))
+            );
+        }
+        // A second project: the secret acts for none until the setting names one.
+        let (second, _) = project(&svc).await;
+        assert!(svc.verify_connection_token(&token).await.is_err());
+        drop(svc);
+        let pinned = service(&dir, Some(second)).await;
+        assert_eq!(
+            pinned
+                .verify_connection_token(&token)
+                .await
+                .unwrap()
+                .project,
+            second
+        );
+        // A forged token never reaches the project question.
+        let forged = format!("{}x", &token[..token.len() - 1]);
+        assert_eq!(
+            pinned
+                .verify_connection_token(&forged)
+                .await
+                .map(|g| g.project),
+            Err(GatewayTokenError::Invalid("signature"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscription_token_opens_channels_only_for_its_own_projects_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = service(&dir, None).await;
+        let (a, _) = project(&svc).await;
+        let (b, _) = project(&svc).await;
+        drop(svc);
+        // The shared secret bound to A signs A's subscription tokens.
+        let svc = service(&dir, Some(a)).await;
+        let token = shared(&json!({"sub": "u1", "channel": "room", "exp": NOW + 60}));
+        assert!(
+            svc.verify_subscription_token(&token, a, "u1", "c1", "room")
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            svc.verify_subscription_token(&token, b, "u1", "c1", "room")
+                .await,
+            Err(GatewayTokenError::Invalid("another project"))
+        );
+        let expired = shared(&json!({"sub": "u1", "channel": "room", "exp": NOW - 1}));
+        assert_eq!(
+            svc.verify_subscription_token(&expired, a, "u1", "c1", "room")
+                .await,
+            Err(GatewayTokenError::Expired)
+        );
+    }
 
     #[test]
     fn an_audience_naming_another_project_is_found_in_a_string_or_an_array() {

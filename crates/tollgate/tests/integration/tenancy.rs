@@ -17,6 +17,8 @@ use crate::support::TestServer;
 
 /// A user id both projects use.
 const ALICE: &str = "11111111-1111-4111-8111-111111111111";
+/// A user only project B has.
+const BOB: &str = "22222222-2222-4222-8222-222222222222";
 /// A company id project B uses (project A will try to claim it).
 const COMPANY: &str = "c0c0c0c0-0000-4000-8000-0000000000cc";
 
@@ -613,6 +615,60 @@ async fn channel_rules_grant_channels_only_inside_the_callers_project() {
     .await;
     let refused = expect(&mut b_ws, |v| v["id"] == 10).await;
     assert_eq!(refused["error"]["code"], 103, "{refused}");
+
+    // A opens its whole `user` namespace to any signed-in user: its alice now gets a
+    // token for B's bob's personal channel name, and it opens A's channel of that name.
+    let res = s
+        .client
+        .put(s.url("/api/v1/namespaces/user"))
+        .basic_auth(&a.project, Some(&a.token))
+        .json(&json!({"rule": "authenticated"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let bobs = format!("user:{BOB}");
+    let bob_sat = b.sign_in(&s, BOB).await;
+    let mut bob = open(&s).await;
+    let bob_connect = connect(bob_sat.clone()).await;
+    send(
+        &mut bob,
+        &json!({"id": 1, "connect": {"token": bob_connect}}).to_string(),
+    )
+    .await;
+    expect(&mut bob, |v| v["id"] == 1 && v["connect"].is_object()).await;
+    let token = subscribe(bob_sat, bobs.clone()).await;
+    send(
+        &mut bob,
+        &json!({"id": 2, "subscribe": {"channel": bobs, "token": token}}).to_string(),
+    )
+    .await;
+    assert!(expect(&mut bob, |v| v["id"] == 2).await["subscribe"].is_object());
+    let token = subscribe(a_sat, bobs.clone()).await;
+    send(
+        &mut a_ws,
+        &json!({"id": 20, "subscribe": {"channel": bobs, "token": token}}).to_string(),
+    )
+    .await;
+    assert!(expect(&mut a_ws, |v| v["id"] == 20).await["subscribe"].is_object());
+    b.api(
+        &s,
+        "publish",
+        json!({"channel": bobs, "data": {"for": "bob"}}),
+    )
+    .await;
+    assert_eq!(next_pub(&mut bob).await["for"], "bob");
+    a.api(
+        &s,
+        "publish",
+        json!({"channel": bobs, "data": {"for": "a"}}),
+    )
+    .await;
+    assert_eq!(
+        next_pub(&mut a_ws).await["for"],
+        "a",
+        "A never saw B's message to bob"
+    );
 }
 
 #[tokio::test]
