@@ -133,7 +133,9 @@ impl Session {
                     return Err(close(disconnect::INSUFFICIENT_STATE, "insufficient state"));
                 }
                 let result = self.expiry_fields(grant.expires_at);
-                self.c.regrant(grant);
+                if !self.c.regrant(grant) {
+                    return Err(close(disconnect::INVALID_TOKEN, "invalid token"));
+                }
                 Ok(Some(protocol::reply(id, "refresh", Value::Object(result))))
             }
             Ok(_) | Err(GatewayTokenError::Invalid(_)) => {

@@ -138,15 +138,21 @@ impl<S> Client<S> {
         Ok(())
     }
 
-    /// Replaces the grant of a connected client with a refreshed one of the same project
-    /// and user (the caller checks that), moving the expiry.
-    pub(crate) fn regrant(&mut self, grant: ConnectionGrant) {
-        self.expiry = grant
-            .expires_at
-            .map(|e| unix_to_instant(e, self.now_unix()));
-        if let Some(c) = self.connected.as_mut() {
-            c.grant = grant;
+    /// Replaces the grant of a connected client with a refreshed one, moving the expiry.
+    /// A connection's project and user never change: a grant for another is refused
+    /// (`false`, nothing changed), whatever the protocol adapter checked before.
+    #[must_use]
+    pub(crate) fn regrant(&mut self, grant: ConnectionGrant) -> bool {
+        let now = self.now_unix();
+        let Some(c) = self.connected.as_mut() else {
+            return false;
+        };
+        if c.grant.project != grant.project || c.grant.user != grant.user {
+            return false;
         }
+        self.expiry = grant.expires_at.map(|e| unix_to_instant(e, now));
+        c.grant = grant;
+        true
     }
 
     /// Undoes a connect: leaves every channel and the registry, back to unauthenticated.

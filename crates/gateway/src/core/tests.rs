@@ -195,6 +195,12 @@ async fn connect_registers_per_project_and_close_undoes_everything() {
     );
     assert!(!again.is_connected());
 
+    // A refreshed grant keeps the project and user; another project's is refused.
+    assert!(!a.regrant(grant(p2, "alice")), "another project");
+    assert!(!a.regrant(grant(p1, "bob")), "another user");
+    assert_eq!(a.project(), Some(p1));
+    assert!(a.regrant(grant(p1, "alice")));
+
     // The server API reaches the client through its project only.
     let mut control = a.take_control().unwrap();
     let bye = Control::Disconnect {

@@ -460,7 +460,9 @@ impl SwSession {
                 "Authentication failed: another member, project or token type",
             );
         }
-        self.c.regrant(grant);
+        if !self.c.regrant(grant) {
+            return error(rpc::AUTH, "Authentication failed");
+        }
         // Channels the new token no longer grants are left.
         let lost: Vec<String> = self
             .c
