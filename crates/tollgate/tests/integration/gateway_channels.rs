@@ -13,7 +13,7 @@ use tollgate_token::KeyId;
 use tollgate_token::jose::{Algorithm, SigningKey};
 
 use crate::gateway::{API_KEY, Ws, api, closed, expect, open, send};
-use crate::support::{TestServer, metric};
+use crate::support::{TestServer, metric, now};
 
 pub(crate) const SECRET: &str = "a-shared-hmac-secret-of-at-least-32-bytes";
 
@@ -48,16 +48,6 @@ async fn server(extra_toml: &str, env: &[(&str, &str)]) -> TestServer {
     // The one project the deployment-wide credentials act for.
     s.project().await;
     s
-}
-
-fn now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
 }
 
 /// An HS256 JWT signed with the shared secret, without `kid`.

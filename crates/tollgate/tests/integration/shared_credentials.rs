@@ -89,22 +89,6 @@ async fn new_project(s: &TestServer) -> (String, String) {
     s.project_with(all).await
 }
 
-/// A project's own server API key.
-async fn own_key(s: &TestServer, project: &str, token: &str) -> String {
-    let res: Value = s
-        .client
-        .post(s.url("/api/v1/server-keys"))
-        .basic_auth(project, Some(token))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    res["key"].as_str().unwrap().to_owned()
-}
-
 async fn publish_with(s: &TestServer, key: &str, data: Value) {
     let res = s
         .client
@@ -158,7 +142,7 @@ async fn with_several_projects_the_setting_decides_and_aud_cannot_move_them() {
     );
     // The shared-secret connection is P2's: P1's publication to `news` never reaches
     // it, P2's (by its own key, or the deployment key) does.
-    let (k1, k2) = (own_key(&s, &p1, &t1).await, own_key(&s, &p2, &t2).await);
+    let (k1, k2) = (s.server_key(&p1, &t1).await, s.server_key(&p2, &t2).await);
     let token = hs256(&json!({"sub": "u1", "channels": ["news"], "exp": far()}));
     let got = connect_and_listen(&s, &token, async {
         publish_with(&s, &k1, json!({"from": "p1"})).await;
@@ -205,7 +189,7 @@ async fn with_several_projects_the_setting_decides_and_aud_cannot_move_them() {
 async fn the_shared_api_key_with_one_project_reaches_only_it() {
     let s = server(&[]).await;
     let (p, t) = new_project(&s).await;
-    let own = own_key(&s, &p, &t).await;
+    let own = s.server_key(&p, &t).await;
     let token = hs256(&json!({"sub": "u1", "channels": ["news"], "exp": far()}));
     let got = connect_and_listen(&s, &token, async {
         publish_with(&s, API_KEY, json!({"via": "deployment key"})).await;

@@ -216,6 +216,21 @@ impl TestServer {
         )
     }
 
+    /// A new server API key of `project` (over the admin API, with its `management` token).
+    pub(crate) async fn server_key(&self, project: &str, token: &str) -> String {
+        let res = self
+            .client
+            .post(self.url("/api/v1/server-keys"))
+            .basic_auth(project, Some(token))
+            .json(&json!({"name": "test"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let created: Value = res.json().await.unwrap();
+        created["key"].as_str().unwrap().to_owned()
+    }
+
     /// POSTs `body` (raw) with Basic credentials.
     pub(crate) async fn post_raw(
         &self,

@@ -43,20 +43,11 @@ impl Tenant {
     async fn new(s: &TestServer) -> Self {
         let all: Scopes = Scope::ALL.into_iter().collect();
         let (project, token) = s.project_with(all).await;
-        let res = s
-            .client
-            .post(s.url("/api/v1/server-keys"))
-            .basic_auth(&project, Some(&token))
-            .json(&json!({"name": "tenancy"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        let created: Value = res.json().await.unwrap();
+        let server_key = s.server_key(&project, &token).await;
         Self {
             project,
             token,
-            server_key: created["key"].as_str().unwrap().to_owned(),
+            server_key,
         }
     }
 
