@@ -404,20 +404,17 @@ fn numeric_date(v: &Value) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use tollgate_store::SqlStore;
     use tollgate_token::Scopes;
     use tollgate_token::jose::{HeaderExtras, SigningKey};
     use tollgate_token::pubsub::Product;
 
     use super::*;
-    use crate::{ManualClock, MasterKey, Settings, SharedCredentials};
+    use crate::{Settings, SharedCredentials};
 
-    const NOW: i64 = 1_800_000_000;
+    use crate::tests::NOW;
     const SECRET: &[u8] = b"a-shared-secret-of-at-least-32-bytes!!";
 
     async fn service(dir: &tempfile::TempDir, project: Option<ProjectId>) -> Tollgate {
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = Arc::new(SqlStore::connect(&url).await.unwrap());
         let settings = Settings {
             centrifugo: SharedCredentials {
                 hmac_secret: Some(SECRET.to_vec()),
@@ -426,14 +423,9 @@ mod tests {
             },
             ..Settings::default()
         };
-        Tollgate::new(
-            store,
-            &MasterKey::from_bytes([5; 32]),
-            settings,
-            Arc::new(ManualClock::at(NOW)),
-        )
-        .await
-        .unwrap()
+        crate::tests::service_with(dir, [5; 32], settings)
+            .await
+            .unwrap()
     }
 
     async fn project(svc: &Tollgate) -> (ProjectId, crate::Principal) {

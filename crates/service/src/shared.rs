@@ -145,19 +145,14 @@ impl Tollgate {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use tollgate_store::SqlStore;
     use tollgate_token::Scopes;
 
     use super::*;
-    use crate::{ManualClock, MasterKey, Settings};
+    use crate::Settings;
 
     const KEY: &str = "deployment-api-key";
 
     async fn service(dir: &tempfile::TempDir, project: Option<ProjectId>) -> Tollgate {
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = Arc::new(SqlStore::connect(&url).await.unwrap());
         let settings = Settings {
             centrifugo: SharedCredentials {
                 hmac_secret: Some(vec![7; 32]),
@@ -166,14 +161,9 @@ mod tests {
             },
             ..Settings::default()
         };
-        Tollgate::new(
-            store,
-            &MasterKey::from_bytes([3; 32]),
-            settings,
-            Arc::new(ManualClock::at(1_800_000_000)),
-        )
-        .await
-        .unwrap()
+        crate::tests::service_with(dir, [3; 32], settings)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

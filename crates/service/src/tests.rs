@@ -6,20 +6,33 @@ use tollgate_token::jose;
 
 use super::*;
 
-async fn service(dir: &tempfile::TempDir, master: [u8; 32]) -> Result<Tollgate, ServiceError> {
+/// The time every test service's clock stands at.
+pub(crate) const NOW: i64 = 1_800_000_000;
+
+/// A service over a fresh SQLite database in `dir`, with `settings`, its clock at [`NOW`].
+pub(crate) async fn service_with(
+    dir: &tempfile::TempDir,
+    master: [u8; 32],
+    settings: Settings,
+) -> Result<Tollgate, ServiceError> {
     let url = format!("sqlite://{}/t.db", dir.path().display());
     let store = Arc::new(SqlStore::connect(&url).await.unwrap());
     Tollgate::new(
         store,
         &MasterKey::from_bytes(master),
-        Settings {
-            issuer: "tollgate-test".into(),
-            public_gateway_url: Some("ws://127.0.0.1:9".into()),
-            ..Settings::default()
-        },
-        Arc::new(ManualClock::at(1_800_000_000)),
+        settings,
+        Arc::new(ManualClock::at(NOW)),
     )
     .await
+}
+
+async fn service(dir: &tempfile::TempDir, master: [u8; 32]) -> Result<Tollgate, ServiceError> {
+    let settings = Settings {
+        issuer: "tollgate-test".into(),
+        public_gateway_url: Some("ws://127.0.0.1:9".into()),
+        ..Settings::default()
+    };
+    service_with(dir, master, settings).await
 }
 
 #[tokio::test]
