@@ -14,6 +14,7 @@ mod centrifugo;
 mod conn;
 mod core;
 mod metrics;
+pub mod origins;
 mod registry;
 mod signalwire;
 
@@ -277,22 +278,7 @@ impl Gateway {
         let Some(origin) = origin else {
             return true;
         };
-        let origin = origin.to_ascii_lowercase();
-        self.settings.allowed_origins.iter().any(|pattern| {
-            let pattern = pattern.to_ascii_lowercase();
-            if pattern == "*" {
-                return true;
-            }
-            match pattern.split_once("://*.") {
-                // `https://*.example.com` matches any subdomain, not the bare domain.
-                Some((scheme, domain)) => origin
-                    .strip_prefix(scheme)
-                    .and_then(|o| o.strip_prefix("://"))
-                    .and_then(|host| host.strip_suffix(domain))
-                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
-                None => pattern == origin,
-            }
-        })
+        origins::origin_matches(&self.settings.allowed_origins, origin)
     }
 
     /// Serves one SignalWire PubSub/Chat (JSON-RPC) connection, in the place `slot`

@@ -28,8 +28,13 @@ pub enum ApiError {
     NotFound,
     /// 405.
     MethodNotAllowed,
+    /// 408: the request body did not arrive within `http.body_read_timeout`.
+    RequestTimeout,
     /// 413: the body is over the configured limit.
     PayloadTooLarge,
+    /// 429: too many failed credentials from this address (or against this project); the
+    /// caller may retry after this many seconds.
+    TooManyRequests { retry_after: u64 },
     /// 422: every failed field.
     Validation(Vec<FieldError>),
     /// 503: a dependency is down; nothing was changed and the client may retry.
@@ -61,7 +66,19 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden => (StatusCode::FORBIDDEN, None),
             ApiError::NotFound => (StatusCode::NOT_FOUND, None),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, None),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, None),
+            ApiError::TooManyRequests { retry_after } => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({ "error": "Too Many Requests" })),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                (StatusCode::TOO_MANY_REQUESTS, Some(response))
+            }
             ApiError::Validation(errors) => {
                 let items: Vec<ValidationItem<'_>> = errors
                     .iter()

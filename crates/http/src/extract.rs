@@ -9,10 +9,10 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::marker::PhantomData;
 
-use tollgate_service::Principal;
 use tollgate_service::centrifugo::User;
 use tollgate_service::fabric::{FabricCaller, SatInfo};
-use tollgate_token::Scope;
+use tollgate_service::{Principal, ServiceError};
+use tollgate_token::{ProjectId, Scope};
 
 use crate::{ApiError, AppState};
 
@@ -53,6 +53,22 @@ impl ScopePolicy for FabricScope {
 pub struct ManagementScope;
 impl ScopePolicy for ManagementScope {
     const ANY_OF: &'static [Scope] = &[Scope::Management];
+}
+
+/// The caller's address, as the failed-credential limiter counts it (see
+/// [`crate::client_addr`]); `None` for requests that did not come through [`crate::serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, std::convert::Infallible> {
+        Ok(Self(state.client_ip(parts)))
+    }
 }
 
 /// An app-facing request authenticated with `Authorization: Bearer <token>`: a subscriber
@@ -172,7 +188,19 @@ impl<P: ScopePolicy> FromRequestParts<AppState> for BasicAuth<P> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (user, password) = basic_credentials(parts)?;
-        let principal = state.tollgate.authenticate(&user, &password).await?;
+        // Counted per address and per project (the Basic user is the project id); a caller
+        // that keeps failing is refused before its guess is checked (see `throttle`).
+        let addr = state.client_ip(parts);
+        let project = user.parse::<ProjectId>().ok();
+        state.throttle.check(addr, project)?;
+        let principal = match state.tollgate.authenticate(&user, &password).await {
+            Ok(principal) => principal,
+            Err(ServiceError::Unauthorized) => {
+                state.throttle.failed(addr, project);
+                return Err(ApiError::Unauthorized);
+            }
+            Err(e) => return Err(e.into()),
+        };
         principal.require_any(P::ANY_OF)?;
         Ok(Self {
             principal,

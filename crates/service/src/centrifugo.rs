@@ -24,6 +24,10 @@ const MAX_BEARER_LEN: usize = 16 * 1024;
 pub const MIN_RETIRE_AFTER: i64 = 2 * crate::keys::CACHE_TTL.as_secs() as i64;
 /// Most channels in one batch request.
 pub const MAX_BATCH_CHANNELS: usize = 100;
+/// Longest Centrifugo client id a subscription token may be bound to. Centrifugo's ids are
+/// UUIDs (36 characters); the id is copied into every token of a batch, so an unbounded one
+/// turned a 1 MB request into a 100 MB response.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
 /// The stored `alg` of user-JWT keys found through a JWKS URL (the URL is the key data).
 const JWKS_ALG: &str = "JWKS";
 /// Key id of tokens signed with the shared Centrifugo HMAC secret.
@@ -468,6 +472,9 @@ impl Tollgate {
         channels: &[String],
         client: Option<&str>,
     ) -> Result<Vec<BatchItem>, ServiceError> {
+        if let Some(client) = client {
+            check_client_id(client)?;
+        }
         if channels.is_empty() || channels.len() > MAX_BATCH_CHANNELS {
             return Err(ServiceError::Validation(vec![FieldError::new(
                 "invalid_parameter",
@@ -658,4 +665,20 @@ fn check_group(kind: &str, group: &str, user: &str) -> Result<(), ServiceError> 
             "group kind, group id and user id must be printable ASCII",
         )]))
     }
+}
+
+/// A client id is echoed into every token of a batch: 1 to [`MAX_CLIENT_ID_LEN`] visible
+/// ASCII characters (Centrifugo's own ids are UUIDs).
+fn check_client_id(client: &str) -> Result<(), ServiceError> {
+    if client.is_empty()
+        || client.len() > MAX_CLIENT_ID_LEN
+        || !client.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ServiceError::Validation(vec![FieldError::new(
+            "invalid_parameter",
+            "client",
+            format!("client must be 1 to {MAX_CLIENT_ID_LEN} visible ASCII characters"),
+        )]));
+    }
+    Ok(())
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tollgate_http::{AppState, HttpSettings};
+use tollgate_http::AppState;
 use tollgate_service::{Settings, SystemClock, Tollgate};
 use tollgate_store::SqlStore;
 
@@ -83,18 +83,15 @@ impl App {
             Err(e) => tracing::warn!(error = %e, "cannot check the centrifugo.* credentials"),
         }
         let sessions = gateway.clone();
-        let router = tollgate_http::router(
-            AppState::new(self.tollgate, gateway.clone()),
-            &HttpSettings {
-                max_body_bytes: self.config.max_body_bytes,
-            },
-        );
+        let http = self.config.http.clone();
+        let router =
+            tollgate_http::router(AppState::new(self.tollgate, gateway.clone(), &http), &http);
         // On shutdown, WebSockets are told to reconnect (close 3001) while HTTP drains.
         let shutdown = async move {
             shutdown.await;
             gateway.shutdown();
         };
-        tollgate_http::serve(listener, router, shutdown)
+        tollgate_http::serve(listener, router, &http, shutdown)
             .await
             .context("server failed")?;
         // Upgraded sockets are not tracked by the HTTP server: give their close frames a

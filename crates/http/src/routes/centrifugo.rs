@@ -14,7 +14,8 @@ use tollgate_token::validation::FieldError;
 use crate::extract::{BasicAuth, BearerUser, JsonObject, ManagementScope};
 use crate::{ApiError, AppState};
 
-pub(crate) fn routes() -> Router<AppState> {
+/// The endpoints a browser page calls (Bearer), which get CORS.
+pub(crate) fn browser_routes() -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/centrifugo/subscription-token",
@@ -29,6 +30,11 @@ pub(crate) fn routes() -> Router<AppState> {
             post(connection_token),
         )
         .route("/centrifuge/subscribe", post(legacy_subscribe))
+}
+
+/// The JWKS and the admin API, never called cross-origin from a browser.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/api/v1/projects/{project}/jwks.json", get(project_jwks))
         .route("/api/v1/groups/{kind}/{id}/members", get(members))

@@ -18,9 +18,10 @@ use crate::{ApiError, AppState};
 
 const SUBSCRIBERS: &str = "/api/fabric/resources/subscribers";
 
-pub(crate) fn routes() -> Router<AppState> {
+/// The endpoints a subscriber's browser calls (refresh with DPoP, its own info, guest,
+/// invite and embed tokens), which get CORS.
+pub(crate) fn browser_routes() -> Router<AppState> {
     Router::new()
-        .route("/api/fabric/subscribers/tokens", post(create_token))
         .route(
             "/api/fabric/subscribers/tokens/refresh",
             post(refresh_token),
@@ -29,6 +30,12 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/fabric/guests/tokens", post(guest_token))
         .route("/api/fabric/subscriber/invites", post(invite_token))
         .route("/api/fabric/embeds/tokens", post(embed_token))
+}
+
+/// Token issue with project credentials and the Subscribers resource.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/fabric/subscribers/tokens", post(create_token))
         .route(SUBSCRIBERS, get(list).post(create))
         .route(
             "/api/fabric/resources/subscribers/{id}",

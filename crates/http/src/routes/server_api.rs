@@ -13,6 +13,8 @@
 //! Methods: publish, broadcast, subscribe, unsubscribe, disconnect, refresh, presence,
 //! presence_stats, history, history_remove, channels, info and batch.
 
+use std::net::IpAddr;
+
 use axum::body::Bytes as Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -28,6 +30,7 @@ use tollgate_gateway::{
 use tollgate_service::{PROJECT_SETTING, ServerApiCaller};
 
 use crate::AppState;
+use crate::extract::ClientIp;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -63,6 +66,7 @@ fn given_key<'r>(
 /// The scope of the project the caller's key belongs to, or the refusal to send.
 async fn caller(
     state: &AppState,
+    addr: Option<IpAddr>,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<ProjectScope, Response> {
@@ -70,10 +74,16 @@ async fn caller(
         tracing::debug!("server API call without a key");
         return Err(StatusCode::UNAUTHORIZED.into_response());
     };
+    // Wrong keys are counted per address (a key names no project until it matches).
+    state
+        .throttle
+        .check(addr, None)
+        .map_err(IntoResponse::into_response)?;
     match state.tollgate.authenticate_server_api(&key).await {
         Ok(ServerApiCaller::Project(project)) => Ok(state.gateway.project(project)),
         Ok(ServerApiCaller::Denied) => {
             tracing::info!("server API call refused: unknown or revoked key");
+            state.throttle.failed(addr, None);
             Err(StatusCode::UNAUTHORIZED.into_response())
         }
         // Logged by the service with the same advice.
@@ -438,10 +448,11 @@ async fn method(
     State(state): State<AppState>,
     Path(method): Path<String>,
     RawQuery(query): RawQuery,
+    ClientIp(addr): ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let scope = match caller(&state, &headers, query.as_deref()).await {
+    let scope = match caller(&state, addr, &headers, query.as_deref()).await {
         Ok(scope) => scope,
         Err(refused) => return refused,
     };
@@ -476,10 +487,11 @@ const MAX_LEGACY_COMMANDS: usize = 1000;
 async fn legacy(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    ClientIp(addr): ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let scope = match caller(&state, &headers, query.as_deref()).await {
+    let scope = match caller(&state, addr, &headers, query.as_deref()).await {
         Ok(scope) => scope,
         Err(refused) => return refused,
     };

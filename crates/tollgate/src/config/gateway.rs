@@ -40,7 +40,7 @@ impl RawDuration {
         Some(Self::Secs(s))
     }
 
-    fn parse(&self) -> Result<Duration, String> {
+    pub(super) fn parse(&self) -> Result<Duration, String> {
         match self {
             Self::Secs(s) => Ok(Duration::from_secs(*s)),
             Self::Text(t) => parse_duration(t),
@@ -57,7 +57,7 @@ pub enum RawList {
 }
 
 impl RawList {
-    fn items(&self) -> Vec<String> {
+    pub(super) fn items(&self) -> Vec<String> {
         match self {
             Self::List(v) => v.clone(),
             Self::Text(t) => t
@@ -158,7 +158,20 @@ fn within(path: &str, v: u64, lo: u64, hi: u64) -> Result<usize, ConfigError> {
     }
 }
 
-fn duration(
+/// Every entry is `*` or an `http(s)://` origin (with an optional `*.` subdomain wildcard).
+pub(super) fn check_origins(path: &str, origins: &[String]) -> Result<(), ConfigError> {
+    for o in origins {
+        if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+            return Err(bad(
+                path,
+                format!("{o:?} is not an origin; use e.g. https://app.example.com or *"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn duration(
     path: &str,
     raw: Option<&RawDuration>,
     default: Duration,
@@ -211,14 +224,7 @@ pub(super) fn validate(raw: &RawGateway) -> Result<GatewaySettings, ConfigError>
         .as_ref()
         .map(RawList::items)
         .unwrap_or_default();
-    for o in &origins {
-        if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
-            return Err(bad(
-                "gateway.allowed_origins",
-                format!("{o:?} is not an origin; use e.g. https://app.example.com or *"),
-            ));
-        }
-    }
+    check_origins("gateway.allowed_origins", &origins)?;
     let channels = ChannelConfig::new(raw.default_channel_options.clone(), raw.namespaces.clone())
         .map_err(|e| bad("gateway.namespaces", e))?;
     let max_message_bytes = within(

@@ -9,8 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod gateway;
+mod http;
 
 pub use gateway::{RawDuration, RawGateway, RawList};
+pub use http::RawHttp;
 
 use figment::Figment;
 use figment::providers::{Format as _, Serialized, Toml};
@@ -87,12 +89,6 @@ impl Default for RawFabric {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawHttp {
-    pub max_body_bytes: u64,
-}
-
 impl Default for RawConfig {
     fn default() -> Self {
         Self {
@@ -120,14 +116,6 @@ impl Default for RawTokens {
     }
 }
 
-impl Default for RawHttp {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 1024 * 1024,
-        }
-    }
-}
-
 /// Every setting's TOML path. An environment variable is its upper-cased path with `.`
 /// spelled `__` and the `TOLLGATE_` prefix.
 pub const SETTINGS: &[&str] = &[
@@ -142,7 +130,6 @@ pub const SETTINGS: &[&str] = &[
     "centrifugo.token_hmac_secret_key",
     "centrifugo.api_key",
     "centrifugo.project",
-    "http.max_body_bytes",
     "fabric.max_token_lifetime",
     "fabric.refresh_reuse_leeway",
     "fabric.max_family_lifetime",
@@ -213,7 +200,8 @@ pub struct Config {
     pub centrifugo_api_key: Option<Secret>,
     /// The project `centrifugo_hmac_secret` and `centrifugo_api_key` act for.
     pub centrifugo_project: Option<tollgate_token::ProjectId>,
-    pub max_body_bytes: usize,
+    /// The HTTP layer: body size, CORS origins, read timeouts, trusted proxies.
+    pub http: tollgate_http::HttpSettings,
     pub max_subscriber_token_lifetime: i64,
     pub refresh_reuse_leeway: i64,
     pub max_family_lifetime: i64,
@@ -256,7 +244,10 @@ pub fn load(
             continue;
         };
         let path = rest.to_lowercase().replace("__", ".");
-        if SETTINGS.contains(&path.as_str()) || gateway::GATEWAY_SETTINGS.contains(&path.as_str()) {
+        if [SETTINGS, gateway::GATEWAY_SETTINGS, http::HTTP_SETTINGS]
+            .iter()
+            .any(|list| list.contains(&path.as_str()))
+        {
             // Values are inserted as strings and converted by `extract_lossy`, so a secret
             // that happens to look like a number stays a string.
             figment = figment.merge(Serialized::default(&path, value));
@@ -452,10 +443,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         })?),
     };
 
-    let max_body_bytes = usize::try_from(raw.http.max_body_bytes)
-        .ok()
-        .filter(|n| (64 * 1024..=64 * 1024 * 1024).contains(n))
-        .ok_or_else(|| bad("http.max_body_bytes", "must be between 65536 and 67108864"))?;
+    let http = http::settings(&raw.http, &gateway.allowed_origins)?;
 
     let max_subscriber_token_lifetime = raw.fabric.max_token_lifetime;
     if !(60..=30 * 24 * 60 * 60).contains(&max_subscriber_token_lifetime) {
@@ -492,7 +480,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         centrifugo_hmac_secret,
         centrifugo_api_key,
         centrifugo_project,
-        max_body_bytes,
+        http,
         max_subscriber_token_lifetime,
         refresh_reuse_leeway,
         max_family_lifetime,
@@ -522,7 +510,7 @@ mod tests {
             &c.master_key,
             MasterKeySource::File(p) if p == Path::new("tollgate-data/tollgate.key")
         ));
-        assert_eq!(c.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.http.max_body_bytes, 1024 * 1024);
         assert!(c.public_gateway_url.is_none());
     }
 
@@ -552,7 +540,7 @@ mod tests {
         .unwrap();
         let c = loaded.config;
         assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
-        assert_eq!(c.max_body_bytes, 300_000);
+        assert_eq!(c.http.max_body_bytes, 300_000);
         assert_eq!(
             c.public_gateway_url.as_deref(),
             Some("wss://rt.example.com")

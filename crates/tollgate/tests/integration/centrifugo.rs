@@ -421,6 +421,16 @@ async fn private_channels_batches_and_the_legacy_endpoint() {
     let claims = a.verify(granted[0]["token"].as_str().unwrap()).await;
     assert_eq!(claims["client"], "client-id-1");
     assert_eq!(claims["channel"], format!("$user:{ME}"));
+    // The client id is copied into every token: a long one is refused, not amplified.
+    let (status, res) = a
+        .bearer_post(
+            "/centrifuge/subscribe",
+            Some(&a.sat),
+            json!({"client": "c".repeat(129), "channels": [format!("$user:{ME}")]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{res}");
+    assert_eq!(res["errors"][0]["attribute"], "client");
 
     // The modern batch: every channel answered in order.
     let (status, res) = a
