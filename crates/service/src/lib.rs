@@ -398,3 +398,5 @@ fn valid_name(name: &str) -> Result<String, ServiceError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod refresh_leeway_tests;

@@ -210,7 +210,7 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     let rt2 = refresh(fam.id, Some(rt1.jti));
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, rt1.jti, &rt2, UnixTime(20), 0)
+            .rotate_refresh_token(fam.id, rt1.jti, &rt2, 20_000, 0)
             .await
             .unwrap(),
         Rotation::Rotated
@@ -218,7 +218,7 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     let rt3 = refresh(fam.id, Some(rt1.jti));
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, rt1.jti, &rt3, UnixTime(21), 0)
+            .rotate_refresh_token(fam.id, rt1.jti, &rt3, 21_000, 0)
             .await
             .unwrap(),
         Rotation::Reused
@@ -230,14 +230,14 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     // The legitimate successor dies with its family.
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, rt2.jti, &rt3, UnixTime(22), 0)
+            .rotate_refresh_token(fam.id, rt2.jti, &rt3, 22_000, 0)
             .await
             .unwrap(),
         Rotation::Reused
     );
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, uuid::Uuid::new_v4(), &rt3, UnixTime(22), 0)
+            .rotate_refresh_token(fam.id, uuid::Uuid::new_v4(), &rt3, 22_000, 0)
             .await
             .unwrap(),
         Rotation::Unknown
@@ -257,7 +257,7 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
         let (f, j) = (fam2.id, first.jti);
         tasks.push(tokio::spawn(async move {
             store
-                .rotate_refresh_token(f, j, &next, UnixTime(30), 2)
+                .rotate_refresh_token(f, j, &next, 30_000, 2_000)
                 .await
         }));
     }
@@ -285,10 +285,33 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     let late = refresh(fam2.id, Some(first.jti));
     assert_eq!(
         store
-            .rotate_refresh_token(fam2.id, first.jti, &late, UnixTime(32), 2)
+            .rotate_refresh_token(fam2.id, first.jti, &late, 32_000, 2_000)
             .await
             .unwrap(),
         Rotation::Reused
+    );
+
+    // The leeway is measured in milliseconds: spent at 40.9 s, presented again at 42.4 s
+    // is 1.5 s later (contended), though the whole seconds differ by two.
+    let fam3 = FamilyRecord {
+        id: uuid::Uuid::new_v4(),
+        ..fam.clone()
+    };
+    let first = refresh(fam3.id, None);
+    store.insert_family(&fam3, Some(&first)).await.unwrap();
+    let rotate = |at_ms: i64| {
+        let (store, next) = (store.clone(), refresh(fam3.id, Some(first.jti)));
+        let (f, j) = (fam3.id, first.jti);
+        async move { store.rotate_refresh_token(f, j, &next, at_ms, 2_000).await }
+    };
+    assert_eq!(rotate(40_900).await.unwrap(), Rotation::Rotated);
+    assert_eq!(rotate(42_400).await.unwrap(), Rotation::Contended);
+    assert_eq!(rotate(42_899).await.unwrap(), Rotation::Contended);
+    assert_eq!(rotate(42_900).await.unwrap(), Rotation::Reused);
+    assert_eq!(
+        store.family(fam3.id).await.unwrap().unwrap().revoked_at,
+        Some(UnixTime(42)),
+        "revoked_at keeps whole seconds"
     );
 
     // DPoP proof ids: fresh once, then a replay.
