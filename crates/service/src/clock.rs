@@ -70,7 +70,11 @@ mod tests {
         clock.set_millis(10_999);
         assert_eq!(clock.now(), UnixTime(10));
         clock.set_millis(-1);
-        assert_eq!(clock.now(), UnixTime(-1), "before the epoch rounds down too");
+        assert_eq!(
+            clock.now(),
+            UnixTime(-1),
+            "before the epoch rounds down too"
+        );
         let system = SystemClock;
         let (ms, s) = (system.now_millis(), system.now().seconds());
         assert!((ms / 1000 - s).abs() <= 1);

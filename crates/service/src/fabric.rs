@@ -516,7 +516,10 @@ impl Tollgate {
                 old.jti,
                 &next,
                 now_ms,
-                self.inner.settings.refresh_reuse_leeway.saturating_mul(1000),
+                self.inner
+                    .settings
+                    .refresh_reuse_leeway
+                    .saturating_mul(1000),
             )
             .await?
         {

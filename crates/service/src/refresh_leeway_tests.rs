@@ -23,9 +23,14 @@ async fn setup() -> (tempfile::TempDir, Tollgate, Arc<ManualClock>, Principal) {
     clock.set_millis(SECOND);
     let settings = Settings::default();
     assert_eq!(settings.refresh_reuse_leeway, 2, "the documented default");
-    let svc = Tollgate::new(store, &MasterKey::from_bytes([4; 32]), settings, clock.clone())
-        .await
-        .unwrap();
+    let svc = Tollgate::new(
+        store,
+        &MasterKey::from_bytes([4; 32]),
+        settings,
+        clock.clone(),
+    )
+    .await
+    .unwrap();
     let p = svc
         .create_project("P", Scopes::project_default())
         .await

@@ -256,9 +256,7 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
         let next = refresh(fam2.id, Some(first.jti));
         let (f, j) = (fam2.id, first.jti);
         tasks.push(tokio::spawn(async move {
-            store
-                .rotate_refresh_token(f, j, &next, 30_000, 2_000)
-                .await
+            store.rotate_refresh_token(f, j, &next, 30_000, 2_000).await
         }));
     }
     let mut outcomes = Vec::new();
@@ -692,4 +690,53 @@ async fn postgres_store_behaves() {
     exercise_server_keys(&store).await;
     store.close().await;
     db.drop_now().await;
+}
+
+/// `PRAGMA synchronous` as every pooled connection reports it (0 OFF, 1 NORMAL, 2 FULL).
+async fn synchronous_levels(store: &SqlStore) -> Vec<i64> {
+    // Hold every connection at once, so the answer covers the whole pool.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(store.pool.acquire().await.unwrap());
+    }
+    let mut levels = Vec::new();
+    for conn in &mut held {
+        let row = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        levels.push(sqlx::Row::try_get::<i64, _>(&row, 0).unwrap());
+    }
+    levels
+}
+
+#[tokio::test]
+async fn sqlite_commits_reach_the_disk_by_default() {
+    // A commit acknowledged before it is on disk can come back after a power loss: a spent
+    // refresh token would be spendable again.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    assert_eq!(
+        synchronous_levels(&store).await,
+        [2; 4],
+        "FULL on every connection"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_normal_durability_is_an_explicit_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+    let options = SqlOptions {
+        sqlite_synchronous: SqliteSynchronous::Normal,
+    };
+    let store = SqlStore::connect_with(&url, options).await.unwrap();
+    assert_eq!(
+        synchronous_levels(&store).await,
+        [1; 4],
+        "NORMAL when asked"
+    );
+    store.close().await;
 }

@@ -32,7 +32,10 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // The database first (the store creates a SQLite file and its directory owner-only):
         // a wrong URL must not leave a fresh key file behind.
-        let store = SqlStore::connect(&config.database.url())
+        let options = tollgate_store::SqlOptions {
+            sqlite_synchronous: config.sqlite_synchronous,
+        };
+        let store = SqlStore::connect_with(&config.database.url(), options)
             .await
             .context("cannot open the database (TOLLGATE_DATABASE_URL)")?;
         let master = master_key::load(&config.master_key)?;

@@ -42,6 +42,7 @@ impl fmt::Debug for Secret {
 pub struct RawConfig {
     pub listen: String,
     pub database_url: String,
+    pub sqlite_synchronous: String,
     pub broker_url: String,
     pub log: String,
     pub log_format: String,
@@ -98,6 +99,7 @@ impl Default for RawConfig {
         Self {
             listen: "127.0.0.1:8000".into(),
             database_url: "sqlite://tollgate-data/tollgate.db".into(),
+            sqlite_synchronous: "full".into(),
             broker_url: "memory".into(),
             log: "info".into(),
             log_format: "text".into(),
@@ -133,6 +135,7 @@ impl Default for RawHttp {
 pub const SETTINGS: &[&str] = &[
     "listen",
     "database_url",
+    "sqlite_synchronous",
     "broker_url",
     "log",
     "log_format",
@@ -202,6 +205,8 @@ pub enum MasterKeySource {
 pub struct Config {
     pub listen: SocketAddr,
     pub database: Database,
+    /// How SQLite acknowledges commits (ignored with PostgreSQL).
+    pub sqlite_synchronous: tollgate_store::SqliteSynchronous,
     pub log: String,
     pub log_format: LogFormat,
     pub master_key: MasterKeySource,
@@ -353,6 +358,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     };
 
+    let sqlite_synchronous = match raw.sqlite_synchronous.to_ascii_lowercase().as_str() {
+        "full" => tollgate_store::SqliteSynchronous::Full,
+        "normal" => tollgate_store::SqliteSynchronous::Normal,
+        _ => return Err(bad("sqlite_synchronous", "must be \"full\" or \"normal\"")),
+    };
+
     match raw.broker_url.as_str() {
         "memory" => {}
         url if url.starts_with("redis://") || url.starts_with("rediss://") => {
@@ -483,6 +494,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         listen,
         database,
+        sqlite_synchronous,
         log: raw.log,
         log_format,
         master_key,
@@ -679,6 +691,25 @@ mod tests {
         .unwrap()
         .config;
         assert!(!format!("{c:?}").contains("super-secret-api-key"));
+    }
+
+    #[test]
+    fn sqlite_durability_is_an_explicit_choice() {
+        let c = load(None, env(&[])).unwrap().config;
+        assert_eq!(
+            c.sqlite_synchronous,
+            tollgate_store::SqliteSynchronous::Full
+        );
+        let c = load(None, env(&[("TOLLGATE_SQLITE_SYNCHRONOUS", "normal")])).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.config.sqlite_synchronous,
+            tollgate_store::SqliteSynchronous::Normal
+        );
+        let err = load(None, env(&[("TOLLGATE_SQLITE_SYNCHRONOUS", "off")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TOLLGATE_SQLITE_SYNCHRONOUS"), "{err}");
     }
 
     #[test]
