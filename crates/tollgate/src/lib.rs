@@ -45,6 +45,7 @@ impl App {
             max_subscriber_token_lifetime: config.max_subscriber_token_lifetime,
             refresh_reuse_leeway: config.refresh_reuse_leeway,
             max_family_lifetime: config.max_family_lifetime,
+            jwks_allow_private_hosts: config.jwks_allow_private_hosts,
             centrifugo: tollgate_service::SharedCredentials {
                 hmac_secret: config
                     .centrifugo_hmac_secret

@@ -53,6 +53,15 @@ pub struct RawConfig {
     pub centrifugo: RawCentrifugo,
     pub http: RawHttp,
     pub fabric: RawFabric,
+    pub jwks: RawJwks,
+}
+
+/// Fetching applications' JWKS (user JWTs verified through a JWKS URL).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJwks {
+    /// Accept JWKS URLs on loopback, private and link-local addresses (local development).
+    pub allow_private_hosts: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +119,7 @@ impl Default for RawConfig {
             centrifugo: RawCentrifugo::default(),
             http: RawHttp::default(),
             fabric: RawFabric::default(),
+            jwks: RawJwks::default(),
         }
     }
 }
@@ -149,6 +159,7 @@ pub const SETTINGS: &[&str] = &[
     "fabric.max_token_lifetime",
     "fabric.refresh_reuse_leeway",
     "fabric.max_family_lifetime",
+    "jwks.allow_private_hosts",
 ];
 
 /// `TOLLGATE_*` variables that are not settings but are still expected.
@@ -222,6 +233,8 @@ pub struct Config {
     pub max_subscriber_token_lifetime: i64,
     pub refresh_reuse_leeway: i64,
     pub max_family_lifetime: i64,
+    /// Whether JWKS URLs may name loopback, private and link-local addresses.
+    pub jwks_allow_private_hosts: bool,
 }
 
 /// A configuration problem, naming the setting.
@@ -508,6 +521,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_subscriber_token_lifetime,
         refresh_reuse_leeway,
         max_family_lifetime,
+        jwks_allow_private_hosts: raw.jwks.allow_private_hosts,
     })
 }
 
@@ -710,6 +724,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("TOLLGATE_SQLITE_SYNCHRONOUS"), "{err}");
+    }
+
+    #[test]
+    fn private_jwks_hosts_are_an_explicit_choice() {
+        let c = load(None, env(&[])).unwrap().config;
+        assert!(!c.jwks_allow_private_hosts);
+        let c = load(None, env(&[("TOLLGATE_JWKS__ALLOW_PRIVATE_HOSTS", "true")])).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(c.config.jwks_allow_private_hosts);
+        let err = load(
+            None,
+            env(&[("TOLLGATE_JWKS__ALLOW_PRIVATE_HOSTS", "maybe")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TOLLGATE_JWKS__ALLOW_PRIVATE_HOSTS"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod gateway;
 mod gateway_channels;
 mod gateway_limits;
 mod gateway_tokens;
+mod jwks;
 mod server_keys;
 mod shared_credentials;
 mod signalwire_ws;
