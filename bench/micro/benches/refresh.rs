@@ -35,7 +35,7 @@ fn rotation(c: &mut Criterion) {
             max_subscriber_token_lifetime: 86_400,
             refresh_reuse_leeway: 0,
             max_family_lifetime: 30 * 86_400,
-            centrifugo_hmac_secret: None,
+            ..Settings::default()
         };
         let svc = Tollgate::new(
             Arc::new(store),

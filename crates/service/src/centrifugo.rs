@@ -181,11 +181,8 @@ impl Tollgate {
                 (alg, sealed)
             }
             UserAuthKey::JwksUrl(url) => {
-                if !crate::jwks::acceptable_url(url) {
-                    return Err(ServiceError::InvalidInput(
-                        "a JWKS URL must be https:// (or http:// on loopback)".into(),
-                    ));
-                }
+                crate::jwks::check_url(url, self.inner.settings.jwks_allow_private_hosts)
+                    .map_err(ServiceError::InvalidInput)?;
                 // The algorithm comes from each fetched key.
                 return self
                     .store_user_auth_key(project, issuer, audience, JWKS_ALG, url.to_owned())

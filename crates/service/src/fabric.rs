@@ -435,7 +435,9 @@ impl Tollgate {
                 ));
             }
         };
-        let now = self.inner.clock.now();
+        // One reading of the clock: the leeway below needs milliseconds, claims seconds.
+        let now_ms = self.inner.clock.now_millis();
+        let now = UnixTime(now_ms.div_euclid(1000));
         let Some((typ, old)) = self.decrypt(token).await? else {
             return Err(token_invalid());
         };
@@ -513,8 +515,11 @@ impl Tollgate {
                 old.fam,
                 old.jti,
                 &next,
-                now,
-                self.inner.settings.refresh_reuse_leeway,
+                now_ms,
+                self.inner
+                    .settings
+                    .refresh_reuse_leeway
+                    .saturating_mul(1000),
             )
             .await?
         {

@@ -49,6 +49,10 @@ pub struct Settings {
     pub refresh_reuse_leeway: i64,
     /// Longest a token family (one login and all its refreshes) may live, in seconds.
     pub max_family_lifetime: i64,
+    /// Whether JWKS URLs may name loopback, private, link-local and other non-public
+    /// addresses (and loopback plain http). Off: they are refused when configured and when
+    /// a host name resolves to one at fetch time (SSRF).
+    pub jwks_allow_private_hosts: bool,
     /// The deployment-wide Centrifugo credentials and the project they act for: that
     /// project's Centrifugo tokens are HS256 with the shared secret, so an external
     /// Centrifugo accepts them.
@@ -63,6 +67,7 @@ impl Default for Settings {
             max_subscriber_token_lifetime: 24 * 60 * 60,
             refresh_reuse_leeway: 2,
             max_family_lifetime: 30 * 24 * 60 * 60,
+            jwks_allow_private_hosts: false,
             centrifugo: SharedCredentials::default(),
         }
     }
@@ -182,6 +187,7 @@ impl Tollgate {
                     .into(),
             ));
         }
+        let jwks = jwks::JwksCache::new(settings.jwks_allow_private_hosts);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -189,7 +195,7 @@ impl Tollgate {
                 settings,
                 clock,
                 keys: KeyCache::default(),
-                jwks: jwks::JwksCache::default(),
+                jwks,
                 sat_cache: cache::TtlCache::default(),
                 ns_cache: cache::TtlCache::default(),
                 only_project: cache::TtlCache::default(),
@@ -396,5 +402,7 @@ fn valid_name(name: &str) -> Result<String, ServiceError> {
     Ok(name.to_owned())
 }
 
+#[cfg(test)]
+mod refresh_leeway_tests;
 #[cfg(test)]
 mod tests;

@@ -23,7 +23,7 @@ pub use records::{
     SubscriberProfile, SubscriberRecord,
 };
 pub use server_keys::{ServerKeyRecord, ServerKeyStore};
-pub use sql::SqlStore;
+pub use sql::{SqlOptions, SqlStore, SqliteSynchronous};
 pub use subscribers::SubscriberStore;
 
 use async_trait::async_trait;

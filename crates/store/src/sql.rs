@@ -24,10 +24,44 @@ pub struct SqlStore {
     pub(crate) pool: AnyPool,
 }
 
+/// When SQLite reports a commit done (`PRAGMA synchronous`, in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteSynchronous {
+    /// Every commit is on disk (the WAL fsynced) before it is acknowledged: nothing
+    /// acknowledged is lost, even to a power cut. The default: a spent refresh token, a
+    /// revocation or a new key must not come back.
+    #[default]
+    Full,
+    /// The WAL is fsynced only at checkpoints: commits survive a crash of the process, but a
+    /// power cut or kernel crash can undo the last ones. Faster writes (BENCHMARKS.md §4).
+    Normal,
+}
+
+impl SqliteSynchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "PRAGMA synchronous = FULL",
+            Self::Normal => "PRAGMA synchronous = NORMAL",
+        }
+    }
+}
+
+/// How to open the database.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SqlOptions {
+    /// SQLite only; PostgreSQL's own `synchronous_commit` governs it there.
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
 impl SqlStore {
+    /// Connects to `url` with the default (durable) options: see [`SqlStore::connect_with`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, SqlOptions::default()).await
+    }
+
     /// Connects to `url`, creating a SQLite file (and its directory) if needed, and applies
     /// pending migrations.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect_with(url: &str, options: SqlOptions) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let (url, sqlite) = if let Some(file) = url.strip_prefix("sqlite://") {
             create_private_sqlite_file(file)?;
@@ -35,6 +69,7 @@ impl SqlStore {
         } else {
             (url.to_owned(), false)
         };
+        let synchronous = options.sqlite_synchronous.pragma();
         let options = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 16 })
             .acquire_timeout(Duration::from_secs(5))
@@ -43,9 +78,10 @@ impl SqlStore {
                     if sqlite {
                         // WAL lets the CLI write while a server reads; busy_timeout makes
                         // concurrent writers wait for each other instead of failing.
+                        // `synchronous` is set on every connection: it is not persistent.
                         for pragma in [
                             "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = NORMAL",
+                            synchronous,
                             "PRAGMA busy_timeout = 5000",
                             "PRAGMA foreign_keys = ON",
                         ] {

@@ -454,19 +454,21 @@ impl SubscriberStore for SqlStore {
         family: Uuid,
         jti: Uuid,
         next: &NewRefreshToken,
-        now: UnixTime,
-        reuse_leeway: i64,
+        now_ms: i64,
+        reuse_leeway_ms: i64,
     ) -> Result<Rotation, StoreError> {
+        let now = now_ms.div_euclid(1000);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // The write comes first in the transaction, so SQLite takes its write lock here and
         // concurrent rotations queue behind it; PostgreSQL re-checks the WHERE clause after
         // a concurrent update commits. Either way only one caller sees `used_at IS NULL`.
         let spent = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1 \
-             WHERE jti = $2 AND family_id = $3 AND used_at IS NULL AND EXISTS \
-               (SELECT 1 FROM token_families f WHERE f.id = $3 AND f.revoked_at IS NULL)",
+            "UPDATE refresh_tokens SET used_at = $1, used_at_ms = $2 \
+             WHERE jti = $3 AND family_id = $4 AND used_at IS NULL AND EXISTS \
+               (SELECT 1 FROM token_families f WHERE f.id = $4 AND f.revoked_at IS NULL)",
         )
-        .bind(now.seconds())
+        .bind(now)
+        .bind(now_ms)
         .bind(jti.to_string())
         .bind(family.to_string())
         .execute(&mut *tx)
@@ -477,23 +479,23 @@ impl SubscriberStore for SqlStore {
             tx.commit().await.map_err(unavailable)?;
             return Ok(Rotation::Rotated);
         }
-        let used_at: Option<Option<i64>> =
-            sqlx::query("SELECT used_at FROM refresh_tokens WHERE jti = $1 AND family_id = $2")
+        let used_at_ms: Option<Option<i64>> =
+            sqlx::query("SELECT used_at_ms FROM refresh_tokens WHERE jti = $1 AND family_id = $2")
                 .bind(jti.to_string())
                 .bind(family.to_string())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(unavailable)?
                 .as_ref()
-                .map(|row| get::<Option<i64>>(row, "used_at"))
+                .map(|row| get::<Option<i64>>(row, "used_at_ms"))
                 .transpose()?;
-        let Some(used_at) = used_at else {
+        let Some(used_at_ms) = used_at_ms else {
             return Ok(Rotation::Unknown);
         };
         // Spent a moment ago: a concurrent or retried request of the legitimate client, not
         // a replay. Refuse it, but leave the family (and the winner's tokens) alive.
-        if let Some(used_at) = used_at
-            && now.seconds() - used_at < reuse_leeway
+        if let Some(used_at_ms) = used_at_ms
+            && now_ms.saturating_sub(used_at_ms) < reuse_leeway_ms
         {
             return Ok(Rotation::Contended);
         }
@@ -502,7 +504,7 @@ impl SubscriberStore for SqlStore {
         sqlx::query(
             "UPDATE token_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         )
-        .bind(now.seconds())
+        .bind(now)
         .bind(family.to_string())
         .execute(&mut *tx)
         .await

@@ -109,15 +109,19 @@ pub trait SubscriberStore: Send + Sync {
 
     /// Spends refresh token `jti` of `family` and records `next`, atomically: exactly one
     /// of any number of concurrent callers gets `Rotated`. A token spent less than
-    /// `reuse_leeway` seconds ago is `Contended` (refused, family intact); one spent
-    /// earlier, or one of a revoked family, revokes the whole family (`Reused`).
+    /// `reuse_leeway_ms` milliseconds ago is `Contended` (refused, family intact); one
+    /// spent earlier, or one of a revoked family, revokes the whole family (`Reused`).
+    ///
+    /// `now_ms` is milliseconds since the epoch: when a token was spent is recorded to the
+    /// millisecond, so a leeway of a second or two is measured exactly rather than in
+    /// wall-clock seconds.
     async fn rotate_refresh_token(
         &self,
         family: Uuid,
         jti: Uuid,
         next: &NewRefreshToken,
-        now: UnixTime,
-        reuse_leeway: i64,
+        now_ms: i64,
+        reuse_leeway_ms: i64,
     ) -> Result<Rotation, StoreError>;
 
     /// Records a DPoP proof id until `expires_at`. `false` if it was already recorded

@@ -210,7 +210,7 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     let rt2 = refresh(fam.id, Some(rt1.jti));
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, rt1.jti, &rt2, UnixTime(20), 0)
+            .rotate_refresh_token(fam.id, rt1.jti, &rt2, 20_000, 0)
             .await
             .unwrap(),
         Rotation::Rotated
@@ -218,7 +218,7 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     let rt3 = refresh(fam.id, Some(rt1.jti));
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, rt1.jti, &rt3, UnixTime(21), 0)
+            .rotate_refresh_token(fam.id, rt1.jti, &rt3, 21_000, 0)
             .await
             .unwrap(),
         Rotation::Reused
@@ -230,14 +230,14 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     // The legitimate successor dies with its family.
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, rt2.jti, &rt3, UnixTime(22), 0)
+            .rotate_refresh_token(fam.id, rt2.jti, &rt3, 22_000, 0)
             .await
             .unwrap(),
         Rotation::Reused
     );
     assert_eq!(
         store
-            .rotate_refresh_token(fam.id, uuid::Uuid::new_v4(), &rt3, UnixTime(22), 0)
+            .rotate_refresh_token(fam.id, uuid::Uuid::new_v4(), &rt3, 22_000, 0)
             .await
             .unwrap(),
         Rotation::Unknown
@@ -256,9 +256,7 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
         let next = refresh(fam2.id, Some(first.jti));
         let (f, j) = (fam2.id, first.jti);
         tasks.push(tokio::spawn(async move {
-            store
-                .rotate_refresh_token(f, j, &next, UnixTime(30), 2)
-                .await
+            store.rotate_refresh_token(f, j, &next, 30_000, 2_000).await
         }));
     }
     let mut outcomes = Vec::new();
@@ -285,10 +283,33 @@ async fn exercise_subscribers(store: Arc<dyn Store>) {
     let late = refresh(fam2.id, Some(first.jti));
     assert_eq!(
         store
-            .rotate_refresh_token(fam2.id, first.jti, &late, UnixTime(32), 2)
+            .rotate_refresh_token(fam2.id, first.jti, &late, 32_000, 2_000)
             .await
             .unwrap(),
         Rotation::Reused
+    );
+
+    // The leeway is measured in milliseconds: spent at 40.9 s, presented again at 42.4 s
+    // is 1.5 s later (contended), though the whole seconds differ by two.
+    let fam3 = FamilyRecord {
+        id: uuid::Uuid::new_v4(),
+        ..fam.clone()
+    };
+    let first = refresh(fam3.id, None);
+    store.insert_family(&fam3, Some(&first)).await.unwrap();
+    let rotate = |at_ms: i64| {
+        let (store, next) = (store.clone(), refresh(fam3.id, Some(first.jti)));
+        let (f, j) = (fam3.id, first.jti);
+        async move { store.rotate_refresh_token(f, j, &next, at_ms, 2_000).await }
+    };
+    assert_eq!(rotate(40_900).await.unwrap(), Rotation::Rotated);
+    assert_eq!(rotate(42_400).await.unwrap(), Rotation::Contended);
+    assert_eq!(rotate(42_899).await.unwrap(), Rotation::Contended);
+    assert_eq!(rotate(42_900).await.unwrap(), Rotation::Reused);
+    assert_eq!(
+        store.family(fam3.id).await.unwrap().unwrap().revoked_at,
+        Some(UnixTime(42)),
+        "revoked_at keeps whole seconds"
     );
 
     // DPoP proof ids: fresh once, then a replay.
@@ -669,4 +690,53 @@ async fn postgres_store_behaves() {
     exercise_server_keys(&store).await;
     store.close().await;
     db.drop_now().await;
+}
+
+/// `PRAGMA synchronous` as every pooled connection reports it (0 OFF, 1 NORMAL, 2 FULL).
+async fn synchronous_levels(store: &SqlStore) -> Vec<i64> {
+    // Hold every connection at once, so the answer covers the whole pool.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(store.pool.acquire().await.unwrap());
+    }
+    let mut levels = Vec::new();
+    for conn in &mut held {
+        let row = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        levels.push(sqlx::Row::try_get::<i64, _>(&row, 0).unwrap());
+    }
+    levels
+}
+
+#[tokio::test]
+async fn sqlite_commits_reach_the_disk_by_default() {
+    // A commit acknowledged before it is on disk can come back after a power loss: a spent
+    // refresh token would be spendable again.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    assert_eq!(
+        synchronous_levels(&store).await,
+        [2; 4],
+        "FULL on every connection"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_normal_durability_is_an_explicit_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+    let options = SqlOptions {
+        sqlite_synchronous: SqliteSynchronous::Normal,
+    };
+    let store = SqlStore::connect_with(&url, options).await.unwrap();
+    assert_eq!(
+        synchronous_levels(&store).await,
+        [1; 4],
+        "NORMAL when asked"
+    );
+    store.close().await;
 }

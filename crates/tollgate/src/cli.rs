@@ -213,7 +213,8 @@ pub enum AuthKeyCommand {
         /// File holding a PEM public key (P-256, Ed25519 or RSA ≥ 2048 bits).
         #[arg(long, conflicts_with = "jwks_url")]
         public_key_file: Option<PathBuf>,
-        /// The application's JWKS URL (https, or http on loopback); tokens must carry `kid`.
+        /// The application's JWKS URL: https to a public address (loopback and private
+        /// hosts need jwks.allow_private_hosts); tokens must carry `kid`.
         #[arg(long)]
         jwks_url: Option<String>,
         #[command(flatten)]

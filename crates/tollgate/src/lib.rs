@@ -32,7 +32,10 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // The database first (the store creates a SQLite file and its directory owner-only):
         // a wrong URL must not leave a fresh key file behind.
-        let store = SqlStore::connect(&config.database.url())
+        let options = tollgate_store::SqlOptions {
+            sqlite_synchronous: config.sqlite_synchronous,
+        };
+        let store = SqlStore::connect_with(&config.database.url(), options)
             .await
             .context("cannot open the database (TOLLGATE_DATABASE_URL)")?;
         let master = master_key::load(&config.master_key)?;
@@ -42,6 +45,7 @@ impl App {
             max_subscriber_token_lifetime: config.max_subscriber_token_lifetime,
             refresh_reuse_leeway: config.refresh_reuse_leeway,
             max_family_lifetime: config.max_family_lifetime,
+            jwks_allow_private_hosts: config.jwks_allow_private_hosts,
             centrifugo: tollgate_service::SharedCredentials {
                 hmac_secret: config
                     .centrifugo_hmac_secret

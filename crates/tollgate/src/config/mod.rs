@@ -44,6 +44,7 @@ impl fmt::Debug for Secret {
 pub struct RawConfig {
     pub listen: String,
     pub database_url: String,
+    pub sqlite_synchronous: String,
     pub broker_url: String,
     pub log: String,
     pub log_format: String,
@@ -54,6 +55,15 @@ pub struct RawConfig {
     pub centrifugo: RawCentrifugo,
     pub http: RawHttp,
     pub fabric: RawFabric,
+    pub jwks: RawJwks,
+}
+
+/// Fetching applications' JWKS (user JWTs verified through a JWKS URL).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJwks {
+    /// Accept JWKS URLs on loopback, private and link-local addresses (local development).
+    pub allow_private_hosts: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +104,7 @@ impl Default for RawConfig {
         Self {
             listen: "127.0.0.1:8000".into(),
             database_url: "sqlite://tollgate-data/tollgate.db".into(),
+            sqlite_synchronous: "full".into(),
             broker_url: "memory".into(),
             log: "info".into(),
             log_format: "text".into(),
@@ -104,6 +115,7 @@ impl Default for RawConfig {
             centrifugo: RawCentrifugo::default(),
             http: RawHttp::default(),
             fabric: RawFabric::default(),
+            jwks: RawJwks::default(),
         }
     }
 }
@@ -121,6 +133,7 @@ impl Default for RawTokens {
 pub const SETTINGS: &[&str] = &[
     "listen",
     "database_url",
+    "sqlite_synchronous",
     "broker_url",
     "log",
     "log_format",
@@ -133,6 +146,7 @@ pub const SETTINGS: &[&str] = &[
     "fabric.max_token_lifetime",
     "fabric.refresh_reuse_leeway",
     "fabric.max_family_lifetime",
+    "jwks.allow_private_hosts",
 ];
 
 /// `TOLLGATE_*` variables that are not settings but are still expected.
@@ -189,6 +203,8 @@ pub enum MasterKeySource {
 pub struct Config {
     pub listen: SocketAddr,
     pub database: Database,
+    /// How SQLite acknowledges commits (ignored with PostgreSQL).
+    pub sqlite_synchronous: tollgate_store::SqliteSynchronous,
     pub log: String,
     pub log_format: LogFormat,
     pub master_key: MasterKeySource,
@@ -205,6 +221,8 @@ pub struct Config {
     pub max_subscriber_token_lifetime: i64,
     pub refresh_reuse_leeway: i64,
     pub max_family_lifetime: i64,
+    /// Whether JWKS URLs may name loopback, private and link-local addresses.
+    pub jwks_allow_private_hosts: bool,
 }
 
 /// A configuration problem, naming the setting.
@@ -344,6 +362,12 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ));
     };
 
+    let sqlite_synchronous = match raw.sqlite_synchronous.to_ascii_lowercase().as_str() {
+        "full" => tollgate_store::SqliteSynchronous::Full,
+        "normal" => tollgate_store::SqliteSynchronous::Normal,
+        _ => return Err(bad("sqlite_synchronous", "must be \"full\" or \"normal\"")),
+    };
+
     match raw.broker_url.as_str() {
         "memory" => {}
         url if url.starts_with("redis://") || url.starts_with("rediss://") => {
@@ -471,6 +495,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         listen,
         database,
+        sqlite_synchronous,
         log: raw.log,
         log_format,
         master_key,
@@ -484,6 +509,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_subscriber_token_lifetime,
         refresh_reuse_leeway,
         max_family_lifetime,
+        jwks_allow_private_hosts: raw.jwks.allow_private_hosts,
     })
 }
 
@@ -667,6 +693,41 @@ mod tests {
         .unwrap()
         .config;
         assert!(!format!("{c:?}").contains("super-secret-api-key"));
+    }
+
+    #[test]
+    fn sqlite_durability_is_an_explicit_choice() {
+        let c = load(None, env(&[])).unwrap().config;
+        assert_eq!(
+            c.sqlite_synchronous,
+            tollgate_store::SqliteSynchronous::Full
+        );
+        let c = load(None, env(&[("TOLLGATE_SQLITE_SYNCHRONOUS", "normal")])).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.config.sqlite_synchronous,
+            tollgate_store::SqliteSynchronous::Normal
+        );
+        let err = load(None, env(&[("TOLLGATE_SQLITE_SYNCHRONOUS", "off")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TOLLGATE_SQLITE_SYNCHRONOUS"), "{err}");
+    }
+
+    #[test]
+    fn private_jwks_hosts_are_an_explicit_choice() {
+        let c = load(None, env(&[])).unwrap().config;
+        assert!(!c.jwks_allow_private_hosts);
+        let c = load(None, env(&[("TOLLGATE_JWKS__ALLOW_PRIVATE_HOSTS", "true")])).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(c.config.jwks_allow_private_hosts);
+        let err = load(
+            None,
+            env(&[("TOLLGATE_JWKS__ALLOW_PRIVATE_HOSTS", "maybe")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TOLLGATE_JWKS__ALLOW_PRIVATE_HOSTS"), "{err}");
     }
 
     #[test]

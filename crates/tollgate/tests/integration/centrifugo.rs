@@ -741,7 +741,8 @@ async fn serve_json(body: String) -> (String, std::sync::Arc<std::sync::atomic::
 #[tokio::test]
 async fn app_user_jwts_can_be_verified_through_a_jwks_url() {
     use std::sync::atomic::Ordering;
-    let a = App::start(&[]).await;
+    // The stand-in JWKS server is on loopback, which only this setting admits.
+    let a = App::start(&[("TOLLGATE_JWKS__ALLOW_PRIVATE_HOSTS", "true")]).await;
     let signer = SigningKey::generate(Algorithm::ES256, "app-key-1".parse().unwrap())
         .unwrap()
         .0;
@@ -793,7 +794,7 @@ async fn app_user_jwts_can_be_verified_through_a_jwks_url() {
         "refetches are rate limited"
     );
 
-    // Only https (or loopback http) URLs are accepted.
+    // Only https URLs are accepted (and loopback http with the setting): not link-local.
     let err =
         a.s.app
             .tollgate

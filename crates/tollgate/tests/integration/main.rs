@@ -15,6 +15,7 @@ mod gateway_channels;
 mod gateway_limits;
 mod gateway_tokens;
 mod http_edge;
+mod jwks;
 mod server_keys;
 mod shared_credentials;
 mod signalwire_ws;
