@@ -5,6 +5,7 @@ pub mod fabric;
 pub mod gateway;
 pub mod health;
 pub mod server_api;
+mod server_api_params;
 pub mod server_keys;
 pub mod signalwire;
 
