@@ -2,6 +2,7 @@
 
 pub mod centrifugo;
 pub mod fabric;
+mod fields;
 pub mod gateway;
 pub mod health;
 pub mod server_api;

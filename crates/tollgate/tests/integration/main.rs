@@ -17,5 +17,6 @@ mod gateway_tokens;
 mod server_keys;
 mod shared_credentials;
 mod signalwire_ws;
+mod strict_input;
 mod support;
 mod tenancy;
