@@ -8,7 +8,7 @@ import { require, startTollgate, post as postTo, basic as basicOf, next, within 
 const { Centrifuge } = require('centrifuge');
 const WebSocket = require('ws');
 
-const API_KEY = 'interop-server-api-key';
+const API_KEY = 'interop-server-api-key-0123456789abcdef';
 const USER = '123e4567-e89b-12d3-a456-426614174000';
 const TIMEOUT = { timeout: 30_000 };
 let server, base, project;

@@ -13,7 +13,7 @@ globalThis.WebSocket = WebSocket; // the SDK reads it when a client is built
 const { PubSub, Chat } = require('@signalwire/js');
 const { Centrifuge } = require('centrifuge');
 
-const API_KEY = 'signalwire-interop-api-key';
+const API_KEY = 'signalwire-interop-api-key-0123456789abcdef';
 const TIMEOUT = { timeout: 30_000 };
 let server, base, project;
 

@@ -23,7 +23,7 @@ from cent import (
 
 from conftest import Subscriber, Tollgate
 
-API_KEY = "cent-interop-api-key"
+API_KEY = "cent-interop-api-key-0123456789abcdef"
 SECRET = "cent-interop-shared-hmac-secret-0123456789"
 CONFIG = """
 [gateway.namespaces.chat]

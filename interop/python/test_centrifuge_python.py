@@ -10,7 +10,7 @@ from centrifuge import Client, SubscriptionEventHandler
 
 from conftest import Tollgate
 
-API_KEY = "python-interop-api-key"
+API_KEY = "python-interop-api-key-0123456789abcdef"
 USER = "123e4567-e89b-12d3-a456-426614174000"
 
 

@@ -9,9 +9,10 @@ use tollgate_store::{NamespaceRecord, SigningKeyRecord, StoreError, UserAuthKeyR
 use tollgate_token::centrifugo::{
     self, Access, Channel, ConnectionClaims, Namespace, SubscriptionClaims, UserJwtPolicy,
 };
+use tollgate_token::ids::stored_id;
 use tollgate_token::jose::{self, Algorithm, HeaderExtras, SigningKey, VerifyingKey};
 use tollgate_token::validation::FieldError;
-use tollgate_token::{KeyId, ProjectId, UnixTime};
+use tollgate_token::{GroupId, GroupKind, KeyId, ProjectId, UnixTime, UserId};
 use uuid::Uuid;
 
 use crate::fabric::TokenKind;
@@ -22,6 +23,10 @@ const MAX_BEARER_LEN: usize = 16 * 1024;
 /// Shortest time an outgoing signing key keeps verifying: twice the key-cache lifetime, so
 /// every node (and CLI-made rotations) has switched signers before it stops.
 pub const MIN_RETIRE_AFTER: i64 = 2 * crate::keys::CACHE_TTL.as_secs() as i64;
+/// Longest an outgoing signing key may keep verifying: 30 days.
+pub const MAX_RETIRE_AFTER: i64 = 30 * 86_400;
+/// How long an outgoing signing key keeps verifying unless told otherwise: a day.
+pub const DEFAULT_RETIRE_AFTER: i64 = 86_400;
 /// Most channels in one batch request.
 pub const MAX_BATCH_CHANNELS: usize = 100;
 /// Longest Centrifugo client id a subscription token may be bound to. Centrifugo's ids are
@@ -111,6 +116,17 @@ impl Tollgate {
                     tracing::debug!(reason = %e, "user JWT claims refused");
                     ServiceError::Unauthorized
                 })?;
+        // The `sub` becomes the user id of every token minted from here on, so it must
+        // follow the id grammar. A genuine token (the signature checked out) failing it is
+        // the application's choice of ids, so the operator is told which rule.
+        if id.parse::<UserId>().is_err() {
+            tracing::info!(
+                issuer = %record.issuer,
+                "user JWT refused: its sub is not a valid user id ({})",
+                tollgate_token::ids::ID_RULE
+            );
+            return Err(ServiceError::Unauthorized);
+        }
         Ok(User {
             project: record.project_id,
             id,
@@ -300,46 +316,33 @@ impl Tollgate {
         Ok(all)
     }
 
-    /// Adds or replaces a project namespace.
+    /// Adds or replaces a project namespace. Every field is checked again here (name,
+    /// the rule's group kind, token lifetime), whoever parsed it, and all failures are
+    /// reported together, each naming its field.
     pub async fn put_namespace(
         &self,
         project: ProjectId,
-        name: &str,
-        rule: &str,
-        id_format: &str,
-        token_ttl: i64,
+        ns: Namespace,
     ) -> Result<Namespace, ServiceError> {
-        let invalid = ServiceError::InvalidInput;
-        if !centrifugo::valid_name(name) {
-            return Err(invalid(format!(
-                "namespace {name:?} must be 2 to 64 characters of A-Z, a-z, 0-9, -, _ and ."
-            )));
-        }
-        let rule: centrifugo::Rule = rule.parse().map_err(invalid)?;
-        let id_format: centrifugo::IdFormat = id_format.parse().map_err(invalid)?;
-        if !(60..=7 * 24 * 60 * 60).contains(&token_ttl) {
-            return Err(invalid("token TTL must be 60 s to 7 days".into()));
+        let errors = centrifugo::check_namespace(&ns);
+        if !errors.is_empty() {
+            return Err(ServiceError::Validation(errors));
         }
         if self.inner.store.project(project).await?.is_none() {
             return Err(ServiceError::NotFound("project"));
         }
         let record = NamespaceRecord {
-            name: name.to_owned(),
-            rule: rule.to_stored(),
-            id_format: id_format.as_str().to_owned(),
-            token_ttl,
+            name: ns.name.clone(),
+            rule: ns.rule.to_stored(),
+            id_format: ns.id_format.as_str().to_owned(),
+            token_ttl: ns.token_ttl,
         };
         self.inner
             .store
             .put_namespace(project, &record, self.inner.clock.now())
             .await?;
         self.inner.ns_cache.forget(|p| *p == project);
-        Ok(Namespace {
-            name: record.name,
-            rule,
-            id_format,
-            token_ttl,
-        })
+        Ok(ns)
     }
 
     /// Removes a project namespace (a default one comes back).
@@ -517,29 +520,30 @@ impl Tollgate {
         self.sign_centrifugo(user.project, &claims).await
     }
 
-    /// Adds `user` to group `kind:id` of the caller's project.
+    /// Adds `user` to group `kind:id` of the caller's project. The ids are typed: they
+    /// were parsed against the id grammar where they arrived.
     pub async fn add_member(
         &self,
         principal: &Principal,
-        kind: &str,
-        group: &str,
-        user: &str,
+        kind: &GroupKind,
+        group: &GroupId,
+        user: &UserId,
     ) -> Result<bool, ServiceError> {
-        check_group(kind, group, user)?;
         Ok(self
             .inner
             .store
             .put_member(
                 principal.project_id,
-                kind,
-                group,
-                user,
+                kind.as_str(),
+                group.as_str(),
+                user.as_str(),
                 self.inner.clock.now(),
             )
             .await?)
     }
 
-    /// Removes `user` from group `kind:id`.
+    /// Removes `user` from group `kind:id`. Any id an earlier version could have stored is
+    /// accepted ([`stored_group`]), so members added before the id grammar can be removed.
     pub async fn remove_member(
         &self,
         principal: &Principal,
@@ -547,7 +551,7 @@ impl Tollgate {
         group: &str,
         user: &str,
     ) -> Result<(), ServiceError> {
-        check_group(kind, group, user)?;
+        stored_group(kind, group, Some(user))?;
         if self
             .inner
             .store
@@ -560,14 +564,15 @@ impl Tollgate {
         }
     }
 
-    /// A group's members.
+    /// A group's members (lookups accept stored ids of earlier versions, as
+    /// [`Tollgate::remove_member`] does).
     pub async fn members(
         &self,
         principal: &Principal,
         kind: &str,
         group: &str,
     ) -> Result<Vec<(String, UnixTime)>, ServiceError> {
-        check_group(kind, group, "x")?;
+        stored_group(kind, group, None)?;
         Ok(self
             .inner
             .store
@@ -584,10 +589,10 @@ impl Tollgate {
         alg: Algorithm,
         retire_after: i64,
     ) -> Result<KeyId, ServiceError> {
-        if !(MIN_RETIRE_AFTER..=30 * 86_400).contains(&retire_after) {
+        if !(MIN_RETIRE_AFTER..=MAX_RETIRE_AFTER).contains(&retire_after) {
             return Err(ServiceError::InvalidInput(format!(
-                "retire_after must be {MIN_RETIRE_AFTER} to 2592000 seconds: every node must \
-                 have switched to the new key before the old one stops verifying"
+                "retire_after must be {MIN_RETIRE_AFTER} to {MAX_RETIRE_AFTER} seconds: every \
+                 node must have switched to the new key before the old one stops verifying"
             )));
         }
         if self.inner.store.project(project).await?.is_none() {
@@ -650,17 +655,38 @@ pub enum UserAuthKey<'a> {
     JwksUrl(&'a str),
 }
 
-fn check_group(kind: &str, group: &str, user: &str) -> Result<(), ServiceError> {
-    let ok_id =
-        |s: &str| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic());
-    if centrifugo::valid_name(kind) && ok_id(group) && ok_id(user) {
+/// Checks the ids of a membership *lookup*: what earlier versions accepted (a namespace-
+/// grammar kind; printable ASCII ids of at most 255 bytes), so rows they stored can still
+/// be listed and removed. New memberships are held to the id grammar instead
+/// ([`GroupKind`], [`GroupId`], [`UserId`]). Every failed field is named.
+fn stored_group(kind: &str, group: &str, user: Option<&str>) -> Result<(), ServiceError> {
+    let mut errors = Vec::new();
+    if !centrifugo::valid_name(kind) {
+        errors.push(FieldError::new(
+            "invalid_parameter",
+            "kind",
+            format!("kind must be {}", GroupKind::RULE),
+        ));
+    }
+    let rule = "printable ASCII without spaces, 1 to 255 characters";
+    if !stored_id(group) {
+        errors.push(FieldError::new(
+            "invalid_parameter",
+            "id",
+            format!("id must be {rule}"),
+        ));
+    }
+    if user.is_some_and(|u| !stored_id(u)) {
+        errors.push(FieldError::new(
+            "invalid_parameter",
+            "user_id",
+            format!("user_id must be {rule}"),
+        ));
+    }
+    if errors.is_empty() {
         Ok(())
     } else {
-        Err(ServiceError::Validation(vec![FieldError::new(
-            "invalid_parameter",
-            "group",
-            "group kind, group id and user id must be printable ASCII",
-        )]))
+        Err(ServiceError::Validation(errors))
     }
 }
 

@@ -84,7 +84,8 @@ pub enum ServiceError {
     #[error("forbidden")]
     Forbidden,
     /// The request named fields that failed validation (all of them are listed).
-    #[error("validation failed")]
+    // Messages listed so the CLI, which prints this, says what to fix.
+    #[error("validation failed: {}", field_messages(.0))]
     Validation(Vec<FieldError>),
     /// An argument was invalid (administrative operations).
     #[error("{0}")]
@@ -98,6 +99,14 @@ pub enum ServiceError {
     /// A bug or corrupted state. The detail is for logs only.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn field_messages(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl From<StoreError> for ServiceError {

@@ -129,6 +129,147 @@ impl fmt::Display for ApiTokenId {
     }
 }
 
+/// Whether `s` follows the id grammar shared by user ids and group ids: 1 to
+/// [`UserId::MAX_LEN`] characters of `A-Z a-z 0-9 . _ - @ + = : |`, and not made of dots only.
+///
+/// Wide enough for the ids applications really use — emails (`alice+x@example.com`), UUIDs,
+/// OIDC subjects such as `auth0|5f7c…` or `google-oauth2|1234`, URNs — and narrow enough
+/// that no id is path-like (`/`, `\`, `.`, `..`), a wildcard (`*`, `?`, `#`), carries
+/// whitespace, quotes or control characters, or can be confused with another spelling.
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= UserId::MAX_LEN
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+' | b'=' | b':' | b'|')
+        })
+        && !s.bytes().all(|b| b == b'.')
+}
+
+/// What a user id or group id must look like, for error messages and documentation.
+pub const ID_RULE: &str = "1 to 255 characters of A-Z, a-z, 0-9 and . _ - @ + = : | \
+                           (not . or ..; no /, *, spaces or control characters)";
+
+/// Whether `s` is an id an earlier version of Tollgate could have stored (printable ASCII
+/// without spaces, at most 255 bytes). Used only to *find* such rows — list or delete
+/// them — never to write new ones.
+#[must_use]
+pub fn stored_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= UserId::MAX_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A user id arriving as input: a group member, a subscriber's `reference`, the `sub` of
+/// an application's user JWT. See [`ID_RULE`].
+///
+/// Ids already stored (or inside tokens already issued) are not re-checked: the grammar
+/// applies to what arrives, so data written before it keeps working.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Longest accepted user id, in bytes (OpenID Connect's bound on `sub`).
+    pub const MAX_LEN: usize = 255;
+
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as an owned string.
+    #[must_use]
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl FromStr for UserId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if valid_id(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidId("user id"))
+        }
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id of a group within its kind (`company` group `c0c0…`): the id part of the channels
+/// a `member:<kind>` namespace guards. Same grammar as [`UserId`] ([`ID_RULE`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct GroupId(String);
+
+impl GroupId {
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for GroupId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if valid_id(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidId("group id"))
+        }
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A group kind (`company`, `team`): what a `member:<kind>` rule names. Centrifugo's
+/// namespace grammar — 2 to 64 characters of `A-Z a-z 0-9 - _ .` — and not dots only.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct GroupKind(String);
+
+impl GroupKind {
+    /// What a group kind must look like, for error messages and documentation.
+    pub const RULE: &'static str = "2 to 64 characters of A-Z, a-z, 0-9 and - _ . (not dots only)";
+
+    /// The kind as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for GroupKind {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = crate::centrifugo::valid_name(s) && !s.bytes().all(|b| b == b'.');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidId("group kind"))
+        }
+    }
+}
+
+impl fmt::Display for GroupKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A string did not parse as the named kind of identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a valid {0}")]
@@ -158,6 +299,85 @@ mod tests {
                 .parse::<ProjectId>()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn user_and_group_id_grammar() {
+        let accepted = [
+            "42",
+            "alice",
+            "alice@example.com",
+            "alice.o.smith+news@mail.example.co.uk",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "auth0|5f7c8ec7c33c6c004bbafe82",
+            "google-oauth2|109876543210",
+            "urn:user:7",
+            "dGVzdA==",
+            "a_b-c.d",
+            "...a",
+        ];
+        for id in accepted {
+            assert!(id.parse::<UserId>().is_ok(), "{id:?} should be a user id");
+            assert!(id.parse::<GroupId>().is_ok(), "{id:?} should be a group id");
+            assert!(stored_id(id), "{id:?}");
+        }
+        assert!("u".repeat(255).parse::<UserId>().is_ok());
+        let refused = [
+            "".to_owned(),
+            ".".into(),
+            "..".into(),
+            "...".into(),
+            "/".into(),
+            "../etc".into(),
+            "a/b".into(),
+            "a\\b".into(),
+            "*".into(),
+            "user*".into(),
+            "a?b".into(),
+            "a#b".into(),
+            "a b".into(),
+            " a".into(),
+            "a\tb".into(),
+            "a\nb".into(),
+            "a\u{0}b".into(),
+            "a\u{7f}b".into(),
+            "o'brien@example.com".into(),
+            "\"quoted\"".into(),
+            "<script>".into(),
+            "a,b".into(),
+            "a&b".into(),
+            "$x".into(),
+            "a%2Fb".into(),
+            "ünïcode".into(),
+            "u".repeat(256),
+        ];
+        for id in &refused {
+            assert!(id.parse::<UserId>().is_err(), "{id:?} is not a user id");
+            assert!(id.parse::<GroupId>().is_err(), "{id:?} is not a group id");
+        }
+        // Earlier versions stored any printable ASCII: such rows can still be found.
+        assert!(stored_id("a/b") && stored_id("..") && stored_id("*"));
+        assert!(!stored_id("a b") && !stored_id("") && !stored_id(&"u".repeat(256)));
+    }
+
+    #[test]
+    fn group_kind_grammar() {
+        for kind in ["company", "team", "org.unit", "a-b_c", "xx"] {
+            assert!(kind.parse::<GroupKind>().is_ok(), "{kind:?}");
+        }
+        for kind in [
+            "",
+            "x",
+            "..",
+            "...",
+            "a/b",
+            "a:b",
+            "a*",
+            "a b",
+            &"k".repeat(65),
+        ] {
+            assert!(kind.parse::<GroupKind>().is_err(), "{kind:?}");
+        }
     }
 
     #[test]

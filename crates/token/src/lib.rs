@@ -24,6 +24,6 @@ pub mod scope;
 pub mod time;
 pub mod validation;
 
-pub use ids::{KeyId, ProjectId};
+pub use ids::{GroupId, GroupKind, KeyId, ProjectId, UserId};
 pub use scope::{Scope, Scopes};
 pub use time::UnixTime;

@@ -746,14 +746,19 @@ async fn namespace(
             token_ttl,
             output,
         } => {
+            use tollgate_token::centrifugo::{IdFormat, Namespace, Rule};
+            let rule = Rule::parse_input(&rule).map_err(|e| anyhow::anyhow!("--rule: {e}"))?;
+            let id_format: IdFormat = id_format
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--id-format: {e}"))?;
+            let ns = Namespace {
+                name: name.clone(),
+                rule,
+                id_format,
+                token_ttl,
+            };
             let ns = svc
-                .put_namespace(
-                    parse_project(&project)?,
-                    &name,
-                    &rule,
-                    &id_format,
-                    token_ttl,
-                )
+                .put_namespace(parse_project(&project)?, ns)
                 .await
                 .map_err(svc_err)?;
             print(

@@ -8,9 +8,16 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use tollgate_service::ServiceError;
+use tollgate_service::centrifugo::{
+    DEFAULT_RETIRE_AFTER, MAX_BATCH_CHANNELS, MAX_RETIRE_AFTER, MIN_RETIRE_AFTER,
+};
+use tollgate_token::centrifugo::{self, IdFormat, Namespace, Rule};
+use tollgate_token::ids::ID_RULE;
 use tollgate_token::jose::Algorithm;
 use tollgate_token::validation::FieldError;
+use tollgate_token::{GroupId, GroupKind, UserId};
 
+use super::fields::Fields;
 use crate::extract::{BasicAuth, BearerUser, JsonObject, ManagementScope};
 use crate::{ApiError, AppState};
 
@@ -83,18 +90,10 @@ fn string_list(body: &Map<String, Value>, field: &'static str) -> Result<Vec<Str
         })
 }
 
-/// Optional `info`: a JSON object of at most 1 KiB (checklist 4.5).
-fn optional_info(body: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
-    match body.get("info") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v @ Value::Object(_)) if v.to_string().len() <= 1024 => Ok(Some(v.clone())),
-        Some(_) => Err(ApiError::Validation(vec![FieldError::new(
-            "invalid_parameter",
-            "info",
-            "info must be a JSON object of at most 1024 bytes",
-        )])),
-    }
-}
+/// Largest `info` object, serialised (checklist 4.5).
+const MAX_INFO_BYTES: usize = 1024;
+/// Longest `rule` or `id_format` read; anything valid is far shorter.
+const MAX_ENUM_LEN: usize = 128;
 
 /// `POST /api/v1/centrifugo/subscription-token` → `{token}`; 401 / 403 / 422 (seed 000).
 async fn subscription_token(
@@ -102,8 +101,12 @@ async fn subscription_token(
     BearerUser(user): BearerUser,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let channel = required_string(&body, "channel")?;
-    let info = optional_info(&body)?;
+    let mut f = Fields::new(&body);
+    // The channel's grammar is the service's (a 422 with attribute `channel`).
+    let channel = f.required_str("channel", usize::MAX);
+    let info = f.optional_object("info", MAX_INFO_BYTES);
+    f.finish()?;
+    let channel = channel.ok_or(ApiError::BadRequest)?;
     let token = state
         .tollgate
         .subscription_token(&user, channel, info)
@@ -133,7 +136,11 @@ async fn subscription_tokens(
     BearerUser(user): BearerUser,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let channels = string_list(&body, "channels")?;
+    let mut f = Fields::new(&body);
+    // Each channel's grammar is checked per item, so one bad name fails only its entry.
+    let channels = f.required_str_array("channels", MAX_BATCH_CHANNELS);
+    f.finish()?;
+    let channels = channels.ok_or(ApiError::BadRequest)?;
     let items = state
         .tollgate
         .subscription_tokens(&user, &channels, None)
@@ -179,7 +186,9 @@ async fn connection_token(
     BearerUser(user): BearerUser,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let info = optional_info(&body)?;
+    let mut f = Fields::new(&body);
+    let info = f.optional_object("info", MAX_INFO_BYTES);
+    f.finish()?;
     let token = state.tollgate.connection_token(&user, info).await?;
     Ok(Json(json!({ "token": token })))
 }
@@ -214,11 +223,50 @@ async fn members(
     Ok(Json(json!({"kind": kind, "id": id, "members": data})))
 }
 
+/// A new membership's ids, parsed against their grammars; every failed one is named
+/// (`kind`, `id`, `user_id`).
+fn new_membership(
+    kind: &str,
+    id: &str,
+    user: &str,
+) -> Result<(GroupKind, GroupId, UserId), ApiError> {
+    let mut errors = Vec::new();
+    let kind = kind.parse::<GroupKind>().map_err(|_| {
+        errors.push(FieldError::new(
+            "invalid_parameter",
+            "kind",
+            format!("kind must be {}", GroupKind::RULE),
+        ));
+    });
+    let id = id.parse::<GroupId>().map_err(|_| {
+        errors.push(FieldError::new(
+            "invalid_parameter",
+            "id",
+            format!("id must be {ID_RULE}"),
+        ));
+    });
+    let user = user.parse::<UserId>().map_err(|_| {
+        errors.push(FieldError::new(
+            "invalid_parameter",
+            "user_id",
+            format!("user_id must be {ID_RULE}"),
+        ));
+    });
+    match (kind, id, user) {
+        (Ok(kind), Ok(id), Ok(user)) => Ok((kind, id, user)),
+        _ => {
+            tracing::info!("membership refused: ids outside the id grammar");
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
 async fn add_member(
     State(state): State<AppState>,
     auth: BasicAuth<ManagementScope>,
     Path((kind, id, user)): Path<(String, String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (kind, id, user) = new_membership(&kind, &id, &user)?;
     let created = state
         .tollgate
         .add_member(&auth.principal, &kind, &id, &user)
@@ -234,6 +282,8 @@ async fn add_member(
     ))
 }
 
+/// Removal accepts any id an earlier version could have stored, so such members can be
+/// removed (the service checks that looser rule).
 async fn remove_member(
     State(state): State<AppState>,
     auth: BasicAuth<ManagementScope>,
@@ -265,31 +315,47 @@ async fn list_namespaces(
     ))
 }
 
+/// `PUT /api/v1/namespaces/{name}` `{rule, id_format?, token_ttl?}`: every field is
+/// checked (types, then values) and all failures reported before anything is stored.
 async fn put_namespace(
     State(state): State<AppState>,
     auth: BasicAuth<ManagementScope>,
     Path(name): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let rule = required_string(&body, "rule")?;
-    let id_format = body
-        .get("id_format")
-        .and_then(Value::as_str)
-        .unwrap_or("uuid");
-    let ttl = body
-        .get("token_ttl")
-        .and_then(Value::as_i64)
-        .unwrap_or(tollgate_token::centrifugo::DEFAULT_SUBSCRIPTION_TTL);
+    let mut f = Fields::new(&body);
+    if !centrifugo::valid_name(&name) {
+        f.fail(
+            "invalid_parameter",
+            "name",
+            format!("namespace name must be {}", centrifugo::NAME_RULE),
+        );
+    }
+    let rule = f
+        .required_str("rule", MAX_ENUM_LEN)
+        .and_then(|r| match Rule::parse_input(r) {
+            Ok(rule) => Some(rule),
+            Err(message) => {
+                f.fail("invalid_parameter", "rule", message);
+                None
+            }
+        });
+    let id_format = f.optional_parsed::<IdFormat>("id_format", MAX_ENUM_LEN, "uuid or token");
+    let token_ttl = f.optional_int("token_ttl", centrifugo::TOKEN_TTL_RANGE);
+    f.finish()?;
+    let (Some(rule), Some(id_format), Some(token_ttl)) = (rule, id_format, token_ttl) else {
+        return Err(ApiError::BadRequest);
+    };
+    let ns = Namespace {
+        name,
+        rule,
+        id_format: id_format.unwrap_or(IdFormat::Uuid),
+        token_ttl: token_ttl.unwrap_or(centrifugo::DEFAULT_SUBSCRIPTION_TTL),
+    };
     let ns = state
         .tollgate
-        .put_namespace(auth.principal.project_id, &name, rule, id_format, ttl)
-        .await
-        .map_err(|e| match e {
-            ServiceError::InvalidInput(msg) => {
-                ApiError::Validation(vec![FieldError::new("invalid_parameter", "namespace", msg)])
-            }
-            other => other.into(),
-        })?;
+        .put_namespace(auth.principal.project_id, ns)
+        .await?;
     Ok(Json(namespace_view(&ns)))
 }
 
@@ -328,30 +394,25 @@ async fn list_keys(
     Ok(Json(json!({ "data": data })))
 }
 
+/// `POST /api/v1/keys/rotate` `{alg?, retire_after?}` → 201 `{kid, alg}`.
 async fn rotate_key(
     State(state): State<AppState>,
     auth: BasicAuth<ManagementScope>,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let alg: Algorithm = match body
-        .get("alg")
-        .and_then(Value::as_str)
-        .unwrap_or("ES256")
-        .parse()
-    {
-        Ok(a) => a,
-        Err(_) => {
-            return Err(ApiError::Validation(vec![FieldError::new(
-                "invalid_parameter",
-                "alg",
-                "alg must be one of HS256, HS384, HS512, ES256, EdDSA, RS256",
-            )]));
-        }
+    let mut f = Fields::new(&body);
+    let alg = f.optional_parsed::<Algorithm>(
+        "alg",
+        MAX_ENUM_LEN,
+        "one of HS256, HS384, HS512, ES256, EdDSA, RS256",
+    );
+    let retire_after = f.optional_int("retire_after", MIN_RETIRE_AFTER..=MAX_RETIRE_AFTER);
+    f.finish()?;
+    let (Some(alg), Some(retire_after)) = (alg, retire_after) else {
+        return Err(ApiError::BadRequest);
     };
-    let retire_after = body
-        .get("retire_after")
-        .and_then(Value::as_i64)
-        .unwrap_or(86_400);
+    let alg = alg.unwrap_or(Algorithm::ES256);
+    let retire_after = retire_after.unwrap_or(DEFAULT_RETIRE_AFTER);
     let kid = state
         .tollgate
         .rotate_signing_key(auth.principal.project_id, alg, retire_after)

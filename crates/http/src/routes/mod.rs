@@ -2,9 +2,11 @@
 
 pub mod centrifugo;
 pub mod fabric;
+mod fields;
 pub mod gateway;
 pub mod health;
 pub mod server_api;
+mod server_api_params;
 pub mod server_keys;
 pub mod signalwire;
 

@@ -113,6 +113,14 @@ async fn call(
     method: &str,
     params: &Map<String, Value>,
 ) -> Value {
+    if let Some(field) = super::server_api_params::ill_typed(method, params) {
+        tracing::info!(
+            method,
+            field,
+            "server API command refused (107): a parameter of the wrong type or out of range"
+        );
+        return api_error(107, "bad request");
+    }
     match method {
         "batch" => {
             let Some(commands) = params.get("commands").and_then(Value::as_array) else {

@@ -53,6 +53,25 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// Parses a rule as it arrives (admin API, CLI): [`FromStr`], and a `member:<kind>`
+    /// rule must name a kind of the group-kind grammar ([`crate::GroupKind`]), which also
+    /// refuses kinds made of dots only. Stored rules are read with [`FromStr`] alone, so a
+    /// rule written before that check keeps loading.
+    pub fn parse_input(s: &str) -> Result<Self, String> {
+        let rule: Rule = s.parse()?;
+        if let Rule::Member(kind) = &rule
+            && kind.parse::<crate::GroupKind>().is_err()
+        {
+            return Err(format!(
+                "member:<kind> names a group kind of {}",
+                crate::GroupKind::RULE
+            ));
+        }
+        Ok(rule)
+    }
+}
+
 impl FromStr for Rule {
     type Err = String;
 
@@ -126,6 +145,51 @@ pub struct Namespace {
     pub id_format: IdFormat,
     /// Lifetime of subscription tokens for its channels, seconds.
     pub token_ttl: i64,
+}
+
+/// Lifetimes a namespace may give its subscription tokens, seconds: a minute to a week.
+pub const TOKEN_TTL_RANGE: std::ops::RangeInclusive<i64> = 60..=7 * 24 * 60 * 60;
+
+/// What a namespace name must look like, for messages.
+pub const NAME_RULE: &str = "2 to 64 characters of A-Z, a-z, 0-9, -, _ and .";
+
+/// Every way `ns` is not an acceptable namespace to store, each naming its field (`name`,
+/// `rule`, `token_ttl`). Empty when it is acceptable.
+#[must_use]
+pub fn check_namespace(ns: &Namespace) -> Vec<crate::validation::FieldError> {
+    use crate::validation::FieldError;
+    let mut errors = Vec::new();
+    if !valid_name(&ns.name) {
+        errors.push(FieldError::new(
+            "invalid_parameter",
+            "name",
+            format!("namespace name must be {NAME_RULE}"),
+        ));
+    }
+    if let Rule::Member(kind) = &ns.rule
+        && kind.parse::<crate::GroupKind>().is_err()
+    {
+        errors.push(FieldError::new(
+            "invalid_parameter",
+            "rule",
+            format!(
+                "member:<kind> names a group kind of {}",
+                crate::GroupKind::RULE
+            ),
+        ));
+    }
+    if !TOKEN_TTL_RANGE.contains(&ns.token_ttl) {
+        errors.push(FieldError::new(
+            "invalid_parameter",
+            "token_ttl",
+            format!(
+                "token_ttl must be an integer from {} to {} (seconds)",
+                TOKEN_TTL_RANGE.start(),
+                TOKEN_TTL_RANGE.end()
+            ),
+        ));
+    }
+    errors
 }
 
 /// Whether `s` is a namespace (or group kind) name: Centrifugo's `^[-a-zA-Z0-9_.]{2,}$`,

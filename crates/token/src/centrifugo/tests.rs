@@ -167,3 +167,37 @@ fn user_jwt_claims() {
         assert_eq!(check(v).unwrap_err(), err, "{claim} = {value}");
     }
 }
+
+#[test]
+fn rules_as_input_name_a_group_kind_of_the_grammar() {
+    assert_eq!(
+        Rule::parse_input("member:team"),
+        Ok(Rule::Member("team".into()))
+    );
+    assert_eq!(Rule::parse_input("owner"), Ok(Rule::Owner));
+    // `..` passes the namespace grammar (Centrifugo's) but is no group kind.
+    assert_eq!("member:..".parse::<Rule>(), Ok(Rule::Member("..".into())));
+    assert!(Rule::parse_input("member:..").is_err());
+    assert!(Rule::parse_input("member:a/b").is_err());
+    assert!(Rule::parse_input("everyone").is_err());
+}
+
+#[test]
+fn namespace_checks_name_each_failed_field() {
+    let ns = |name: &str, rule: Rule, ttl: i64| Namespace {
+        name: name.into(),
+        rule,
+        id_format: IdFormat::Token,
+        token_ttl: ttl,
+    };
+    assert!(check_namespace(&ns("team", Rule::Owner, 60)).is_empty());
+    assert!(check_namespace(&ns("team", Rule::Owner, 604_800)).is_empty());
+    let failed = |n: &Namespace| -> Vec<&'static str> {
+        check_namespace(n).iter().map(|e| e.attribute).collect()
+    };
+    assert_eq!(failed(&ns("t", Rule::Owner, 59)), ["name", "token_ttl"]);
+    assert_eq!(
+        failed(&ns("team", Rule::Member("..".into()), 604_801)),
+        ["rule", "token_ttl"]
+    );
+}

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::ids::{ID_RULE, UserId};
 use crate::time::UnixTime;
 use crate::validation::{FieldError, MISSING_MESSAGE};
 
@@ -251,6 +252,19 @@ impl<'a> Fields<'a> {
         Some(Some(UnixTime(t)))
     }
 
+    /// Whether `value` of `attribute` follows the user-id grammar; records why not.
+    fn user_id(&mut self, attribute: &'static str, value: &str) -> bool {
+        if value.parse::<UserId>().is_ok() {
+            return true;
+        }
+        let msg = format!(
+            "{} is invalid: it is the subscriber's user id, which must be {ID_RULE}",
+            humanize(attribute)
+        );
+        self.fail("invalid_parameter", attribute, msg);
+        false
+    }
+
     fn one_of(&mut self, attribute: &'static str, allowed: &str) -> Option<bool> {
         match self.present(attribute) {
             None => Some(false),
@@ -288,6 +302,9 @@ pub fn parse_subscriber_token(
 ) -> Result<SubscriberTokenRequest, Vec<FieldError>> {
     let mut f = Fields::new(body);
     let reference = f.required_string("reference", MAX_FIELD_CHARS);
+    // The reference is the subscriber's user id on the Centrifugo side (`sub` of its
+    // tokens, the id group membership names), so it follows the user-id grammar.
+    let reference = reference.filter(|r| f.user_id("reference", r));
     let expire_at = f.expiry("expire_at", now, max_lifetime);
     let application_id = f.uuid("application_id");
     let password = f.password();
@@ -342,6 +359,9 @@ pub fn parse_subscriber(
         let (local, domain) = e.split_once('@').unwrap_or(("", ""));
         if local.is_empty() || domain.is_empty() || e.chars().any(char::is_whitespace) {
             f.fail("invalid_parameter", "email", "Email is invalid".into());
+        } else {
+            // The email becomes the subscriber's reference, so its user id.
+            f.user_id("email", e);
         }
     }
     let password = f.password();

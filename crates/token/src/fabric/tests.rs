@@ -32,6 +32,30 @@ fn subscriber_token_rules_and_boundaries() {
         ),
         (json!({"reference": 5}), &[("not_a_string", "reference")]),
         (json!({"reference": "r".repeat(255)}), OK),
+        // The reference is a user id: emails, UUIDs and OIDC subjects pass, path-like and
+        // wildcard ids do not.
+        (json!({"reference": "alice+news@example.com"}), OK),
+        (json!({"reference": "auth0|5f7c8ec7c33c6c004bbafe82"}), OK),
+        (
+            json!({"reference": "123e4567-e89b-12d3-a456-426614174000"}),
+            OK,
+        ),
+        (
+            json!({"reference": ".."}),
+            &[("invalid_parameter", "reference")],
+        ),
+        (
+            json!({"reference": "a/b"}),
+            &[("invalid_parameter", "reference")],
+        ),
+        (
+            json!({"reference": "*"}),
+            &[("invalid_parameter", "reference")],
+        ),
+        (
+            json!({"reference": "John Smith"}),
+            &[("invalid_parameter", "reference")],
+        ),
         (
             json!({"reference": "r".repeat(256)}),
             &[("invalid_parameter", "reference")],
@@ -159,7 +183,15 @@ fn subscriber_resource_rules() {
     );
     assert_eq!(codes(json!({}), false), OK);
     assert_eq!(codes(json!({"email": "a@b.c"}), true), OK);
-    for bad in ["nope", "@b", "a@", "a b@c.d"] {
+    for bad in [
+        "nope",
+        "@b",
+        "a@",
+        "a b@c.d",
+        "a/b@c.d",
+        "*@c.d",
+        "o'brien@c.d",
+    ] {
         assert_eq!(
             codes(json!({"email": bad}), true),
             [("invalid_parameter", "email")],

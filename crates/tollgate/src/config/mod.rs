@@ -230,6 +230,10 @@ pub struct Config {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// Accepted lengths of `centrifugo.api_key`: at least 32 characters (as much guessing
+/// resistance as a 128-bit random key in hex), at most what the server API reads (256).
+pub const SERVER_API_KEY_LEN: std::ops::RangeInclusive<usize> = 32..=256;
+
 fn bad(path: &str, why: impl fmt::Display) -> ConfigError {
     ConfigError(format!("{} ({path}): {why}", env_name(path)))
 }
@@ -454,6 +458,19 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(k) if k.expose().trim().is_empty() => {
             return Err(bad("centrifugo.api_key", "must not be blank"));
         }
+        // It alone authorises publishing to and disconnecting anyone in its project, and
+        // it is compared as sent: only length makes it hard to guess. Longer than the
+        // server API reads, it could never match.
+        Some(k) if !SERVER_API_KEY_LEN.contains(&k.expose().len()) => {
+            return Err(bad(
+                "centrifugo.api_key",
+                format!(
+                    "must be {} to {} characters (generate one, e.g. `openssl rand -hex 32`)",
+                    SERVER_API_KEY_LEN.start(),
+                    SERVER_API_KEY_LEN.end()
+                ),
+            ));
+        }
         other => other,
     };
 
@@ -611,6 +628,11 @@ mod tests {
                 "TOLLGATE_CENTRIFUGO__API_KEY",
             ),
             (
+                "TOLLGATE_CENTRIFUGO__API_KEY",
+                "k",
+                "TOLLGATE_CENTRIFUGO__API_KEY",
+            ),
+            (
                 "TOLLGATE_HTTP__MAX_BODY_BYTES",
                 "10",
                 "TOLLGATE_HTTP__MAX_BODY_BYTES",
@@ -688,7 +710,10 @@ mod tests {
     fn secrets_are_redacted_in_debug() {
         let c = load(
             None,
-            env(&[("TOLLGATE_CENTRIFUGO__API_KEY", "super-secret-api-key")]),
+            env(&[(
+                "TOLLGATE_CENTRIFUGO__API_KEY",
+                "super-secret-api-key-0123456789abcdef",
+            )]),
         )
         .unwrap()
         .config;
@@ -728,6 +753,38 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("TOLLGATE_JWKS__ALLOW_PRIVATE_HOSTS"), "{err}");
+    }
+
+    #[test]
+    fn the_server_api_key_is_long_enough_to_resist_guessing() {
+        let load_key = |key: &str| load(None, env(&[("TOLLGATE_CENTRIFUGO__API_KEY", key)]));
+        // Keys written so that an echo would show in the message.
+        for short in ["Q", "short-secret-xyz", &"Z".repeat(31)] {
+            let err = load_key(short).unwrap_err().to_string();
+            assert!(
+                err.contains("TOLLGATE_CENTRIFUGO__API_KEY (centrifugo.api_key)")
+                    && err.contains("32 to 256 characters"),
+                "{err}"
+            );
+            assert!(!err.contains(short), "the key is not echoed: {err}");
+        }
+        let err = load_key(&"k".repeat(257)).unwrap_err().to_string();
+        assert!(err.contains("32 to 256 characters"), "{err}");
+        for ok in ["k".repeat(32), "k".repeat(256)] {
+            let c = load_key(&ok).unwrap().config;
+            assert_eq!(c.centrifugo_api_key.unwrap().expose(), ok);
+        }
+        // The HMAC secret has had its floor since it was added; it stays.
+        let err = load(
+            None,
+            env(&[(
+                "TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY",
+                &"s".repeat(31),
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at least 32 bytes"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tollgate_token::{Scope, Scopes};
 use crate::support::TestServer;
 
 const ME: &str = "123e4567-e89b-12d3-a456-426614174000";
-pub(crate) const API_KEY: &str = "server-api-key-for-tests";
+pub(crate) const API_KEY: &str = "server-api-key-for-tests-0123456789abcdef";
 
 /// A protocol client: a socket plus the messages of frames read but not yet consumed
 /// (replies and pushes arrive batched, several per frame).

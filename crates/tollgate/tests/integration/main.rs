@@ -19,5 +19,6 @@ mod jwks;
 mod server_keys;
 mod shared_credentials;
 mod signalwire_ws;
+mod strict_input;
 mod support;
 mod tenancy;
