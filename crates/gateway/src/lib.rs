@@ -17,6 +17,7 @@ mod metrics;
 pub mod origins;
 mod registry;
 mod signalwire;
+mod upgrade;
 
 pub use centrifugo::channels::{
     HistoryParams, history_policy, presence_map, publication_json, stream_position,
@@ -25,6 +26,7 @@ pub use core::ProjectScope;
 pub use metrics::GatewayMetrics;
 pub use registry::{Control, SubscribeCommand};
 pub use tollgate_token::centrifugo::{ChannelConfig, ChannelOptions};
+pub use upgrade::{ORIGIN_REFUSED, Protocol};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -142,6 +144,8 @@ pub struct Shared {
     pub(crate) registry: Arc<registry::Registry>,
     pub(crate) metrics: GatewayMetrics,
     pub(crate) resumes: signalwire::Resumes,
+    /// Refused browser origins: logged, but not once per refusal.
+    origin_log: upgrade::RefusalLog,
     started: std::time::Instant,
 }
 
@@ -169,6 +173,7 @@ impl Gateway {
             registry: Arc::default(),
             metrics: GatewayMetrics::default(),
             resumes: signalwire::Resumes::default(),
+            origin_log: upgrade::RefusalLog::default(),
             started: std::time::Instant::now(),
         }))
     }
@@ -237,7 +242,7 @@ impl Gateway {
         self.broker.channel_count().await.unwrap_or_default()
     }
 
-    /// Limits to configure the WebSocket upgrade with.
+    /// The gateway's limits and timers.
     #[must_use]
     pub fn settings(&self) -> &GatewaySettings {
         &self.settings
@@ -281,18 +286,14 @@ impl Gateway {
         origins::origin_matches(&self.settings.allowed_origins, origin)
     }
 
-    /// Serves one SignalWire PubSub/Chat (JSON-RPC) connection, in the place `slot`
-    /// reserved, until it ends.
-    pub async fn serve_signalwire(&self, slot: Slot, socket: axum::extract::ws::WebSocket) {
+    /// Serves one WebSocket connection speaking `protocol`, in the place `slot` reserved,
+    /// until it ends.
+    async fn serve(&self, slot: Slot, socket: conn::Socket, protocol: Protocol) {
         self.metrics.connection_opened();
-        signalwire::SwSession::new(self.clone()).run(socket).await;
-        drop(slot);
-    }
-
-    /// Serves one WebSocket connection, in the place `slot` reserved, until it ends.
-    pub async fn serve(&self, slot: Slot, socket: axum::extract::ws::WebSocket) {
-        self.metrics.connection_opened();
-        centrifugo::Session::new(self.clone()).run(socket).await;
+        match protocol {
+            Protocol::Centrifugo => centrifugo::Session::new(self.clone()).run(socket).await,
+            Protocol::SignalWire => signalwire::SwSession::new(self.clone()).run(socket).await,
+        }
         // The slot is released when dropped, even if the session panicked.
         drop(slot);
     }

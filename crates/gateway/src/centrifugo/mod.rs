@@ -15,8 +15,12 @@
 //!     │                        │  └─ `send` (no handler) ─────────► closed 3508
 //!     ├─ no connect in time ─────────────────────────────────────► closed 3502
 //!     ├─ server shutting down (any state) ───────────────────────► closed 3001 (reconnect)
-//!     └─ command before connect / malformed frame ───────────────► closed 3501
+//!     ├─ command before connect / malformed frame ───────────────► closed 3501
+//!     └─ frame over the size limit / not UTF-8 / broken framing ─► closed 1009 / 1007 / 1002
 //! ```
+//!
+//! Every command (pongs and `connect` included) and every WebSocket ping spends from the
+//! connection's budget; a command over it is answered with error 111.
 
 pub(crate) mod channels;
 mod connect;
@@ -25,13 +29,14 @@ mod push;
 
 use std::borrow::Cow;
 
-use axum::extract::ws::{Message, WebSocket};
+use futures_util::StreamExt as _;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tollgate_broker::QueueState;
+use tungstenite::Message;
 
 use crate::Gateway;
-use crate::conn::write;
+use crate::conn::{Socket, write};
 use crate::core::client::Client;
 use crate::metrics::METHODS;
 use protocol::{code, disconnect};
@@ -57,7 +62,7 @@ impl Outbox {
     }
 
     /// Writes what is waiting when there is enough of it (or `force`).
-    async fn flush(&mut self, socket: &mut WebSocket, force: bool) -> bool {
+    async fn flush(&mut self, socket: &mut Socket, force: bool) -> bool {
         if self.frame.is_empty() || (!force && self.frame.len() < FLUSH_BYTES) {
             return true;
         }
@@ -136,7 +141,7 @@ impl Session {
     /// Runs the session until it ends. The command handlers are boxed: an idle connection's
     /// task then holds only the loop's own state (the select over its sources), not room
     /// for the largest command in flight, which keeps idle connections to a few KB.
-    pub(crate) async fn run(mut self, mut socket: WebSocket) {
+    pub(crate) async fn run(mut self, mut socket: Socket) {
         let settings = self.c.gw.settings.clone();
         let mut ping = tokio::time::interval_at(
             Instant::now() + settings.ping_interval,
@@ -157,7 +162,7 @@ impl Session {
             let connected = self.c.is_connected();
             // What to write this turn, then whether to close.
             let (frame, end): (Option<String>, Option<Option<Close>>) = tokio::select! {
-                msg = socket.recv() => match msg {
+                msg = socket.next() => match msg {
                     Some(Ok(Message::Text(text))) => {
                         match Box::pin(self.handle_frame(text.as_str(), &mut socket)).await {
                             Ok(close) => (None, close.map(Some)),
@@ -167,11 +172,23 @@ impl Session {
                     Some(Ok(Message::Binary(_))) => {
                         (None, Some(Some(close(disconnect::BAD_REQUEST, "protobuf is not supported"))))
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => (None, None),
-                    Some(Err(e)) if crate::conn::too_big(&e) => {
-                        (None, Some(Some(close(crate::conn::MESSAGE_TOO_BIG, "message too big"))))
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        // Answered by tungstenite, but a message all the same: counted, so
+                        // a flood of them spends the budget like any other.
+                        self.c.budget.spend();
+                        (None, None)
                     }
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => (None, Some(None)),
+                    // Only ever written, never read.
+                    Some(Ok(Message::Frame(_))) => (None, None),
+                    Some(Ok(Message::Close(_))) => {
+                        Box::pin(crate::conn::answer_close(&mut socket)).await;
+                        (None, Some(None))
+                    }
+                    Some(Err(e)) => match crate::conn::refusal(&e) {
+                        Some((code, reason)) => (None, Some(Some(close(code, reason)))),
+                        None => (None, Some(None)),
+                    },
+                    None => (None, Some(None)),
                 },
                 batch = queue.next_batch(BATCH), if connected => match batch {
                     Some(batch) => match self.encode_pushes(&batch) {
@@ -226,22 +243,25 @@ impl Session {
                 break end;
             }
         };
+        let mut linger = false;
         if let Some((code, reason)) = close {
             self.c.gw.metrics.disconnected(code);
-            crate::conn::close(&mut socket, code, &reason).await;
+            // Stopping: the process is about to end, and its sockets with it.
+            linger = crate::conn::close(&mut socket, code, &reason).await
+                && code != disconnect::SHUTDOWN;
         }
+        // The connection is over for everyone else at once: only the TCP goodbye is left.
         Box::pin(self.c.close()).await;
+        if linger {
+            Box::pin(crate::conn::linger(&mut socket)).await;
+        }
     }
 }
 
 impl Session {
     /// Handles a frame: its commands in order, writing replies as they accumulate.
     /// Returns maybe a close, or `Err` when the peer is gone.
-    async fn handle_frame(
-        &mut self,
-        text: &str,
-        socket: &mut WebSocket,
-    ) -> Result<Option<Close>, ()> {
+    async fn handle_frame(&mut self, text: &str, socket: &mut Socket) -> Result<Option<Close>, ()> {
         let mut out = Outbox::default();
         let text = text.strip_suffix('\n').unwrap_or(text);
         let mut close_with = None;
@@ -255,7 +275,9 @@ impl Session {
                 };
                 if command.is_empty() {
                     // A pong to our ping. Centrifugo is strict about unsolicited ones; being
-                    // lenient is compatible with every SDK.
+                    // lenient is compatible with every SDK. It spends from the budget like
+                    // any command (a flood of them is no cheaper to read).
+                    self.c.budget.spend();
                     self.ping_sent = None;
                     continue;
                 }
@@ -304,7 +326,9 @@ impl Session {
         if id == 0 {
             return Err(close(disconnect::BAD_REQUEST, "bad request"));
         }
-        if method != "connect" && !self.c.budget.spend() {
+        // Every command spends from the budget, `connect` and `refresh` (a token check each)
+        // included: none is a way around it.
+        if !self.c.budget.spend() {
             return Ok(Some(protocol::error_code(id, code::TOO_MANY_REQUESTS)));
         }
         match method {

@@ -8,8 +8,13 @@
 //!     │                                   ├─ no ping result within pong_timeout ► closed 4008
 //!     │                                   └─ queue overflowed ─────────────────► closed 4008
 //!     ├─ no connect within stale_timeout ────────────────────────────────────► closed 4008
+//!     ├─ frame over the size limit / not UTF-8 / broken framing ─────► closed 1009 / 1007 / 1002
 //!     └─ server shutting down ───────────────────────────────────────────────► closed 1012
 //! ```
+//!
+//! Every message (any method, `signalwire.*` included; replies; malformed ones) and every
+//! WebSocket ping spends from the connection's budget; a request over it is answered with
+//! error -32603 `Too many requests`.
 //!
 //! Channels are the gateway's channels: a message published here reaches Centrifugo
 //! subscribers of the same channel and the other way round. A SignalWire message's
@@ -32,15 +37,16 @@ mod wire;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tollgate_broker::QueueState;
 use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
+use tungstenite::Message;
 
 use crate::Gateway;
-use crate::conn::write;
+use crate::conn::{Socket, write};
 use crate::core::client::{Client, ConnectRefused, MAX_TTL};
 pub(crate) use resume::Resumes;
 use resume::{RESUME_FOR, Resume};
@@ -143,7 +149,7 @@ impl SwSession {
         best
     }
 
-    pub(crate) async fn run(mut self, mut socket: WebSocket) {
+    pub(crate) async fn run(mut self, mut socket: Socket) {
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let mut tick = tokio::time::interval_at(
             Instant::now() + self.c.gw.settings.presence_update_interval,
@@ -159,16 +165,25 @@ impl SwSession {
             }
             let connected = self.c.is_connected();
             let (frames, end): Turn = tokio::select! {
-                msg = socket.recv() => match msg {
+                msg = socket.next() => match msg {
                     Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str())).await,
                     Some(Ok(Message::Binary(_))) => {
                         (Vec::new(), Some(Some((close::BAD_MESSAGE, "binary frames are not supported"))))
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => (Vec::new(), None),
-                    Some(Err(e)) if crate::conn::too_big(&e) => {
-                        (Vec::new(), Some(Some((crate::conn::MESSAGE_TOO_BIG, "message too big"))))
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        // Answered by tungstenite, but a message all the same: counted, so
+                        // a flood of them spends the budget like any other.
+                        self.c.budget.spend();
+                        (Vec::new(), None)
                     }
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => (Vec::new(), Some(None)),
+                    // Only ever written, never read.
+                    Some(Ok(Message::Frame(_))) => (Vec::new(), None),
+                    Some(Ok(Message::Close(_))) => {
+                        Box::pin(crate::conn::answer_close(&mut socket)).await;
+                        (Vec::new(), Some(None))
+                    }
+                    Some(Err(e)) => (Vec::new(), Some(crate::conn::refusal(&e))),
+                    None => (Vec::new(), Some(None)),
                 },
                 batch = queue.next_batch(BATCH), if connected => match batch {
                     Some(batch) => (self.encode(&batch), None),
@@ -215,15 +230,21 @@ impl SwSession {
                 break end;
             }
         };
+        let mut linger = false;
         if let Some((code, reason)) = end {
             self.c.gw.metrics.disconnected(code);
-            crate::conn::close(&mut socket, code, reason).await;
+            // Stopping: the process is about to end, and its sockets with it.
+            linger = crate::conn::close(&mut socket, code, reason).await && code != close::RESTART;
             // The process is going away: a resume would die with it.
             if code == close::RESTART {
                 self.said_goodbye = true;
             }
         }
+        // The connection is over for everyone else at once: only the TCP goodbye is left.
         Box::pin(self.cleanup()).await;
+        if linger {
+            Box::pin(crate::conn::linger(&mut socket)).await;
+        }
     }
 
     /// Leaves the session's channels in [`Resumes`] unless the client said goodbye, then
@@ -259,6 +280,10 @@ impl SwSession {
 
     /// One incoming message: a request (answered), or a response to our ping or event.
     async fn handle(&mut self, text: &str) -> Turn {
+        // Every message spends from the budget, whatever it turns out to be: requests of
+        // any method (`signalwire.reauthenticate` checks a token each time), replies to our
+        // requests, malformed ones. None is a way around it.
+        let within_budget = self.c.budget.spend();
         let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(text) else {
             let reply = response(&Value::Null, error(-32700, "Parse error"));
             return (vec![reply], None);
@@ -283,8 +308,10 @@ impl SwSession {
             let reply = response(&id, error(rpc::AUTH, "Authentication required"));
             return (vec![reply], None);
         }
-        // Housekeeping is exempt: a refused reauthentication would end the client for good.
-        if !method.starts_with("signalwire.") && !self.c.budget.spend() {
+        // Over the budget, a request is refused unread. The SDK gives up on a refused
+        // `signalwire.reauthenticate`, but only a client already flooding the connection
+        // gets one: the SDK itself sends a handful of requests a minute.
+        if !within_budget {
             let reply = response(&id, error(rpc::INTERNAL, "Too many requests"));
             return (vec![reply], None);
         }

@@ -12,6 +12,7 @@ mod centrifugo;
 mod fabric;
 mod gateway;
 mod gateway_channels;
+mod gateway_frames;
 mod gateway_limits;
 mod gateway_tokens;
 mod http_edge;
