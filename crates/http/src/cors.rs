@@ -43,7 +43,6 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 const MAX_LOGGED_ORIGIN: usize = 200;
 
 /// The CORS layer for `origins` (patterns as in `gateway.allowed_origins`).
-#[must_use]
 pub fn layer(origins: Vec<String>, source: OriginSource) -> CorsLayer {
     let origins = Arc::new(origins);
     let last_logged = Arc::new(AtomicU64::new(0));
