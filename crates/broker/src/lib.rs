@@ -3,8 +3,8 @@
 //! [`Broker`] is the one interface the gateway uses: publish into a channel, register a
 //! connection's [`Queue`] as a local subscriber, read history with stream positions
 //! (offset + epoch, for Centrifugo's recovery), and keep presence. Everything is async and
-//! fallible so a Redis implementation can sit behind the same trait; [`MemoryBroker`] is
-//! the in-process one.
+//! fallible so a remote broker can sit behind the same trait: [`MemoryBroker`] is the
+//! in-process one (one node), [`RedisBroker`] the one a cluster of nodes shares.
 //!
 //! Every channel belongs to one project: the broker keys everything — subscribers,
 //! history and stream positions, presence — by [`ChannelKey`] (project, name), so two
@@ -16,8 +16,10 @@
 //! gateway disconnects the slow consumer (Centrifugo's code 3008) instead of stalling the
 //! publisher or buffering without bound.
 
+mod history;
 mod memory;
 mod queue;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,7 @@ use bytes::Bytes;
 
 pub use memory::{DEFAULT_MAX_HISTORY_BYTES, DEFAULT_META_TTL, MemoryBroker};
 pub use queue::{Queue, QueueState};
+pub use redis::{RedisBroker, RedisConfig};
 
 /// A channel as the broker keys it: the project it belongs to, then the name its clients
 /// use. There is no way to reach a channel without naming its project.
@@ -200,6 +203,26 @@ pub enum BrokerError {
     Unavailable(String),
 }
 
+/// Why local subscribers may have missed deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterruptionCause {
+    /// The node's PUB/SUB connection to the broker broke and was re-established:
+    /// whatever was published meanwhile never reached this node.
+    Reconnected,
+    /// A publication arrived whose offset does not follow the last one this node saw (or
+    /// with another epoch): something in between was lost on the way.
+    Gap,
+}
+
+/// Local subscribers that may have missed deliveries: the gateway should tell their
+/// clients to resubscribe and recover from history (Centrifugo's "insufficient state").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interruption {
+    pub cause: InterruptionCause,
+    /// Each channel affected, with the ids ([`Queue::id`]) of its local subscribers then.
+    pub channels: Vec<(ChannelKey, Vec<u64>)>,
+}
+
 /// The broker interface.
 #[async_trait]
 pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
@@ -259,4 +282,10 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// Channels with local subscribers in all projects together (node statistics only:
     /// no names leave the broker).
     async fn channel_count(&self) -> Result<(usize, usize), BrokerError>;
+
+    /// Where the broker announces [`Interruption`]s, for a broker that can lose deliveries
+    /// (one across a network). `None`: it never does (the in-process broker).
+    fn interruptions(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<Interruption>>> {
+        None
+    }
 }

@@ -378,48 +378,8 @@ impl Broker for MemoryBroker {
         query: HistoryQuery<'_>,
     ) -> Result<History, BrokerError> {
         Ok(self.with_channel(channel, |ch, _| {
-            let position = ch.position();
-            let (mut publications, recovered): (Vec<Arc<Publication>>, bool) = match query.since {
-                None => (
-                    ch.history.iter().map(|k| k.publication.clone()).collect(),
-                    true,
-                ),
-                Some(since) => {
-                    let first_kept = ch
-                        .history
-                        .front()
-                        .map_or(ch.offset + 1, |k| k.publication.offset);
-                    let continuous = since.epoch == ch.epoch
-                        && since.offset <= ch.offset
-                        && first_kept <= since.offset + 1;
-                    let missed: Vec<Arc<Publication>> = ch
-                        .history
-                        .iter()
-                        .filter(|k| k.publication.offset > since.offset)
-                        .map(|k| k.publication.clone())
-                        .collect();
-                    // Every offset after `since` must still be there: one not kept (over
-                    // the byte budget) is a gap, not a silent loss.
-                    let complete = u64::try_from(missed.len())
-                        .is_ok_and(|n| since.offset.checked_add(n) == Some(ch.offset));
-                    if continuous && complete {
-                        (missed, true)
-                    } else {
-                        (Vec::new(), false)
-                    }
-                }
-            };
-            if query.reverse {
-                publications.reverse();
-            }
-            if let Some(limit) = query.limit {
-                publications.truncate(limit);
-            }
-            History {
-                publications,
-                position,
-                recovered,
-            }
+            let kept = ch.history.iter().map(|k| k.publication.clone()).collect();
+            crate::history::answer(kept, ch.position(), query)
         }))
     }
 

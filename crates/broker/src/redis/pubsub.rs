@@ -1,0 +1,349 @@
+//! One shard's PUB/SUB side: which channels this node has local subscribers for, the one
+//! dedicated PUB/SUB connection they are multiplexed over, and the task that reads it and
+//! fans each message out to the local queues.
+//!
+//! The node subscribes in Redis only to channels it has local subscribers for: the first
+//! local subscriber SUBSCRIBEs (and `subscribe` returns only once Redis confirmed, so a
+//! publication made after it is delivered), the last one leaving UNSUBSCRIBEs. Changes of
+//! the Redis subscription set are serialised by one async lock per shard, which also
+//! guards the connection's sink; joining a channel the node already receives takes no
+//! Redis round trip at all.
+//!
+//! PUB/SUB is at most once. When the connection breaks, the task reconnects with back-off,
+//! resubscribes to every channel that still has local subscribers, and announces an
+//! [`Interruption`] naming them (and their queues): what was published meanwhile never
+//! reached this node, and their clients must recover from history. A publication whose
+//! offset does not follow the last one seen on that channel is announced the same way.
+//! While the connection is down, new subscriptions fail (a temporary error the client
+//! retries) rather than wait for deliveries that cannot come.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ::redis::aio::PubSubSink;
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+
+use super::codec;
+use super::keys::Names;
+use crate::{BrokerError, ChannelKey, Delivery, Event, Interruption, InterruptionCause, Queue};
+
+/// A channel this node receives, and its local subscribers.
+#[derive(Debug)]
+struct Local {
+    key: ChannelKey,
+    queues: HashMap<u64, Weak<Queue>>,
+    /// The last publication with history seen: (epoch, offset), to notice gaps.
+    last: Option<(String, u64)>,
+}
+
+impl Local {
+    fn live_queues(&mut self) -> usize {
+        self.queues.retain(|_, q| q.strong_count() > 0);
+        self.queues.len()
+    }
+}
+
+/// One shard's PUB/SUB state.
+#[derive(Debug)]
+pub(super) struct Dispatcher {
+    client: ::redis::Client,
+    names: Names,
+    timeout: Duration,
+    /// By PUB/SUB channel name.
+    channels: Mutex<HashMap<String, Local>>,
+    /// The live connection's sink; `None` while disconnected. Held across every change of
+    /// the Redis subscription set.
+    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    up: AtomicBool,
+    interruptions: broadcast::Sender<Arc<Interruption>>,
+}
+
+/// What a subscribe or unsubscribe changed in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    /// The node started (or stopped) receiving the channel.
+    Redis,
+    /// Only the local subscriber set changed.
+    Local,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("{what}: {e}"))
+}
+
+impl Dispatcher {
+    pub(super) fn new(
+        client: ::redis::Client,
+        names: Names,
+        timeout: Duration,
+        interruptions: broadcast::Sender<Arc<Interruption>>,
+    ) -> Self {
+        Self {
+            client,
+            names,
+            timeout,
+            channels: Mutex::default(),
+            sink: tokio::sync::Mutex::new(None),
+            up: AtomicBool::new(false),
+            interruptions,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
+        self.channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the PUB/SUB connection is up.
+    pub(super) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Adds `queue` as a local subscriber of `key`, subscribing in Redis if it is the first.
+    pub(super) async fn subscribe(
+        &self,
+        key: &ChannelKey,
+        queue: &Arc<Queue>,
+    ) -> Result<Change, BrokerError> {
+        let name = self.names.pubsub(key);
+        let add = |channels: &mut HashMap<String, Local>| match channels.get_mut(&name) {
+            Some(local) => {
+                local.queues.insert(queue.id(), Arc::downgrade(queue));
+                true
+            }
+            None => false,
+        };
+        if self.is_up() && add(&mut self.lock()) {
+            return Ok(Change::Local);
+        }
+        let mut sink = self.sink.lock().await;
+        let Some(s) = sink.as_mut() else {
+            return Err(BrokerError::Unavailable(
+                "no PUB/SUB connection to Redis".into(),
+            ));
+        };
+        if add(&mut self.lock()) {
+            return Ok(Change::Local);
+        }
+        tokio::time::timeout(self.timeout, s.subscribe(&name))
+            .await
+            .map_err(|e| unavailable("SUBSCRIBE", e))?
+            .map_err(|e| unavailable("SUBSCRIBE", e))?;
+        self.lock().insert(
+            name,
+            Local {
+                key: key.clone(),
+                queues: HashMap::from([(queue.id(), Arc::downgrade(queue))]),
+                last: None,
+            },
+        );
+        Ok(Change::Redis)
+    }
+
+    /// Removes `queue` from `key`'s local subscribers, unsubscribing in Redis if it was the
+    /// last. Never fails: a channel left subscribed by a broken connection is not
+    /// resubscribed on reconnect.
+    pub(super) async fn unsubscribe(&self, key: &ChannelKey, queue_id: u64) -> Change {
+        let name = self.names.pubsub(key);
+        let empty = |channels: &mut HashMap<String, Local>, queue_id: Option<u64>| {
+            channels.get_mut(&name).is_some_and(|local| {
+                if let Some(id) = queue_id {
+                    local.queues.remove(&id);
+                }
+                local.live_queues() == 0
+            })
+        };
+        if !empty(&mut self.lock(), Some(queue_id)) {
+            return Change::Local;
+        }
+        self.drop_channels(vec![name]).await;
+        Change::Redis
+    }
+
+    /// Unsubscribes in Redis from those of `names` that (still) have no live local
+    /// subscriber, and forgets them.
+    async fn drop_channels(&self, names: Vec<String>) {
+        let mut sink = self.sink.lock().await;
+        let gone: Vec<String> = {
+            let mut channels = self.lock();
+            names
+                .into_iter()
+                .filter(|n| {
+                    let empty = channels.get_mut(n).is_some_and(|l| l.live_queues() == 0);
+                    if empty {
+                        channels.remove(n);
+                    }
+                    empty
+                })
+                .collect()
+        };
+        if let (Some(s), false) = (sink.as_mut(), gone.is_empty()) {
+            match tokio::time::timeout(self.timeout, s.unsubscribe(&gone)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "UNSUBSCRIBE failed"),
+                Err(_) => tracing::debug!("UNSUBSCRIBE timed out"),
+            }
+        }
+    }
+
+    /// Unsubscribes from channels whose every subscriber's connection is gone without
+    /// unsubscribing (the periodic sweep). Returns the keys dropped.
+    pub(super) async fn sweep(&self) -> Vec<ChannelKey> {
+        let dead: Vec<(String, ChannelKey)> = self
+            .lock()
+            .iter_mut()
+            .filter_map(|(n, l)| (l.live_queues() == 0).then(|| (n.clone(), l.key.clone())))
+            .collect();
+        if dead.is_empty() {
+            return Vec::new();
+        }
+        let (names, keys) = dead.into_iter().unzip();
+        self.drop_channels(names).await;
+        keys
+    }
+
+    /// This node's channels on this shard with their live local subscriber counts.
+    pub(super) fn local_channels(&self) -> Vec<(ChannelKey, usize)> {
+        self.lock()
+            .values_mut()
+            .map(|l| (l.key.clone(), l.live_queues()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Hands one PUB/SUB message to the channel's local subscribers.
+    fn dispatch(&self, channel: &str, payload: &[u8]) {
+        let Some(message) = codec::decode_message(payload) else {
+            tracing::warn!(channel, "undecodable PUB/SUB message dropped");
+            return;
+        };
+        let mut gap = None;
+        {
+            let mut channels = self.lock();
+            let Some(local) = channels.get_mut(channel) else {
+                return;
+            };
+            if let (Event::Publication(p), Some(epoch)) = (&message.event, message.epoch) {
+                if p.offset > 0 {
+                    let follows = local
+                        .last
+                        .as_ref()
+                        .is_none_or(|(e, o)| *e == epoch && p.offset == o + 1);
+                    if !follows {
+                        gap = Some((local.key.clone(), local.queues.keys().copied().collect()));
+                    }
+                    local.last = Some((epoch, p.offset));
+                }
+            }
+            let delivery = Delivery {
+                channel: local.key.name_arc().clone(),
+                event: message.event,
+            };
+            local.queues.retain(|_, weak| match weak.upgrade() {
+                Some(queue) => {
+                    // A full queue marks itself overflowed; the publisher never waits.
+                    queue.push(delivery.clone());
+                    true
+                }
+                None => false,
+            });
+        }
+        if let Some(channel) = gap {
+            let _ = self.interruptions.send(Arc::new(Interruption {
+                cause: InterruptionCause::Gap,
+                channels: vec![channel],
+            }));
+        }
+    }
+
+    /// Connects, resubscribes what has local subscribers, and reads until the connection
+    /// breaks; forever, with back-off. Runs as the shard's task until the broker is dropped.
+    pub(super) async fn run(self: Arc<Self>) {
+        const MIN_BACKOFF: Duration = Duration::from_millis(50);
+        const MAX_BACKOFF: Duration = Duration::from_secs(2);
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match self.connect().await {
+                Ok(stream) => {
+                    backoff = MIN_BACKOFF;
+                    self.read(stream).await;
+                    self.up.store(false, Ordering::Release);
+                    *self.sink.lock().await = None;
+                    tracing::warn!("Redis PUB/SUB connection lost; reconnecting");
+                }
+                Err(e) => tracing::debug!(error = %e, "Redis PUB/SUB connect failed"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Opens the connection and resubscribes; announces the interruption if any channel
+    /// was resubscribed.
+    async fn connect(&self) -> Result<::redis::aio::PubSubStream, BrokerError> {
+        let pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|e| unavailable("PUB/SUB connect", e))?
+            .map_err(|e| unavailable("PUB/SUB connect", e))?;
+        let (mut sink, stream) = pubsub.split();
+        let mut guard = self.sink.lock().await;
+        let resubscribed: Vec<(String, ChannelKey, Vec<u64>)> = self
+            .lock()
+            .iter_mut()
+            .map(|(n, l)| {
+                // Whatever arrives next starts a new run of offsets.
+                l.last = None;
+                (n.clone(), l.key.clone(), l.queues.keys().copied().collect())
+            })
+            .collect();
+        for chunk in resubscribed.chunks(500) {
+            let names: Vec<&str> = chunk.iter().map(|(n, _, _)| n.as_str()).collect();
+            tokio::time::timeout(self.timeout, sink.subscribe(&names))
+                .await
+                .map_err(|e| unavailable("SUBSCRIBE", e))?
+                .map_err(|e| unavailable("SUBSCRIBE", e))?;
+        }
+        *guard = Some(sink);
+        self.up.store(true, Ordering::Release);
+        drop(guard);
+        if !resubscribed.is_empty() {
+            tracing::info!(channels = resubscribed.len(), "Redis PUB/SUB resubscribed");
+            let _ = self.interruptions.send(Arc::new(Interruption {
+                cause: InterruptionCause::Reconnected,
+                channels: resubscribed
+                    .into_iter()
+                    .map(|(_, key, queues)| (key, queues))
+                    .collect(),
+            }));
+        }
+        Ok(stream)
+    }
+
+    /// Delivers messages until the connection ends or stops answering pings.
+    async fn read(&self, mut stream: ::redis::aio::PubSubStream) {
+        let mut ping = tokio::time::interval(Duration::from_secs(5));
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.dispatch(msg.get_channel_name(), msg.get_payload_bytes()),
+                    None => return,
+                },
+                _ = ping.tick() => {
+                    // A half-open socket (a partition, a frozen Redis) never ends the
+                    // stream by itself.
+                    let sink = self.sink.lock().await.clone();
+                    let Some(mut sink) = sink else { return };
+                    let answered = tokio::time::timeout(self.timeout, sink.ping::<::redis::Value>()).await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
