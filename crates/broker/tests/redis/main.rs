@@ -1,0 +1,434 @@
+//! The Redis broker against real `redis-server` processes, each test with its own.
+
+#![allow(clippy::unwrap_used)]
+
+mod conformance;
+mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use server::RedisServer;
+use tollgate_broker::{
+    Broker, BrokerError, ChannelKey, Event, HistoryPolicy, HistoryQuery, InterruptionCause,
+    MemoryBroker, NewPublication, PresenceEntry, Queue, RedisBroker, RedisConfig,
+};
+
+const PROJECT: uuid::Uuid = uuid::Uuid::from_u128(1);
+
+fn ch(name: &str) -> ChannelKey {
+    ChannelKey::new(PROJECT, name)
+}
+
+const KEEP: Option<HistoryPolicy> = Some(HistoryPolicy {
+    size: 3,
+    ttl: Duration::from_secs(60),
+});
+
+fn pubn(s: &str) -> NewPublication {
+    NewPublication {
+        data: Bytes::from(format!("{{\"v\":\"{s}\"}}")),
+        ..Default::default()
+    }
+}
+
+fn config(urls: &[String]) -> RedisConfig {
+    let mut config = RedisConfig::from_broker_url(&urls.join(",")).unwrap();
+    config.timeout = Duration::from_millis(500);
+    config.channel_ttl = Duration::from_secs(3);
+    config
+}
+
+/// A node on these Redis servers, with its PUB/SUB connections up.
+async fn node(servers: &[&RedisServer]) -> RedisBroker {
+    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+    let broker = RedisBroker::new(config(&urls)).unwrap();
+    wait_until("PUB/SUB up", || broker.is_receiving()).await;
+    broker
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn received(q: &Queue) -> Vec<String> {
+    let batch = tokio::time::timeout(Duration::from_secs(2), q.next_batch(100))
+        .await
+        .expect("a delivery arrives")
+        .expect("queue open");
+    batch
+        .into_iter()
+        .map(|d| match d.event {
+            Event::Publication(p) => format!("{}:{}", d.channel, String::from_utf8_lossy(&p.data)),
+            Event::Join(i) => format!("{}:join:{}", d.channel, String::from_utf8_lossy(&i)),
+            Event::Leave(i) => format!("{}:leave:{}", d.channel, String::from_utf8_lossy(&i)),
+            Event::Update(i) => format!("{}:update:{}", d.channel, String::from_utf8_lossy(&i)),
+        })
+        .collect()
+}
+
+async fn nothing(q: &Queue) -> bool {
+    tokio::time::timeout(Duration::from_millis(150), q.next_batch(10))
+        .await
+        .is_err()
+}
+
+#[tokio::test]
+async fn publications_reach_subscribers_on_every_node() {
+    if !server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (a, b) = (node(&[&redis]).await, node(&[&redis]).await);
+    let (qa, qb, other) = (
+        Queue::new(1 << 20),
+        Queue::new(1 << 20),
+        Queue::new(1 << 20),
+    );
+    a.subscribe(&ch("news"), &qa).await.unwrap();
+    b.subscribe(&ch("news"), &qb).await.unwrap();
+    b.subscribe(&ch("sport"), &other).await.unwrap();
+
+    let p = a.publish(&ch("news"), pubn("1"), KEEP).await.unwrap();
+    assert_eq!(p.offset, 1);
+    assert_eq!(received(&qa).await, [r#"news:{"v":"1"}"#]);
+    assert_eq!(received(&qb).await, [r#"news:{"v":"1"}"#], "across nodes");
+    assert!(
+        nothing(&other).await,
+        "another channel's subscriber gets nothing"
+    );
+
+    // Join/leave cross nodes too, in order with publications.
+    b.publish_presence_event(&ch("news"), Event::Join(Bytes::from_static(b"{\"j\":1}")))
+        .await
+        .unwrap();
+    b.publish(&ch("news"), pubn("2"), None).await.unwrap();
+    b.publish_presence_event(&ch("news"), Event::Leave(Bytes::from_static(b"{}")))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(received(&qa).await);
+    }
+    assert_eq!(
+        got,
+        [r#"news:join:{"j":1}"#, r#"news:{"v":"2"}"#, "news:leave:{}"]
+    );
+
+    // The last local subscriber leaving stops delivery to that node only.
+    a.unsubscribe(&ch("news"), &qa).await.unwrap();
+    b.publish(&ch("news"), pubn("3"), None).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(received(&qb).await);
+    }
+    assert_eq!(got.last().map(String::as_str), Some(r#"news:{"v":"3"}"#));
+    assert!(nothing(&qa).await);
+
+    // `channels` sees every node; `channel_count` is this node's.
+    let mut listed = Vec::new();
+    for _ in 0..100 {
+        listed = a.channels(PROJECT).await.unwrap();
+        if listed.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed, [("news".to_owned(), 1), ("sport".to_owned(), 1)]);
+    assert_eq!(b.channel_count().await.unwrap(), (2, 2));
+    assert_eq!(a.channel_count().await.unwrap(), (0, 0));
+}
+
+#[tokio::test]
+async fn history_and_recovery_match_the_in_process_broker() {
+    if !server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let memory = MemoryBroker::new();
+    let remote = node(&[&redis]).await;
+    let expected = conformance::run(&memory, PROJECT).await;
+    let got = conformance::run(&remote, PROJECT).await;
+    assert_eq!(got, expected, "\nredis:  {got:#?}\nmemory: {expected:#?}");
+    // A second node reading the same channel sees the same stream.
+    let other = node(&[&redis]).await;
+    let h1 = remote
+        .history(&ch("c"), HistoryQuery::default())
+        .await
+        .unwrap();
+    let h2 = other
+        .history(&ch("c"), HistoryQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(h1, h2);
+}
+
+#[tokio::test]
+async fn presence_spans_nodes_and_expires() {
+    if !server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (a, b) = (node(&[&redis]).await, node(&[&redis]).await);
+    let entry = |client: &str, user: &str| PresenceEntry {
+        client: client.into(),
+        user: user.into(),
+        info: Bytes::from(format!(r#"{{"user":"{user}","client":"{client}"}}"#)),
+    };
+    let ttl = Duration::from_secs(60);
+    a.add_presence(&ch("room"), entry("c1", "u1"), ttl)
+        .await
+        .unwrap();
+    b.add_presence(&ch("room"), entry("c2", "u1"), ttl)
+        .await
+        .unwrap();
+    b.add_presence(&ch("room"), entry("c3", "u2"), ttl)
+        .await
+        .unwrap();
+    let stats = a.presence_stats(&ch("room")).await.unwrap();
+    assert_eq!((stats.clients, stats.users), (3, 2));
+    a.remove_presence(&ch("room"), "c2").await.unwrap();
+    let present = b.presence(&ch("room")).await.unwrap();
+    assert_eq!(present, [entry("c1", "u1"), entry("c3", "u2")]);
+
+    // A node that stops refreshing (it died): its entries go after their TTL.
+    b.add_presence(&ch("room"), entry("c9", "u9"), Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(a.presence_stats(&ch("room")).await.unwrap().clients, 3);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.presence_stats(&ch("room")).await.unwrap().clients, 2);
+    // …and a channel whose every entry expired leaves no key behind.
+    a.add_presence(&ch("gone"), entry("c1", "u1"), Duration::from_millis(100))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*gone*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[tokio::test]
+async fn projects_share_nothing_under_the_same_channel_name() {
+    if !server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (a, b) = (node(&[&redis]).await, node(&[&redis]).await);
+    let theirs = ChannelKey::new(uuid::Uuid::from_u128(2), "news");
+    let (mine_q, their_q) = (Queue::new(1 << 20), Queue::new(1 << 20));
+    a.subscribe(&ch("news"), &mine_q).await.unwrap();
+    b.subscribe(&theirs, &their_q).await.unwrap();
+    a.publish(&ch("news"), pubn("mine"), KEEP).await.unwrap();
+    assert_eq!(received(&mine_q).await, [r#"news:{"v":"mine"}"#]);
+    assert!(nothing(&their_q).await);
+    let h = b.history(&theirs, HistoryQuery::default()).await.unwrap();
+    assert!(h.publications.is_empty());
+    assert_eq!(h.position.offset, 0);
+    b.remove_history(&theirs).await.unwrap();
+    assert_eq!(
+        a.history(&ch("news"), HistoryQuery::default())
+            .await
+            .unwrap()
+            .publications
+            .len(),
+        1
+    );
+
+    let entry = PresenceEntry {
+        client: "c1".into(),
+        user: "u1".into(),
+        info: Bytes::from_static(b"{}"),
+    };
+    a.add_presence(&ch("news"), entry, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(b.presence(&theirs).await.unwrap().is_empty());
+    b.remove_presence(&theirs, "c1").await.unwrap();
+    assert_eq!(a.presence(&ch("news")).await.unwrap().len(), 1);
+    b.publish_presence_event(&theirs, Event::Join(Bytes::from_static(b"{}")))
+        .await
+        .unwrap();
+    assert!(
+        nothing(&mine_q).await,
+        "their join is not announced to my subscribers"
+    );
+    assert_eq!(a.channels(PROJECT).await.unwrap(), [("news".to_owned(), 1)]);
+    assert_eq!(a.channels(uuid::Uuid::from_u128(3)).await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn channels_spread_over_shards_and_each_works() {
+    if !server::available() {
+        return;
+    }
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let (a, b) = (node(&[&r1, &r2]).await, node(&[&r1, &r2]).await);
+    let mut queues = Vec::new();
+    for i in 0..20 {
+        let q = Queue::new(1 << 20);
+        b.subscribe(&ch(&format!("c{i}")), &q).await.unwrap();
+        queues.push(q);
+    }
+    for i in 0..20 {
+        a.publish(&ch(&format!("c{i}")), pubn(&i.to_string()), KEEP)
+            .await
+            .unwrap();
+    }
+    for (i, q) in queues.iter().enumerate() {
+        assert_eq!(received(q).await, [format!("c{i}:{{\"v\":\"{i}\"}}")]);
+        let h = b
+            .history(&ch(&format!("c{i}")), HistoryQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(h.publications.len(), 1);
+    }
+    let mut streams = Vec::new();
+    for r in [&r1, &r2] {
+        let mut conn = r.client().get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("tollgate.s.*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        streams.push(keys.len());
+    }
+    assert_eq!(streams.iter().sum::<usize>(), 20);
+    assert!(
+        streams.iter().all(|&n| n >= 3),
+        "both shards used: {streams:?}"
+    );
+    let listed = a.channels(PROJECT).await.unwrap();
+    assert_eq!(listed.len(), 20, "listing gathers every shard");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_an_error_and_an_empty_one_a_new_epoch() {
+    if !server::available() {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let a = node(&[&redis]).await;
+    let before = a.publish(&ch("c"), pubn("1"), KEEP).await.unwrap();
+    a.publish(&ch("c"), pubn("2"), KEEP).await.unwrap();
+
+    redis.stop();
+    let started = std::time::Instant::now();
+    let err = a.publish(&ch("c"), pubn("lost"), KEEP).await;
+    assert!(matches!(err, Err(BrokerError::Unavailable(_))), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "fails within the timeout"
+    );
+    assert!(a.history(&ch("c"), HistoryQuery::default()).await.is_err());
+    assert!(a.presence(&ch("c")).await.is_err());
+    assert!(a.ping().await.is_err());
+    wait_until("PUB/SUB down", || !a.is_receiving()).await;
+    assert!(
+        a.subscribe(&ch("new"), &Queue::new(1 << 20)).await.is_err(),
+        "a new subscription while Redis is away is a (temporary) error"
+    );
+
+    // Redis comes back empty: a new epoch, so a client's old position does not recover.
+    redis.restart();
+    let mut after = None;
+    for _ in 0..100 {
+        if let Ok(p) = a.publish(&ch("c"), pubn("3"), KEEP).await {
+            after = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = after.expect("publishing works again");
+    assert_ne!(after.epoch, before.epoch);
+    assert_eq!(after.offset, 1);
+    let h = a
+        .history(
+            &ch("c"),
+            HistoryQuery {
+                since: Some(&before),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!h.recovered && h.publications.is_empty());
+}
+
+#[tokio::test]
+async fn a_broken_pubsub_connection_resubscribes_and_says_what_may_be_lost() {
+    if !server::available() {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let a = node(&[&redis]).await;
+    let mut interruptions = a.interruptions().expect("Redis can lose deliveries");
+    let q = Queue::new(1 << 20);
+    a.subscribe(&ch("live"), &q).await.unwrap();
+
+    redis.restart();
+    let interruption = tokio::time::timeout(Duration::from_secs(10), interruptions.recv())
+        .await
+        .expect("announced")
+        .unwrap();
+    assert_eq!(interruption.cause, InterruptionCause::Reconnected);
+    assert_eq!(interruption.channels, [(ch("live"), vec![q.id()])]);
+
+    // Delivery works again, from another node too.
+    let b = node(&[&redis]).await;
+    b.publish(&ch("live"), pubn("again"), None).await.unwrap();
+    assert_eq!(received(&q).await, [r#"live:{"v":"again"}"#]);
+}
+
+#[tokio::test]
+async fn a_gap_in_offsets_is_announced() {
+    if !server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let a = node(&[&redis]).await;
+    let mut interruptions = a.interruptions().unwrap();
+    let q = Queue::new(1 << 20);
+    a.subscribe(&ch("g"), &q).await.unwrap();
+    a.publish(&ch("g"), pubn("1"), KEEP).await.unwrap();
+    received(&q).await;
+    // The stream is reset behind the node's back (its meta lost): the next publication
+    // carries a new epoch.
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("tollgate.m.{{{}:g}}", PROJECT.simple()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    a.publish(&ch("g"), pubn("2"), KEEP).await.unwrap();
+    received(&q).await;
+    let interruption = tokio::time::timeout(Duration::from_secs(2), interruptions.recv())
+        .await
+        .expect("announced")
+        .unwrap();
+    assert_eq!(interruption.cause, InterruptionCause::Gap);
+    assert_eq!(interruption.channels, [(ch("g"), vec![q.id()])]);
+}
+
+#[tokio::test]
+async fn memory_broker_announces_no_interruptions() {
+    let memory: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    assert!(memory.interruptions().is_none());
+}
