@@ -227,17 +227,17 @@ impl Dispatcher {
             let Some(local) = channels.get_mut(channel) else {
                 return;
             };
-            if let (Event::Publication(p), Some(epoch)) = (&message.event, message.epoch) {
-                if p.offset > 0 {
-                    let follows = local
-                        .last
-                        .as_ref()
-                        .is_none_or(|(e, o)| *e == epoch && p.offset == o + 1);
-                    if !follows {
-                        gap = Some((local.key.clone(), local.queues.keys().copied().collect()));
-                    }
-                    local.last = Some((epoch, p.offset));
+            if let (Event::Publication(p), Some(epoch)) = (&message.event, message.epoch)
+                && p.offset > 0
+            {
+                let follows = local
+                    .last
+                    .as_ref()
+                    .is_none_or(|(e, o)| *e == epoch && p.offset == o + 1);
+                if !follows {
+                    gap = Some((local.key.clone(), local.queues.keys().copied().collect()));
                 }
+                local.last = Some((epoch, p.offset));
             }
             let delivery = Delivery {
                 channel: local.key.name_arc().clone(),

@@ -18,8 +18,9 @@ const KEEP: Option<HistoryPolicy> = Some(HistoryPolicy {
 fn pubn(s: &str) -> NewPublication {
     NewPublication {
         data: Bytes::from(format!("{{\"v\":\"{s}\"}}")),
-        tags: (s == "1").then(|| Bytes::from_static(br#"{"k":"v"}"#)),
-        ..Default::default()
+        tags: (s == "5").then(|| Bytes::from_static(br#"{"k":"v"}"#)),
+        info: (s == "4").then(|| Bytes::from_static(br#"{"user":"u"}"#)),
+        meta: (s == "4").then(|| Bytes::from_static(br#"{"m":1}"#)),
     }
 }
 
@@ -50,10 +51,12 @@ impl Transcript {
                     "{}={}{}",
                     p.offset,
                     String::from_utf8_lossy(&p.data),
-                    p.tags.as_ref().map_or(String::new(), |t| format!(
-                        " tags {}",
-                        String::from_utf8_lossy(t)
-                    ))
+                    [("tags", &p.tags), ("info", &p.info), ("meta", &p.meta)]
+                        .iter()
+                        .filter_map(|(k, v)| v
+                            .as_ref()
+                            .map(|v| format!(" {k} {}", String::from_utf8_lossy(v))))
+                        .collect::<String>()
                 )
             })
             .collect();
