@@ -104,9 +104,7 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let broker = std::sync::Arc::new(tollgate_broker::MemoryBroker::new());
-        // Expired history and presence of channels nobody touches again are freed here.
-        let sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(30));
+        let (broker, sweeper) = open_broker(&self.config.broker).await?;
         let gateway = tollgate_gateway::Gateway::new(
             self.tollgate.clone(),
             broker,
@@ -135,9 +133,39 @@ impl App {
         // Upgraded sockets are not tracked by the HTTP server: give their close frames a
         // moment to go out before the process ends.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sessions.drained()).await;
-        sweeper.abort();
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         Ok(())
     }
+}
+
+/// The configured broker, and the in-process one's sweeper task.
+async fn open_broker(
+    setting: &config::BrokerSetting,
+) -> anyhow::Result<(
+    Arc<dyn tollgate_broker::Broker>,
+    Option<tokio::task::JoinHandle<()>>,
+)> {
+    Ok(match setting {
+        config::BrokerSetting::Memory => {
+            let broker = Arc::new(tollgate_broker::MemoryBroker::new());
+            // Expired history and presence of channels nobody touches again are freed here.
+            let sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(30));
+            (broker, Some(sweeper))
+        }
+        config::BrokerSetting::Redis(redis) => {
+            let broker = tollgate_broker::RedisBroker::new(redis.clone())
+                .map_err(|e| anyhow::anyhow!("broker_url: {e}"))?;
+            // Redis may come up after this node: serve anyway (broker calls fail with a
+            // temporary error meanwhile) and say so.
+            match broker.ping().await {
+                Ok(()) => tracing::info!(shards = redis.urls.len(), "Redis broker connected"),
+                Err(e) => tracing::warn!(error = %e, "Redis broker not reachable yet"),
+            }
+            (Arc::new(broker), None)
+        }
+    })
 }
 
 /// Resolves when the process receives SIGTERM or Ctrl-C.

@@ -228,6 +228,17 @@ pub struct Config {
     pub max_family_lifetime: i64,
     /// Whether JWKS URLs may name loopback, private and link-local addresses.
     pub jwks_allow_private_hosts: bool,
+    /// Where publications, history and presence live.
+    pub broker: BrokerSetting,
+}
+
+/// `broker_url`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerSetting {
+    /// In-process: one node (the default).
+    Memory,
+    /// Redis: one URL, or several sharded by channel; shared by every node of a cluster.
+    Redis(tollgate_broker::RedisConfig),
 }
 
 /// A configuration problem, naming the setting.
@@ -377,16 +388,24 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         _ => return Err(bad("sqlite_synchronous", "must be \"full\" or \"normal\"")),
     };
 
-    match raw.broker_url.as_str() {
-        "memory" => {}
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+    let broker = match raw.broker_url.as_str() {
+        "memory" => BrokerSetting::Memory,
+        url if url.starts_with("rediss://") || url.contains(",rediss://") => {
             return Err(bad(
                 "broker_url",
-                "the Redis broker is not available in this version; use \"memory\"",
+                "TLS to Redis (rediss://) is not available in this version; use redis://",
             ));
         }
-        _ => return Err(bad("broker_url", "must be \"memory\" or redis://…")),
-    }
+        url if url.starts_with("redis://") => BrokerSetting::Redis(
+            tollgate_broker::RedisConfig::from_broker_url(url).map_err(|e| bad("broker_url", e))?,
+        ),
+        _ => {
+            return Err(bad(
+                "broker_url",
+                "must be \"memory\" or redis://host:port[/db] (several, comma-separated, shard by channel)",
+            ));
+        }
+    };
 
     tracing_subscriber::EnvFilter::try_new(&raw.log)
         .map_err(|e| bad("log", format!("{:?} is not a log filter: {e}", raw.log)))?;
@@ -532,6 +551,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         refresh_reuse_leeway,
         max_family_lifetime,
         jwks_allow_private_hosts: raw.jwks.allow_private_hosts,
+        broker,
     })
 }
 
@@ -602,6 +622,31 @@ mod tests {
             loaded.warnings,
             ["unknown setting TOLLGATE_NOPE is ignored"]
         );
+    }
+
+    #[test]
+    fn broker_url_is_memory_or_redis_shards() {
+        let c = load(None, env(&[])).unwrap().config;
+        assert_eq!(c.broker, BrokerSetting::Memory);
+        let broker =
+            |url: &str| load(None, env(&[("TOLLGATE_BROKER_URL", url)])).map(|l| l.config.broker);
+        let Ok(BrokerSetting::Redis(r)) = broker("redis://127.0.0.1:6400/2") else {
+            panic!("one Redis")
+        };
+        assert_eq!(r.urls, ["redis://127.0.0.1:6400/2"]);
+        let Ok(BrokerSetting::Redis(r)) = broker("redis://a:1, redis://b:2") else {
+            panic!("two shards")
+        };
+        assert_eq!(r.urls, ["redis://a:1", "redis://b:2"]);
+        for bad in [
+            "redis://a:1,memory",
+            "rediss://a:1",
+            "redis://a:1,rediss://b:2",
+            "redis://[::1",
+        ] {
+            let err = broker(bad).expect_err(bad).to_string();
+            assert!(err.contains("TOLLGATE_BROKER_URL"), "{err}");
+        }
     }
 
     #[test]

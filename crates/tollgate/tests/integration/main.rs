@@ -9,6 +9,7 @@
 mod api;
 mod binary;
 mod centrifugo;
+mod cluster;
 mod fabric;
 mod gateway;
 mod gateway_channels;

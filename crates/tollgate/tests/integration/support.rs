@@ -177,6 +177,25 @@ impl TestServer {
         }
     }
 
+    /// What another node of the same installation needs: this server's database URL and
+    /// master key, as `TOLLGATE_*` settings.
+    pub(crate) fn shared_settings(&self) -> [(&'static str, String); 2] {
+        let database = match self.data.pg.as_ref().and_then(|pg| pg.0.as_ref()) {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}/tollgate.db", self.data.path().display()),
+        };
+        let key = self.secret_key.clone().unwrap_or_else(|| {
+            std::fs::read_to_string(self.data.path().join("tollgate.key"))
+                .unwrap()
+                .trim()
+                .to_owned()
+        });
+        [
+            ("TOLLGATE_DATABASE_URL", database),
+            ("TOLLGATE_SECRET_KEY", key),
+        ]
+    }
+
     /// The server's data directory (its SQLite file, when it runs on SQLite).
     pub(crate) fn dir(&self) -> &Path {
         self.data.path()
