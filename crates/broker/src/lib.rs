@@ -276,7 +276,8 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// Presence counts.
     async fn presence_stats(&self, channel: &ChannelKey) -> Result<PresenceStats, BrokerError>;
 
-    /// `project`'s channels with local subscribers, and how many.
+    /// `project`'s channels with subscribers, and how many: this node's for the in-process
+    /// broker; every live node's for a shared one (see [`RedisBroker`] for how fresh).
     async fn channels(&self, project: uuid::Uuid) -> Result<Vec<(String, usize)>, BrokerError>;
 
     /// Channels with local subscribers in all projects together (node statistics only:
