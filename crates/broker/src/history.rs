@@ -8,8 +8,11 @@ use std::sync::Arc;
 
 use crate::{History, HistoryQuery, Publication, StreamPosition};
 
-/// Answers `query` from `kept` (the channel's kept publications, oldest first) and the
-/// stream's current `position`.
+/// Answers `query` from `kept` and the stream's current `position`.
+///
+/// `kept` is the channel's kept publications, oldest first: all of them, or with `since`
+/// at least every one after it (whether recovery is complete only depends on those), or
+/// without `since` at least the `limit` oldest (newest with `reverse`).
 pub(crate) fn answer(
     kept: Vec<Arc<Publication>>,
     position: StreamPosition,

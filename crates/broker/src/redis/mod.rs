@@ -342,6 +342,15 @@ impl Broker for RedisBroker {
     ) -> Result<History, BrokerError> {
         let keys = self.names.channel(channel);
         let mut conn = self.shard(channel).conn.clone();
+        // Only what the answer can use crosses the wire: after `since` (all of it: whether
+        // recovery is complete depends on every entry after it), or the `limit` oldest or
+        // newest.
+        let since = query.since.map_or(String::new(), |s| s.offset.to_string());
+        let count = match (query.since, query.limit) {
+            (None, Some(limit)) => limit.to_string(),
+            _ => String::new(),
+        };
+        let newest = query.since.is_none() && query.reverse;
         let raw: Vec<Vec<u8>> = self
             .bounded(
                 scripts::HISTORY
@@ -349,6 +358,9 @@ impl Broker for RedisBroker {
                     .key(&keys.meta)
                     .arg(new_epoch())
                     .arg(millis(self.config.meta_ttl))
+                    .arg(since)
+                    .arg(count)
+                    .arg(if newest { "1" } else { "0" })
                     .invoke_async(&mut conn),
             )
             .await?;
@@ -372,6 +384,10 @@ impl Broker for RedisBroker {
                 // Left out: recovery across it then reports a gap, never skips silently.
                 None => tracing::warn!(id, "undecodable history entry"),
             }
+        }
+        if newest {
+            // Read newest first; the answer takes them oldest first.
+            kept.reverse();
         }
         Ok(crate::history::answer(
             kept,

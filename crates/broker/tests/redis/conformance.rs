@@ -190,5 +190,43 @@ pub(crate) async fn run(b: &dyn Broker, project: uuid::Uuid) -> Vec<String> {
     }
     b.publish(&s, pubn("s3"), KEEP).await.expect("publish");
     t.history("size change", &read(b, &s, None, None, false).await);
+    t.history("limit 0", &read(b, &s, None, Some(0), false).await);
+    t.history("newest 1", &read(b, &s, None, Some(1), true).await);
+
+    // A long expired front (more than one trimming batch) goes; what follows stays.
+    let long = ChannelKey::new(project, "long");
+    let brief = Some(HistoryPolicy {
+        size: 500,
+        ttl: Duration::from_millis(200),
+    });
+    for i in 0..250 {
+        b.publish(&long, pubn(&format!("l{i}")), brief)
+            .await
+            .expect("publish");
+    }
+    let mid = b
+        .publish(&long, pubn("kept1"), KEEP)
+        .await
+        .expect("publish");
+    b.publish(&long, pubn("kept2"), KEEP)
+        .await
+        .expect("publish");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.history(
+        "long front expired",
+        &read(b, &long, None, None, false).await,
+    );
+    t.history(
+        "since the first kept",
+        &read(b, &long, Some(&mid), Some(5), true).await,
+    );
+    let early = StreamPosition {
+        offset: 100,
+        epoch: mid.epoch.clone(),
+    };
+    t.history(
+        "since an expired one",
+        &read(b, &long, Some(&early), None, false).await,
+    );
     t.lines
 }
