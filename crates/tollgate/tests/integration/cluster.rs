@@ -15,9 +15,10 @@ use crate::support::TestServer;
 
 /// A `redis-server` of the test's own on a free port, persisting nothing; killed on drop.
 struct RedisServer {
+    binary: PathBuf,
     port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -37,26 +38,40 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .unwrap()
             .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut server = Self {
+            binary,
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(Self {
-            port,
-            child,
-            _dir: dir,
-        })
+    }
+
+    /// Kills the server, as a crash would.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn url(&self) -> String {
@@ -66,8 +81,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -139,5 +153,47 @@ async fn a_publication_on_one_node_reaches_subscribers_on_the_other() {
         }
         assert!(Instant::now() < deadline, "{channels}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_going_away_is_an_error_and_coming_back_resumes_delivery() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let a = TestServer::start_with(&[
+        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
+        ("TOLLGATE_BROKER_URL", url.as_str()),
+    ])
+    .await;
+    let all: Scopes = Scope::ALL.into_iter().collect();
+    let (project, token) = a.project_with(all).await;
+    let mut ws = subscriber(&a, &project, &token).await;
+
+    // Redis is gone: the server API says so in Centrifugo's shape, nothing is "published".
+    redis.stop();
+    let failed = api(&a, "publish", json!({"channel": "room", "data": {"n": 1}})).await;
+    assert_eq!(failed["error"]["code"], 100, "{failed}");
+    assert!(api(&a, "channels", json!({})).await["error"].is_object());
+
+    // Back (empty): delivery to the existing subscriber resumes once the node has
+    // resubscribed.
+    redis.spawn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = api(&a, "publish", json!({"channel": "room", "data": {"n": 2}})).await;
+        if n == json!({"result": {}}) {
+            let push = tokio::time::timeout(Duration::from_millis(500), async {
+                expect(&mut ws, |v| v.get("push").is_some()).await
+            })
+            .await;
+            if let Ok(push) = push {
+                assert_eq!(push["push"]["pub"]["data"], json!({"n": 2}));
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "delivery did not resume: {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
