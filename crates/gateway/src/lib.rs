@@ -157,11 +157,43 @@ impl std::ops::Deref for Gateway {
     }
 }
 
+/// Tells the connections whose deliveries the broker may have lost to resubscribe, until
+/// the broker goes away.
+async fn relay_interruptions(
+    mut interruptions: tokio::sync::broadcast::Receiver<Arc<tollgate_broker::Interruption>>,
+    registry: Arc<registry::Registry>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match interruptions.recv().await {
+            Ok(interruption) => {
+                for (channel, queues) in &interruption.channels {
+                    let control = Control::Resubscribe {
+                        channel: channel.name().to_owned(),
+                    };
+                    registry.send_to_queues(queues, &control);
+                }
+            }
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "broker interruptions missed; some clients keep a gap"
+                );
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 impl Gateway {
     /// A gateway over the service and a broker.
     #[must_use]
     pub fn new(tollgate: Tollgate, broker: Arc<dyn Broker>, settings: GatewaySettings) -> Self {
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        let registry: Arc<registry::Registry> = Arc::default();
+        if let Some(interruptions) = broker.interruptions() {
+            tokio::spawn(relay_interruptions(interruptions, registry.clone()));
+        }
         Self(Arc::new(Shared {
             tollgate,
             broker,
@@ -170,7 +202,7 @@ impl Gateway {
             stop,
             active: Arc::default(),
             idle: Arc::default(),
-            registry: Arc::default(),
+            registry,
             metrics: GatewayMetrics::default(),
             resumes: signalwire::Resumes::default(),
             origin_log: upgrade::RefusalLog::default(),

@@ -33,6 +33,10 @@ pub enum Control {
         expired: bool,
         expire_at: Option<i64>,
     },
+    /// The broker may have lost deliveries of this channel to this node (its connection
+    /// to a shared broker broke, or offsets jumped): the client should resubscribe and
+    /// recover from history (Centrifugo's "insufficient state").
+    Resubscribe { channel: String },
 }
 
 /// Control messages a connection may have waiting before more are dropped.
@@ -47,6 +51,9 @@ type Users = HashMap<String, HashMap<String, mpsc::Sender<Control>>>;
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     projects: Mutex<HashMap<ProjectId, Users>>,
+    /// The same connections by their queue's id: the broker names the queues that may
+    /// have missed deliveries.
+    queues: Mutex<HashMap<u64, mpsc::Sender<Control>>>,
 }
 
 impl Registry {
@@ -118,6 +125,41 @@ impl Registry {
             .count()
     }
 
+    /// Indexes a registered connection by its queue's id.
+    pub(crate) fn add_queue(&self, project: ProjectId, user: &str, client: &str, queue: u64) {
+        let tx = self
+            .lock()
+            .get(&project)
+            .and_then(|users| users.get(user))
+            .and_then(|clients| clients.get(client))
+            .cloned();
+        if let Some(tx) = tx {
+            self.lock_queues().insert(queue, tx);
+        }
+    }
+
+    /// Forgets a connection's queue.
+    pub(crate) fn remove_queue(&self, queue: u64) {
+        self.lock_queues().remove(&queue);
+    }
+
+    /// Sends `control` to the connections whose queues are `queues`. Returns how many
+    /// it reached.
+    pub(crate) fn send_to_queues(&self, queues: &[u64], control: &Control) -> usize {
+        let index = self.lock_queues();
+        queues
+            .iter()
+            .filter_map(|q| index.get(q))
+            .filter(|tx| tx.try_send(control.clone()).is_ok())
+            .count()
+    }
+
+    fn lock_queues(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Control>>> {
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Connected clients and distinct users on this node, all projects together.
     pub(crate) fn stats(&self) -> (usize, usize) {
         self.lock().values().fold((0, 0), |(clients, users), u| {
@@ -176,6 +218,22 @@ mod tests {
         r.remove(p2, "alice", "c2");
         assert_eq!(r.project_stats(p2), (0, 0));
         assert!(rx2.try_recv().is_err());
+    }
+
+    #[test]
+    fn connections_are_reached_by_their_queue() {
+        let r = Registry::default();
+        let p = ProjectId::new_random();
+        let mut rx = r.add(p, "u", "c", 0).expect("registered");
+        r.add_queue(p, "u", "c", 7);
+        r.add_queue(p, "u", "nobody", 8);
+        let resubscribe = Control::Resubscribe {
+            channel: "room".into(),
+        };
+        assert_eq!(r.send_to_queues(&[7, 8, 9], &resubscribe), 1);
+        assert!(matches!(rx.try_recv(), Ok(Control::Resubscribe { channel }) if channel == "room"));
+        r.remove_queue(7);
+        assert_eq!(r.send_to_queues(&[7], &resubscribe), 0);
     }
 
     #[test]

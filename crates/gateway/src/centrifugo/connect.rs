@@ -194,6 +194,19 @@ impl Session {
                 }
                 Ok((!pushes.is_empty()).then(|| pushes.join("\n")))
             }
+            Control::Resubscribe { channel } => {
+                if !self.c.subs.contains_key(&channel) {
+                    return Ok(None);
+                }
+                // Dropped here so the SDK's resubscribe is a fresh subscribe, recovering
+                // from the position it holds.
+                self.c.leave(&channel).await;
+                Ok(Some(protocol::push(
+                    &channel,
+                    "unsubscribe",
+                    json!({"code": protocol::unsubscribe::INSUFFICIENT_STATE, "reason": "insufficient state"}),
+                )))
+            }
             Control::Refresh { expired: true, .. } => {
                 Err(close(disconnect::CONNECTION_EXPIRED, "connection expired"))
             }

@@ -37,6 +37,8 @@ pub(crate) mod disconnect {
 pub(crate) mod unsubscribe {
     pub(crate) const SERVER: u32 = 2000;
     pub(crate) const EXPIRED: u32 = 2501;
+    /// The client resubscribes (code ≥ 2500) and recovers from its last position.
+    pub(crate) const INSUFFICIENT_STATE: u32 = 2500;
 }
 
 /// An error reply. Codes the SDKs should retry carry `temporary` (reference §2.10).

@@ -128,7 +128,7 @@ impl<S> Client<S> {
         let limit = self.gw.settings.max_connections_per_user;
         let scope = self.gw.project(grant.project);
         let rx = scope
-            .register(&grant.user, &self.id, limit)
+            .register(&grant.user, &self.id, self.queue.id(), limit)
             .ok_or(ConnectRefused::ConnectionLimit)?;
         self.control = Some(rx);
         self.expiry = grant
@@ -159,7 +159,7 @@ impl<S> Client<S> {
     pub(crate) async fn disconnect(&mut self) {
         self.leave_all().await;
         if let Some(c) = self.connected.take() {
-            c.scope.unregister(&c.grant.user, &self.id);
+            c.scope.unregister(&c.grant.user, &self.id, self.queue.id());
         }
         self.control = None;
         self.expiry = None;
@@ -317,7 +317,7 @@ impl<S> Drop for Client<S> {
     /// registry (presence entries expire on their own).
     fn drop(&mut self) {
         if let Some(c) = &self.connected {
-            c.scope.unregister(&c.grant.user, &self.id);
+            c.scope.unregister(&c.grant.user, &self.id, self.queue.id());
         }
         self.queue.close();
     }

@@ -167,19 +167,24 @@ impl ProjectScope {
         self.registry.project_stats(self.project)
     }
 
-    /// Registers a connection of `user` in this project under the per-user `limit`; where
-    /// its server API commands arrive, or `None` when the user is at the limit.
+    /// Registers a connection of `user` in this project (and its `queue`, by id) under the
+    /// per-user `limit`; where its server API commands arrive, or `None` when the user is at
+    /// the limit.
     pub(crate) fn register(
         &self,
         user: &str,
         client: &str,
+        queue: u64,
         limit: usize,
     ) -> Option<tokio::sync::mpsc::Receiver<Control>> {
-        self.registry.add(self.project, user, client, limit)
+        let rx = self.registry.add(self.project, user, client, limit)?;
+        self.registry.add_queue(self.project, user, client, queue);
+        Some(rx)
     }
 
     /// Forgets a connection of `user` in this project.
-    pub(crate) fn unregister(&self, user: &str, client: &str) {
+    pub(crate) fn unregister(&self, user: &str, client: &str, queue: u64) {
         self.registry.remove(self.project, user, client);
+        self.registry.remove_queue(queue);
     }
 }

@@ -342,6 +342,9 @@ impl SwSession {
                 }
                 (Vec::new(), None)
             }
+            // SignalWire's protocol has no recovery to resubscribe into: the subscription
+            // goes on, and what the broker lost is lost (as on SignalWire itself).
+            Control::Resubscribe { .. } => (Vec::new(), None),
             Control::Refresh { expired: true, .. } => {
                 (Vec::new(), Some(Some((close::EXPIRED, "token expired"))))
             }
