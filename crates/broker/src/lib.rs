@@ -284,6 +284,30 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// no names leave the broker).
     async fn channel_count(&self) -> Result<(usize, usize), BrokerError>;
 
+    /// The result remembered for a publish with idempotency `key` into `channel`, for a
+    /// broker shared by several nodes (so a retry sent to another node is not published
+    /// twice). `None` from a broker that remembers nothing (the in-process one: each node
+    /// keeps its own).
+    async fn idempotent_result(
+        &self,
+        _channel: &ChannelKey,
+        _key: &str,
+    ) -> Result<Option<Bytes>, BrokerError> {
+        Ok(None)
+    }
+
+    /// Remembers `result` for idempotency `key` in `channel` for `window` (see
+    /// [`Broker::idempotent_result`]).
+    async fn remember_idempotent(
+        &self,
+        _channel: &ChannelKey,
+        _key: &str,
+        _result: Bytes,
+        _window: Duration,
+    ) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
     /// Where the broker announces [`Interruption`]s, for a broker that can lose deliveries
     /// (one across a network). `None`: it never does (the in-process broker).
     fn interruptions(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<Interruption>>> {

@@ -60,6 +60,17 @@ impl Names {
         format!("{}.c.{}", self.prefix, Self::id(key))
     }
 
+    /// Where the result of a publish with idempotency `key` into `channel` is kept: the
+    /// key's length first, so no key of one channel can spell another channel's.
+    pub(super) fn idempotency(&self, channel: &ChannelKey, key: &str) -> String {
+        format!(
+            "{}.i.{}:{key}.{{{}}}",
+            self.prefix,
+            key.len(),
+            Self::id(channel)
+        )
+    }
+
     /// The hash where nodes announce `project`'s channels with local subscribers: field
     /// `<node id><name>` (the node id is 32 hex digits), value `<expires ms>:<count>`.
     pub(super) fn project_channels(&self, project: uuid::Uuid) -> String {
@@ -83,5 +94,8 @@ mod tests {
         let other = n.channel(&ChannelKey::new(uuid::Uuid::from_u128(8), "chat:room}1"));
         assert_ne!(other.pubsub, k.pubsub);
         assert_ne!(other.stream, k.stream);
+        // Idempotency keys: the key's length keeps channel and key apart.
+        let (a, ab) = (ChannelKey::new(p, "a"), ChannelKey::new(p, "a}b"));
+        assert_ne!(n.idempotency(&a, "b}c"), n.idempotency(&ab, "c"));
     }
 }

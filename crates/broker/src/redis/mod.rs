@@ -469,6 +469,44 @@ impl Broker for RedisBroker {
             .fold((0, 0), |(n, subs), (_, c)| (n + 1, subs + c)))
     }
 
+    async fn idempotent_result(
+        &self,
+        channel: &ChannelKey,
+        key: &str,
+    ) -> Result<Option<bytes::Bytes>, BrokerError> {
+        let mut conn = self.shard(channel).conn.clone();
+        let found: Option<Vec<u8>> = self
+            .bounded(
+                ::redis::cmd("GET")
+                    .arg(self.names.idempotency(channel, key))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(found.map(bytes::Bytes::from))
+    }
+
+    async fn remember_idempotent(
+        &self,
+        channel: &ChannelKey,
+        key: &str,
+        result: bytes::Bytes,
+        window: Duration,
+    ) -> Result<(), BrokerError> {
+        let mut conn = self.shard(channel).conn.clone();
+        // NX: the first publish's result stands, as on one node.
+        self.bounded(
+            ::redis::cmd("SET")
+                .arg(self.names.idempotency(channel, key))
+                .arg(result.as_ref())
+                .arg("PX")
+                .arg(millis(window).max(1))
+                .arg("NX")
+                .query_async::<Option<String>>(&mut conn),
+        )
+        .await
+        .map(drop)
+    }
+
     fn interruptions(&self) -> Option<broadcast::Receiver<Arc<Interruption>>> {
         Some(self.interruptions.subscribe())
     }

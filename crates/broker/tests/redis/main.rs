@@ -433,3 +433,43 @@ async fn memory_broker_announces_no_interruptions() {
     let memory: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
     assert!(memory.interruptions().is_none());
 }
+
+#[tokio::test]
+async fn idempotent_results_are_shared_by_the_nodes() {
+    if !server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (a, b) = (node(&[&redis]).await, node(&[&redis]).await);
+    let window = Duration::from_secs(60);
+    assert_eq!(a.idempotent_result(&ch("c"), "k").await.unwrap(), None);
+    a.remember_idempotent(&ch("c"), "k", Bytes::from_static(b"{\"offset\":1}"), window)
+        .await
+        .unwrap();
+    // The first result stands.
+    b.remember_idempotent(&ch("c"), "k", Bytes::from_static(b"{}"), window)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.idempotent_result(&ch("c"), "k").await.unwrap().as_deref(),
+        Some(&b"{\"offset\":1}"[..])
+    );
+    assert_eq!(
+        b.idempotent_result(&ch("d"), "k").await.unwrap(),
+        None,
+        "per channel"
+    );
+    let other = ChannelKey::new(uuid::Uuid::from_u128(2), "c");
+    assert_eq!(
+        b.idempotent_result(&other, "k").await.unwrap(),
+        None,
+        "per project"
+    );
+    // The in-process broker leaves it to each node.
+    let memory = MemoryBroker::new();
+    memory
+        .remember_idempotent(&ch("c"), "k", Bytes::from_static(b"{}"), window)
+        .await
+        .unwrap();
+    assert_eq!(memory.idempotent_result(&ch("c"), "k").await.unwrap(), None);
+}

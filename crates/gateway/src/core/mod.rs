@@ -74,6 +74,30 @@ impl ProjectScope {
             .await
     }
 
+    /// The result of an earlier publish into `channel` with idempotency `key`, as the
+    /// broker remembers it for every node (`None` from a broker that does not).
+    pub async fn idempotent_result(
+        &self,
+        channel: &str,
+        key: &str,
+    ) -> Result<Option<Bytes>, BrokerError> {
+        self.broker.idempotent_result(&self.key(channel), key).await
+    }
+
+    /// Remembers the `result` of a publish into `channel` with idempotency `key`, for
+    /// every node, for `window`.
+    pub async fn remember_idempotent(
+        &self,
+        channel: &str,
+        key: &str,
+        result: Bytes,
+        window: Duration,
+    ) -> Result<(), BrokerError> {
+        self.broker
+            .remember_idempotent(&self.key(channel), key, result, window)
+            .await
+    }
+
     /// Announces a join, leave or member update to `channel`'s subscribers.
     pub(crate) async fn announce(&self, channel: &str, event: Event) -> Result<(), BrokerError> {
         self.broker

@@ -404,6 +404,16 @@ async fn publish_one(
     {
         return Ok(result);
     }
+    // A retry may reach another node: a broker shared by the nodes remembers for them all.
+    if let Some(key) = idempotency_key {
+        let remembered = scope
+            .idempotent_result(channel, key)
+            .await
+            .map_err(|_| api_error(100, "internal server error"))?;
+        if let Some(result) = remembered.and_then(|r| serde_json::from_slice(&r).ok()) {
+            return Ok(result);
+        }
+    }
     let tags = match params.get("tags") {
         None | Some(Value::Null) => None,
         Some(Value::Object(t)) if t.values().all(Value::is_string) => {
@@ -440,6 +450,16 @@ async fn publish_one(
         state
             .idempotency
             .put(scope.project(), channel, key, result.clone());
+        // Best effort: the publication is out; a retry on another node within the window
+        // would publish again only if this write failed.
+        let _ = scope
+            .remember_idempotent(
+                channel,
+                key,
+                Bytes::from(result.to_string()),
+                crate::idempotency::WINDOW,
+            )
+            .await;
     }
     Ok(result)
 }

@@ -144,6 +144,20 @@ async fn a_publication_on_one_node_reaches_subscribers_on_the_other() {
     let push: Value = expect(&mut on_a, |v| v.get("push").is_some()).await;
     assert_eq!(push["push"]["pub"]["data"], json!({"n": 2}));
 
+    // An idempotency key is one key for the whole cluster: a retry through B of a publish
+    // made through A is not published again.
+    let once = json!({"channel": "room", "data": {"n": 3}, "idempotency_key": "k1"});
+    assert_eq!(
+        api(&a, "publish", once.clone()).await,
+        json!({"result": {}})
+    );
+    assert_eq!(api(&b, "publish", once).await, json!({"result": {}}));
+    api(&b, "publish", json!({"channel": "room", "data": {"n": 4}})).await;
+    for n in [3, 4] {
+        let push = expect(&mut on_a, |v| v.get("push").is_some()).await;
+        assert_eq!(push["push"]["pub"]["data"], json!({"n": n}), "no duplicate");
+    }
+
     // `channels` on either node counts the subscribers of both.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
