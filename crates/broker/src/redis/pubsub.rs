@@ -6,8 +6,9 @@
 //! local subscriber SUBSCRIBEs (and `subscribe` returns only once Redis confirmed, so a
 //! publication made after it is delivered), the last one leaving UNSUBSCRIBEs. Changes of
 //! the Redis subscription set are serialised by one async lock per shard, which also
-//! guards the connection's sink; joining a channel the node already receives takes no
-//! Redis round trip at all.
+//! guards the connection's sink, and first subscriptions queued meanwhile go out together
+//! in one SUBSCRIBE; joining a channel the node already receives takes no Redis round trip
+//! at all.
 //!
 //! PUB/SUB is at most once. When the connection breaks, the task reconnects with back-off,
 //! resubscribes to every channel that still has local subscribers, and announces an
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use ::redis::aio::PubSubSink;
 use futures_util::StreamExt;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 use super::codec;
 use super::keys::Names;
@@ -46,6 +47,14 @@ impl Local {
     }
 }
 
+/// First subscribers of a channel not yet subscribed in Redis, waiting for the next batch.
+#[derive(Debug)]
+struct Waiting {
+    key: ChannelKey,
+    queues: Vec<Arc<Queue>>,
+    waiters: Vec<oneshot::Sender<Result<Change, BrokerError>>>,
+}
+
 /// One shard's PUB/SUB state.
 #[derive(Debug)]
 pub(super) struct Dispatcher {
@@ -54,6 +63,8 @@ pub(super) struct Dispatcher {
     timeout: Duration,
     /// By PUB/SUB channel name.
     channels: Mutex<HashMap<String, Local>>,
+    /// Channels waiting for the next SUBSCRIBE batch, by PUB/SUB channel name.
+    pending: Mutex<HashMap<String, Waiting>>,
     /// The live connection's sink; `None` while disconnected. Held across every change of
     /// the Redis subscription set.
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
@@ -86,6 +97,7 @@ impl Dispatcher {
             names,
             timeout,
             channels: Mutex::default(),
+            pending: Mutex::default(),
             sink: tokio::sync::Mutex::new(None),
             up: AtomicBool::new(false),
             interruptions,
@@ -98,50 +110,104 @@ impl Dispatcher {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Whether the PUB/SUB connection is up.
     pub(super) fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
 
     /// Adds `queue` as a local subscriber of `key`, subscribing in Redis if it is the first.
+    ///
+    /// First subscribers of new channels are grouped: each queues its channel, and whoever
+    /// holds the sink next sends one SUBSCRIBE for every channel queued meanwhile and
+    /// answers all their waiters. A storm of subscriptions (a node restarting, every client
+    /// with a personal channel) then costs a few round trips, not one each in a row.
     pub(super) async fn subscribe(
         &self,
         key: &ChannelKey,
         queue: &Arc<Queue>,
     ) -> Result<Change, BrokerError> {
         let name = self.names.pubsub(key);
-        let add = |channels: &mut HashMap<String, Local>| match channels.get_mut(&name) {
-            Some(local) => {
-                local.queues.insert(queue.id(), Arc::downgrade(queue));
-                true
-            }
-            None => false,
-        };
-        if self.is_up() && add(&mut self.lock()) {
+        if self.is_up()
+            && let Some(local) = self.lock().get_mut(&name)
+        {
+            local.queues.insert(queue.id(), Arc::downgrade(queue));
             return Ok(Change::Local);
+        }
+        let (tx, mut rx) = oneshot::channel();
+        {
+            let mut pending = self.lock_pending();
+            let waiting = pending.entry(name).or_insert_with(|| Waiting {
+                key: key.clone(),
+                queues: Vec::new(),
+                waiters: Vec::new(),
+            });
+            waiting.queues.push(queue.clone());
+            waiting.waiters.push(tx);
         }
         let mut sink = self.sink.lock().await;
-        let Some(s) = sink.as_mut() else {
-            return Err(BrokerError::Unavailable(
-                "no PUB/SUB connection to Redis".into(),
-            ));
-        };
-        if add(&mut self.lock()) {
-            return Ok(Change::Local);
+        // Answered by a batch sent while this one waited for the sink?
+        if let Ok(result) = rx.try_recv() {
+            return result;
         }
-        tokio::time::timeout(self.timeout, s.subscribe(&name))
-            .await
-            .map_err(|e| unavailable("SUBSCRIBE", e))?
-            .map_err(|e| unavailable("SUBSCRIBE", e))?;
-        self.lock().insert(
-            name,
-            Local {
-                key: key.clone(),
-                queues: HashMap::from([(queue.id(), Arc::downgrade(queue))]),
+        let batch = std::mem::take(&mut *self.lock_pending());
+        let new: Vec<&str> = {
+            let channels = self.lock();
+            batch
+                .keys()
+                .filter(|n| !channels.contains_key(*n))
+                .map(String::as_str)
+                .collect()
+        };
+        let sent = match sink.as_mut() {
+            None => Err(BrokerError::Unavailable(
+                "no PUB/SUB connection to Redis".into(),
+            )),
+            Some(_) if new.is_empty() => Ok(()),
+            Some(s) => tokio::time::timeout(self.timeout, s.subscribe(&new))
+                .await
+                .map_err(|e| unavailable("SUBSCRIBE", e))
+                .and_then(|r| r.map_err(|e| unavailable("SUBSCRIBE", e))),
+        };
+        let new: std::collections::HashSet<String> = new.into_iter().map(str::to_owned).collect();
+        let mut channels = self.lock();
+        for (name, waiting) in batch {
+            if let Err(e) = &sent {
+                for waiter in waiting.waiters {
+                    let _ = waiter.send(Err(e.clone()));
+                }
+                continue;
+            }
+            let first = new.contains(&name);
+            let local = channels.entry(name).or_insert_with(|| Local {
+                key: waiting.key,
+                queues: HashMap::new(),
                 last: None,
-            },
-        );
-        Ok(Change::Redis)
+            });
+            for q in &waiting.queues {
+                local.queues.insert(q.id(), Arc::downgrade(q));
+            }
+            for (i, waiter) in waiting.waiters.into_iter().enumerate() {
+                let change = if first && i == 0 {
+                    Change::Redis
+                } else {
+                    Change::Local
+                };
+                let _ = waiter.send(Ok(change));
+            }
+        }
+        drop(channels);
+        drop(sink);
+        rx.try_recv().unwrap_or_else(|_| {
+            Err(BrokerError::Unavailable(
+                "subscription lost in a batch".into(),
+            ))
+        })
     }
 
     /// Removes `queue` from `key`'s local subscribers, unsubscribing in Redis if it was the

@@ -473,3 +473,36 @@ async fn idempotent_results_are_shared_by_the_nodes() {
         .unwrap();
     assert_eq!(memory.idempotent_result(&ch("c"), "k").await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_subscriptions_are_batched_and_all_delivered() {
+    if !server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let (a, b) = (Arc::new(node(&[&redis]).await), node(&[&redis]).await);
+    // 50 channels, 4 subscribers each, all at once.
+    let subs: Vec<(String, Arc<Queue>)> = (0..200)
+        .map(|i| (format!("c{}", i % 50), Queue::new(1 << 20)))
+        .collect();
+    let tasks: Vec<_> = subs
+        .iter()
+        .map(|(name, q)| {
+            let (a, key, q) = (a.clone(), ch(name), q.clone());
+            tokio::spawn(async move { a.subscribe(&key, &q).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(a.channel_count().await.unwrap(), (50, 200));
+    for i in 0..50 {
+        b.publish(&ch(&format!("c{i}")), pubn(&i.to_string()), None)
+            .await
+            .unwrap();
+    }
+    for (name, q) in &subs {
+        let i = &name[1..];
+        assert_eq!(received(q).await, [format!("{name}:{{\"v\":\"{i}\"}}")]);
+    }
+}
