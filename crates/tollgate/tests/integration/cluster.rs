@@ -213,3 +213,79 @@ async fn redis_going_away_is_an_error_and_coming_back_asks_subscribers_to_recove
     let push = expect(&mut ws, |v| v["push"].get("pub").is_some()).await;
     assert_eq!(push["push"]["pub"]["data"], json!({"n": 2}));
 }
+
+#[tokio::test]
+async fn signalwire_chat_members_on_two_nodes_chat_and_see_each_other() {
+    use crate::signalwire_ws::{Rpc, connect_params, mint};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let a = TestServer::start_with(&[("TOLLGATE_BROKER_URL", url.as_str())]).await;
+    let (project, api_token) = a.project().await;
+    let shared = a.shared_settings();
+    let mut env = vec![("TOLLGATE_BROKER_URL", url.as_str())];
+    env.extend(shared.iter().map(|(k, v)| (*k, v.as_str())));
+    let b = TestServer::start_with(&env).await;
+    let auth = (project.as_str(), api_token.as_str());
+
+    let member = |id: &str| {
+        json!({"ttl": 10, "member_id": id,
+               "channels": {"room": {"read": true, "write": true}}})
+    };
+    let alice_token = mint(&a, auth, "chat", member("alice")).await;
+    let bob_token = mint(&b, auth, "chat", member("bob")).await;
+    let mut alice = Rpc::open(&a).await;
+    let r = alice
+        .call("signalwire.connect", connect_params(&alice_token))
+        .await;
+    assert!(r["result"].is_object(), "{r}");
+    let events = json!(["chat.message", "chat.member.joined"]);
+    let r = alice
+        .call(
+            "chat.subscribe",
+            json!({"channels": [{"name": "room"}], "events": events}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+
+    let mut bob = Rpc::open(&b).await;
+    bob.call("signalwire.connect", connect_params(&bob_token))
+        .await;
+    let r = bob
+        .call(
+            "chat.subscribe",
+            json!({"channels": [{"name": "room"}], "events": events}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+
+    // Bob's join, announced on node B, reaches Alice on node A.
+    // (Her own join comes first.)
+    alice
+        .until(|v| {
+            v["params"]["event_type"] == "chat.member.joined"
+                && v["params"]["params"]["member"]["id"] == "bob"
+        })
+        .await;
+    // Members of both nodes are present in the channel.
+    let r = alice
+        .call("chat.members.get", json!({"channel": "room"}))
+        .await;
+    let ids: Vec<&str> = r["result"]["members"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(ids.contains(&"alice") && ids.contains(&"bob"), "{r}");
+
+    let r = bob
+        .call(
+            "chat.publish",
+            json!({"channel": "room", "content": "hi from B"}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+    let msg = alice.event("chat.channel.message").await;
+    assert_eq!(msg["message"]["content"], "hi from B");
+    assert_eq!(msg["message"]["member"]["id"], "bob");
+}
