@@ -289,3 +289,112 @@ async fn signalwire_chat_members_on_two_nodes_chat_and_see_each_other() {
     assert_eq!(msg["message"]["content"], "hi from B");
     assert_eq!(msg["message"]["member"]["id"], "bob");
 }
+
+const HISTORY_CONFIG: &str = r#"
+[gateway]
+presence_update_interval = "200ms"
+
+[gateway.namespaces.chat]
+presence = true
+history_size = 10
+history_ttl = "5m"
+allow_recovery = true
+allow_subscribe_for_client = true
+allow_presence_for_subscriber = true
+"#;
+
+/// A Centrifugo client of `node` connected as `user` (HS256 token with the shared secret).
+async fn connect_as(node: &TestServer, user: &str) -> crate::gateway::Ws {
+    let claims = json!({"sub": user, "exp": crate::support::now() + 600});
+    let token = crate::gateway_channels::hs256(&claims);
+    let mut ws = open(node).await;
+    send(
+        &mut ws,
+        &json!({"id": 1, "connect": {"token": token}}).to_string(),
+    )
+    .await;
+    let reply = expect(&mut ws, |v| v["id"] == 1).await;
+    assert!(reply["connect"].is_object(), "{reply}");
+    ws
+}
+
+async fn call(ws: &mut crate::gateway::Ws, id: u64, method: &str, params: Value) -> Value {
+    let mut cmd = json!({ "id": id });
+    cmd[method] = params;
+    send(ws, &cmd.to_string()).await;
+    expect(ws, |v| v["id"] == id).await
+}
+
+#[tokio::test]
+async fn a_client_recovers_on_another_node_and_presence_spans_both() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let common = [
+        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
+        (
+            "TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY",
+            crate::gateway_channels::SECRET,
+        ),
+        ("TOLLGATE_BROKER_URL", url.as_str()),
+    ];
+    let a = TestServer::start_with_config(HISTORY_CONFIG, &common).await;
+    // The one project the deployment-wide credentials act for.
+    a.project().await;
+    let shared = a.shared_settings();
+    let mut env: Vec<(&str, &str)> = common.to_vec();
+    env.extend(shared.iter().map(|(k, v)| (*k, v.as_str())));
+    let b = TestServer::start_with_config(HISTORY_CONFIG, &env).await;
+
+    // Alice on B takes a position; Bob on A is present too.
+    let mut alice = connect_as(&b, "alice").await;
+    let sub = call(
+        &mut alice,
+        2,
+        "subscribe",
+        json!({"channel": "chat:1", "recoverable": true}),
+    )
+    .await;
+    let epoch = sub["subscribe"]["epoch"]
+        .as_str()
+        .expect("positioned")
+        .to_owned();
+    assert_eq!(sub["subscribe"]["offset"], 0, "{sub}");
+    let mut bob = connect_as(&a, "bob").await;
+    call(&mut bob, 2, "subscribe", json!({"channel": "chat:1"})).await;
+    let stats = api(&b, "presence_stats", json!({"channel": "chat:1"})).await;
+    assert_eq!(stats, json!({"result": {"num_clients": 2, "num_users": 2}}));
+
+    // Alice's node goes away; two publications through A while she is gone.
+    drop(alice);
+    drop(b);
+    for n in 1..=2 {
+        let res = api(
+            &a,
+            "publish",
+            json!({"channel": "chat:1", "data": {"n": n}}),
+        )
+        .await;
+        assert_eq!(res["result"]["offset"], n, "{res}");
+        assert_eq!(res["result"]["epoch"], epoch.as_str());
+    }
+    // She comes back on A and recovers both from the shared history.
+    let mut alice = connect_as(&a, "alice").await;
+    let back = call(
+        &mut alice,
+        2,
+        "subscribe",
+        json!({"channel": "chat:1", "recover": true, "recoverable": true, "offset": 0, "epoch": epoch}),
+    )
+    .await;
+    let r = &back["subscribe"];
+    assert_eq!(r["recovered"], true, "{back}");
+    let data: Vec<&Value> = r["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| &p["data"])
+        .collect();
+    assert_eq!(data, [&json!({"n": 1}), &json!({"n": 2})]);
+}
