@@ -1,6 +1,8 @@
 //! Two Tollgate nodes of one installation (one database, one master key) on one private
-//! `redis-server`: what is published through one node reaches WebSocket subscribers on
-//! the other.
+//! `redis-server`: publications, join/leave and presence cross nodes in both protocols,
+//! idempotency keys hold across nodes, a client recovers on another node from the shared
+//! history, and a Redis that goes away fails publishes and, back, asks subscribers to
+//! recover.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
