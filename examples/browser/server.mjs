@@ -131,6 +131,10 @@ const server = createServer(async (req, res) => {
       res.end(JSON.stringify(body));
       return;
     }
+    if (path === '/favicon.ico') {
+      res.writeHead(204).end();
+      return;
+    }
     const file = req.method === 'GET' ? files[path] : undefined;
     if (!file) {
       res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
