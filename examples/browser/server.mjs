@@ -111,6 +111,8 @@ const routes = {
     return { token, channel: 'lobby' };
   },
   // What your backend does when something happens for a user: publish with the server API.
+  // (A demo button drives it here; a real backend publishes on its own events, and would
+  // never publish to a channel a page names without checking who is asking.)
   async 'POST /publish'(req) {
     const { user, data } = await readJson(req);
     if (!userId(user)) return [422, { error: 'user: a UUID' }];

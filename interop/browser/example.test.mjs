@@ -109,7 +109,13 @@ async function open(url) {
   const page = await context.newPage();
   page.responses = [];
   page.socketErrors = [];
+  page.bodies = []; // the texts of the app backend's JSON answers
   page.on('response', (r) => page.responses.push({ url: r.url(), method: r.request().method(), status: r.status(), headers: r.headers() }));
+  page.on('requestfinished', (req) => {
+    if (req.url().startsWith(new URL(url).origin) && req.method() === 'POST') {
+      page.bodies.push(within(req.response().then((r) => r.text()), `the body of POST ${req.url()}`));
+    }
+  });
   page.on('websocket', (ws) => ws.on('socketerror', (e) => page.socketErrors.push(e)));
   await within(page.goto(url), `GET ${url}`, PAGE_MS);
   return page;
@@ -171,12 +177,18 @@ test('Centrifugo page on another origin: tokens over CORS, then a server API pub
     const answer = await serverApi({ id: 1, method: 'publish', params: { channel, data } });
     assert.equal(answer.error, undefined, JSON.stringify(answer));
     await until(page, (n) => window.example.publications.length >= n, 'the server API publication', 1);
+    const publishAnswered = page.waitForEvent('requestfinished', (req) => req.url() === `${allowed}/publish`);
     await page.click('#publish');
+    await within(publishAnswered, "the backend's answer to POST /publish", PAGE_MS);
     await until(page, (n) => window.example.publications.length >= n, "the backend's publication", 2);
     const got = await page.evaluate(() => window.example.publications);
     assert.deepEqual(got, [data, { event: 'notification.created', text: 'hello #1 from the backend' }]);
     assert.deepEqual(await page.locator('#publications li').allInnerTexts(), got.map((d) => JSON.stringify(d)));
     assert.deepEqual(await page.evaluate(() => window.example.errors), []);
+    // The backend handed the page a SAT, never the project's credentials.
+    const bodies = await Promise.all(page.bodies);
+    assert.equal(bodies.length, 2, 'the page saw the sign-in and publish answers');
+    for (const secret of [project.api_token, serverKey.key]) assert.ok(!bodies.some((b) => b.includes(secret)), 'a secret reached the page');
     if (SHOTS) await page.screenshot({ path: join(SHOTS, 'browser-example.png'), fullPage: true });
   } finally {
     await page.context().close();

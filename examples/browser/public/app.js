@@ -103,7 +103,8 @@ try {
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ user: session.user, data }),
     });
-    if (!res.ok) log(`publish failed: ${res.status} ${await res.text()}`, 'error');
+    const answer = await res.text();
+    if (!res.ok) log(`publish failed: ${res.status} ${answer}`, 'error');
   });
 } catch (e) {
   setState('failed');
