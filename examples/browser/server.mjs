@@ -76,6 +76,12 @@ const files = {
   '/vendor/centrifuge.mjs': join(NODE_MODULES, 'centrifuge', 'build', 'index.mjs'),
   '/vendor/signalwire.js': join(NODE_MODULES, '@signalwire', 'js', 'dist', 'index.umd.js'),
 };
+for (const path of [files['/vendor/centrifuge.mjs'], files['/vendor/signalwire.js']]) {
+  if (!existsSync(path)) {
+    console.error(`server.mjs: ${path} is missing: run \`npm ci --prefix examples/browser\` first (or set NODE_MODULES)`);
+    process.exit(2);
+  }
+}
 const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css' };
 
 async function readJson(req) {
