@@ -121,9 +121,19 @@ impl Server {
         )
         .unwrap();
         let database = format!("sqlite://{}/tollgate.db", dir.display());
-        // The installation's one project: the shared secret and API key act for it.
+        // The installation's one project: the shared secret and API key act for it. The
+        // CLI creates a database only when asked to; a baseline build from before that
+        // flag existed creates it anyway.
+        let help = std::process::Command::new(bin)
+            .arg("--help")
+            .output()
+            .expect("tollgate --help");
+        let mut args = vec!["project", "create", "--name", "load", "--json"];
+        if String::from_utf8_lossy(&help.stdout).contains("--create-database") {
+            args.push("--create-database");
+        }
         let created = std::process::Command::new(bin)
-            .args(["project", "create", "--name", "load", "--json"])
+            .args(&args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("TOLLGATE_DATABASE_URL", &database)

@@ -17,6 +17,7 @@ use tollgate_token::{ProjectId, Scopes};
 
 use crate::App;
 use crate::config::{self, Config, LogFormat};
+use crate::startup::OnMissingDatabase;
 
 /// Tollgate issues short-lived access tokens for real-time channels and enforces them at
 /// its own WebSocket gateway.
@@ -26,6 +27,13 @@ pub struct Cli {
     /// TOML configuration file. Every setting can also be given as a TOLLGATE_* variable.
     #[arg(long, global = true, env = "TOLLGATE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Let an administrative command create the SQLite database when there is none yet.
+    /// Without it the command refuses, naming the path it looked at, so a command run from
+    /// another directory cannot quietly start a second installation. (`serve` always
+    /// creates it.)
+    #[arg(long, global = true)]
+    pub create_database: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -335,7 +343,12 @@ pub async fn run(cli: Cli) -> i32 {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    match execute(cli.command, loaded.config).await {
+    let missing = if cli.create_database {
+        OnMissingDatabase::Create
+    } else {
+        OnMissingDatabase::Refuse
+    };
+    match execute(cli.command, loaded.config, missing).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("tollgate: {e:#}");
@@ -384,11 +397,15 @@ fn print(output: Output, value: &serde_json::Value, text: &str) -> anyhow::Resul
     Ok(())
 }
 
-async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
+async fn execute(
+    command: Command,
+    config: Config,
+    missing: OnMissingDatabase,
+) -> anyhow::Result<()> {
     if let Command::Serve = command {
         return serve(config).await;
     }
-    let app = App::build(config).await?;
+    let app = App::open(config, missing).await?;
     let svc = &app.tollgate;
     let svc_err = |e: tollgate_service::ServiceError| anyhow::anyhow!("{e}");
     match command {
@@ -700,6 +717,7 @@ async fn server_key(
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let app = App::build(config).await?;
+    app.log_startup();
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (TOLLGATE_LISTEN)"))?;

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod master_key;
+pub mod startup;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,18 +19,32 @@ use tollgate_service::{Settings, SystemClock, Tollgate};
 use tollgate_store::SqlStore;
 
 use crate::config::Config;
+use crate::startup::{OnMissingDatabase, Opened};
 
 /// A configured Tollgate, ready to serve or to run administrative commands.
 #[derive(Debug, Clone)]
 pub struct App {
     pub tollgate: Tollgate,
     config: Config,
+    opened: Opened,
 }
 
 impl App {
     /// Opens the database (creating and migrating it if needed), loads the master key and
     /// builds the services.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::open(config, OnMissingDatabase::Create).await
+    }
+
+    /// As [`App::build`], but with a choice about a SQLite database that does not exist
+    /// yet: the CLI refuses it unless told otherwise, so a command run from the wrong
+    /// directory cannot start a second installation.
+    pub async fn open(config: Config, missing: OnMissingDatabase) -> anyhow::Result<Self> {
+        if missing == OnMissingDatabase::Refuse {
+            startup::check_database_exists(&config.database)?;
+        }
+        startup::check_key_exists(&config.master_key, &config.database)?;
+        let created_database = !startup::database_exists(&config.database);
         // The database first (the store creates a SQLite file and its directory owner-only):
         // a wrong URL must not leave a fresh key file behind.
         let options = tollgate_store::SqlOptions {
@@ -38,7 +53,7 @@ impl App {
         let store = SqlStore::connect_with(&config.database.url(), options)
             .await
             .context("cannot open the database (TOLLGATE_DATABASE_URL)")?;
-        let master = master_key::load(&config.master_key)?;
+        let (master, created_key) = master_key::load(&config.master_key)?;
         let settings = Settings {
             issuer: config.issuer.clone(),
             public_gateway_url: config.public_gateway_url.clone(),
@@ -61,7 +76,26 @@ impl App {
         let tollgate = Tollgate::new(Arc::new(store), &master, settings, Arc::new(SystemClock))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Self { tollgate, config })
+        Ok(Self {
+            tollgate,
+            config,
+            opened: Opened {
+                created_database,
+                created_key,
+            },
+        })
+    }
+
+    /// What opening this installation created.
+    #[must_use]
+    pub fn opened(&self) -> Opened {
+        self.opened
+    }
+
+    /// Logs the database, the master key and the optional features that are off: what an
+    /// operator should know before the first request.
+    pub fn log_startup(&self) {
+        startup::log(&self.config, self.opened);
     }
 
     /// Serves every endpoint on `listener` until `shutdown` resolves.
@@ -69,7 +103,7 @@ impl App {
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+) -> anyhow::Result<()> {
         let broker = std::sync::Arc::new(tollgate_broker::MemoryBroker::new());
         // Expired history and presence of channels nobody touches again are freed here.
         let sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(30));

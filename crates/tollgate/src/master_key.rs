@@ -27,19 +27,18 @@ pub fn decode(text: &str) -> Result<MasterKey, String> {
 }
 
 /// Resolves the configured master key, creating the key file if it does not exist yet.
-pub fn load(source: &MasterKeySource) -> anyhow::Result<MasterKey> {
+/// The flag says whether this call created it (start-up asks the operator to back it up).
+pub fn load(source: &MasterKeySource) -> anyhow::Result<(MasterKey, bool)> {
     match source {
-        MasterKeySource::Inline(secret) => {
-            decode(secret.expose()).map_err(|e| anyhow::anyhow!("TOLLGATE_SECRET_KEY: {e}"))
-        }
+        MasterKeySource::Inline(secret) => decode(secret.expose())
+            .map(|key| (key, false))
+            .map_err(|e| anyhow::anyhow!("TOLLGATE_SECRET_KEY: {e}")),
         MasterKeySource::File(path) => load_or_create_file(path),
     }
 }
 
-fn load_or_create_file(path: &Path) -> anyhow::Result<MasterKey> {
-    if !path.exists() {
-        create_file(path)?;
-    }
+fn load_or_create_file(path: &Path) -> anyhow::Result<(MasterKey, bool)> {
+    let created = !path.exists() && create_file(path)?;
     let meta = fs::metadata(path).with_context(|| format!("key file {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         bail!(
@@ -49,13 +48,14 @@ fn load_or_create_file(path: &Path) -> anyhow::Result<MasterKey> {
         );
     }
     let text = fs::read_to_string(path).with_context(|| format!("key file {}", path.display()))?;
-    decode(&text).map_err(|e| anyhow::anyhow!("key file {}: {e}", path.display()))
+    let key = decode(&text).map_err(|e| anyhow::anyhow!("key file {}: {e}", path.display()))?;
+    Ok((key, created))
 }
 
 /// Writes a new random key so that concurrent first starts (a server and a CLI command)
 /// agree on one key: write a private temporary file, then hard-link it into place, which
-/// fails if another process got there first.
-fn create_file(path: &Path) -> anyhow::Result<()> {
+/// fails if another process got there first. Returns whether this process wrote the key.
+fn create_file(path: &Path) -> anyhow::Result<bool> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -77,8 +77,8 @@ fn create_file(path: &Path) -> anyhow::Result<()> {
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
     }
 }
@@ -91,8 +91,9 @@ mod tests {
     fn creates_once_then_reuses_a_private_key_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/tollgate.key");
-        let a = load_or_create_file(&path).unwrap();
-        let b = load_or_create_file(&path).unwrap();
+        let (a, created_a) = load_or_create_file(&path).unwrap();
+        let (b, created_b) = load_or_create_file(&path).unwrap();
+        assert!(created_a && !created_b, "only the first load creates the file");
         assert_eq!(a.expose_bytes(), b.expose_bytes());
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,

@@ -25,6 +25,11 @@ use serde::{Deserialize, Serialize};
 pub struct Secret(String);
 
 impl Secret {
+    #[cfg(test)]
+    pub(crate) fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
     /// The secret text.
     #[must_use]
     pub fn expose(&self) -> &str {

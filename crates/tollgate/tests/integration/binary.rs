@@ -79,9 +79,25 @@ fn serve(dir: &Path) -> Served {
 #[test]
 fn project_create_prints_exactly_the_contract_json() {
     let dir = tempfile::tempdir().unwrap();
-    let v = json_out(
+    // Run where no installation is, the CLI refuses rather than start a second one,
+    // naming the absolute path it looked at and the way out; nothing is created.
+    let (code, stdout, stderr) = run(
         dir.path(),
         &["project", "create", "--name", "demo", "--json"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let expected_db = dir.path().join("tollgate-data/tollgate.db");
+    assert!(
+        stderr.contains(&format!("no Tollgate database at {}", expected_db.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--create-database"), "{stderr}");
+    assert!(!dir.path().join("tollgate-data").exists());
+
+    let v = json_out(
+        dir.path(),
+        &["project", "create", "--name", "demo", "--json", "--create-database"],
     );
     let obj = v.as_object().unwrap();
     assert_eq!(obj.len(), 2, "{v}");
@@ -118,6 +134,15 @@ fn project_create_prints_exactly_the_contract_json() {
     );
     assert_eq!(code, 1);
     assert!(stderr.contains("unknown scope \"admin\""), "{stderr}");
+
+    // A database whose master key went missing is refused, not given a new key that
+    // could not read what the old one sealed.
+    std::fs::remove_file(dir.path().join("tollgate-data/tollgate.key")).unwrap();
+    let (code, _, stderr) = run(dir.path(), &["project", "list", "--json"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("master key file"), "{stderr}");
+    assert!(stderr.contains("restore the key"), "{stderr}");
+    assert!(!dir.path().join("tollgate-data/tollgate.key").exists());
 }
 
 #[test]
@@ -168,11 +193,27 @@ fn help_describes_every_subcommand() {
 #[test]
 fn serve_mints_while_the_cli_administers_then_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();
+    // `serve` creates the installation and says so before the first request: where the
+    // database and the new master key are, and which optional features are off.
+    let mut server = serve(dir.path());
+    {
+        let logs = server.stderr.lock().unwrap().clone();
+        let db = dir.path().join("tollgate-data/tollgate.db");
+        let key = dir.path().join("tollgate-data/tollgate.key");
+        for expected in [
+            "created a new, empty database".to_owned(),
+            db.display().to_string(),
+            "created a new master key: back this file up now".to_owned(),
+            key.display().to_string(),
+            "off: Centrifugo server API".to_owned(),
+            "gateway.allowed_origins".to_owned(),
+        ] {
+            assert!(logs.contains(&expected), "{expected:?} not in {logs}");
+        }
+    }
     let created = json_out(dir.path(), &["project", "create", "--name", "p", "--json"]);
     let project = created["project_id"].as_str().unwrap().to_owned();
     let first = created["api_token"].as_str().unwrap().to_owned();
-
-    let mut server = serve(dir.path());
     let client = reqwest::blocking::Client::new();
     let mint = |token: &str| {
         client
