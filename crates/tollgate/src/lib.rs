@@ -103,7 +103,7 @@ impl App {
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+    ) -> anyhow::Result<()> {
         let broker = std::sync::Arc::new(tollgate_broker::MemoryBroker::new());
         // Expired history and presence of channels nobody touches again are freed here.
         let sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(30));

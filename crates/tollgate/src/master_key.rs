@@ -93,7 +93,10 @@ mod tests {
         let path = dir.path().join("sub/tollgate.key");
         let (a, created_a) = load_or_create_file(&path).unwrap();
         let (b, created_b) = load_or_create_file(&path).unwrap();
-        assert!(created_a && !created_b, "only the first load creates the file");
+        assert!(
+            created_a && !created_b,
+            "only the first load creates the file"
+        );
         assert_eq!(a.expose_bytes(), b.expose_bytes());
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,

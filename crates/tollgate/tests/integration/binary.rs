@@ -89,7 +89,10 @@ fn project_create_prints_exactly_the_contract_json() {
     assert!(stdout.is_empty(), "{stdout}");
     let expected_db = dir.path().join("tollgate-data/tollgate.db");
     assert!(
-        stderr.contains(&format!("no Tollgate database at {}", expected_db.display())),
+        stderr.contains(&format!(
+            "no Tollgate database at {}",
+            expected_db.display()
+        )),
         "{stderr}"
     );
     assert!(stderr.contains("--create-database"), "{stderr}");
@@ -97,7 +100,14 @@ fn project_create_prints_exactly_the_contract_json() {
 
     let v = json_out(
         dir.path(),
-        &["project", "create", "--name", "demo", "--json", "--create-database"],
+        &[
+            "project",
+            "create",
+            "--name",
+            "demo",
+            "--json",
+            "--create-database",
+        ],
     );
     let obj = v.as_object().unwrap();
     assert_eq!(obj.len(), 2, "{v}");
