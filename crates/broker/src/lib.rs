@@ -313,4 +313,17 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     fn interruptions(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<Interruption>>> {
         None
     }
+
+    /// Sends an opaque control message (the gateway's server API commands) to every
+    /// *other* node sharing this broker: at most once, like Centrifugo's control channel.
+    /// The in-process broker has no other node, so there is nothing to send.
+    async fn publish_control(&self, _payload: Bytes) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// Where control messages from other nodes arrive (never this node's own). `None`: a
+    /// broker with no other nodes (the in-process one).
+    fn control(&self) -> Option<tokio::sync::broadcast::Receiver<Bytes>> {
+        None
+    }
 }

@@ -11,6 +11,7 @@
 //! namespace, from its `allow_*` options. Deny by default.
 
 mod centrifugo;
+mod cluster;
 mod conn;
 mod core;
 mod metrics;
@@ -147,6 +148,8 @@ pub struct Shared {
     /// Refused browser origins: logged, but not once per refusal.
     origin_log: upgrade::RefusalLog,
     started: std::time::Instant,
+    /// Whether other nodes share the broker (server API commands are then sent to them).
+    clustered: bool,
 }
 
 impl std::ops::Deref for Gateway {
@@ -194,6 +197,11 @@ impl Gateway {
         if let Some(interruptions) = broker.interruptions() {
             tokio::spawn(relay_interruptions(interruptions, registry.clone()));
         }
+        let control = broker.control();
+        let clustered = control.is_some();
+        if let Some(control) = control {
+            tokio::spawn(cluster::relay(control, registry.clone()));
+        }
         Self(Arc::new(Shared {
             tollgate,
             broker,
@@ -207,6 +215,7 @@ impl Gateway {
             resumes: signalwire::Resumes::default(),
             origin_log: upgrade::RefusalLog::default(),
             started: std::time::Instant::now(),
+            clustered,
         }))
     }
 
@@ -220,6 +229,7 @@ impl Gateway {
             self.broker.clone(),
             self.registry.clone(),
             presence_ttl,
+            self.clustered,
         )
     }
 

@@ -73,6 +73,11 @@ impl Names {
 
     /// The hash where nodes announce `project`'s channels with local subscribers: field
     /// `<node id><name>` (the node id is 32 hex digits), value `<expires ms>:<count>`.
+    /// The cluster's control PUB/SUB channel (on shard 0): every node listens to it.
+    pub(super) fn control(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
+
     pub(super) fn project_channels(&self, project: uuid::Uuid) -> String {
         format!("{}.n.{}", self.prefix, project.simple())
     }

@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use async_trait::async_trait;
+use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use self::keys::Names;
@@ -110,6 +111,8 @@ pub struct RedisBroker {
     /// This node, in the channel registry.
     node: uuid::Uuid,
     interruptions: broadcast::Sender<Arc<Interruption>>,
+    /// Control messages from other nodes (see [`Broker::control`]).
+    control: broadcast::Sender<Bytes>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -154,7 +157,9 @@ impl RedisBroker {
             .set_max_delay(Duration::from_secs(1));
         let mut shards = Vec::with_capacity(config.urls.len());
         let mut tasks = Vec::new();
-        for url in &config.urls {
+        let node = uuid::Uuid::new_v4();
+        let (control, _) = broadcast::channel(1024);
+        for (i, url) in config.urls.iter().enumerate() {
             let client = ::redis::Client::open(url.as_str()).map_err(unavailable)?;
             let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())
                 .map_err(unavailable)?;
@@ -163,12 +168,16 @@ impl RedisBroker {
                 names.clone(),
                 config.timeout,
                 interruptions.clone(),
+                (i == 0).then(|| pubsub::ControlChannel {
+                    name: names.control(),
+                    node,
+                    sender: control.clone(),
+                }),
             ));
             tasks.push(tokio::spawn(pubsub.clone().run()));
             shards.push(Shard { conn, pubsub });
         }
         let shards = Arc::new(shards);
-        let node = uuid::Uuid::new_v4();
         tasks.push(tokio::spawn(announcer(
             shards.clone(),
             names.clone(),
@@ -181,6 +190,7 @@ impl RedisBroker {
             config,
             node,
             interruptions,
+            control,
             tasks,
         })
     }
@@ -509,5 +519,24 @@ impl Broker for RedisBroker {
 
     fn interruptions(&self) -> Option<broadcast::Receiver<Arc<Interruption>>> {
         Some(self.interruptions.subscribe())
+    }
+
+    async fn publish_control(&self, payload: Bytes) -> Result<(), BrokerError> {
+        let mut message = Vec::with_capacity(16 + payload.len());
+        message.extend_from_slice(self.node.as_bytes());
+        message.extend_from_slice(&payload);
+        let mut conn = self.shards[0].conn.clone();
+        self.bounded(
+            ::redis::cmd("PUBLISH")
+                .arg(self.names.control())
+                .arg(message)
+                .query_async::<i64>(&mut conn),
+        )
+        .await
+        .map(drop)
+    }
+
+    fn control(&self) -> Option<broadcast::Receiver<Bytes>> {
+        Some(self.control.subscribe())
     }
 }

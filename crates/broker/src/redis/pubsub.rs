@@ -70,6 +70,18 @@ pub(super) struct Dispatcher {
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     up: AtomicBool,
     interruptions: broadcast::Sender<Arc<Interruption>>,
+    /// On the shard that carries the cluster's control channel (shard 0): its PUB/SUB name,
+    /// this node's id (messages start with the sender's 16-byte id, so a node skips its
+    /// own) and where the others' arrive.
+    control: Option<ControlChannel>,
+}
+
+/// The cluster's control channel as one node receives it.
+#[derive(Debug, Clone)]
+pub(super) struct ControlChannel {
+    pub(super) name: String,
+    pub(super) node: uuid::Uuid,
+    pub(super) sender: broadcast::Sender<bytes::Bytes>,
 }
 
 /// What a subscribe or unsubscribe changed in Redis.
@@ -91,6 +103,7 @@ impl Dispatcher {
         names: Names,
         timeout: Duration,
         interruptions: broadcast::Sender<Arc<Interruption>>,
+        control: Option<ControlChannel>,
     ) -> Self {
         Self {
             client,
@@ -101,6 +114,7 @@ impl Dispatcher {
             sink: tokio::sync::Mutex::new(None),
             up: AtomicBool::new(false),
             interruptions,
+            control,
         }
     }
 
@@ -283,6 +297,18 @@ impl Dispatcher {
 
     /// Hands one PUB/SUB message to the channel's local subscribers.
     fn dispatch(&self, channel: &str, payload: &[u8]) {
+        if let Some(control) = &self.control
+            && control.name == channel
+        {
+            // Sender id first; a node's own commands were already applied where the call
+            // arrived.
+            if let Some((origin, body)) = payload.split_at_checked(16)
+                && origin != control.node.as_bytes()
+            {
+                let _ = control.sender.send(bytes::Bytes::copy_from_slice(body));
+            }
+            return;
+        }
         let Some(message) = codec::decode_message(payload) else {
             tracing::warn!(channel, "undecodable PUB/SUB message dropped");
             return;
@@ -357,6 +383,12 @@ impl Dispatcher {
             .map_err(|e| unavailable("PUB/SUB connect", e))?;
         let (mut sink, stream) = pubsub.split();
         let mut guard = self.sink.lock().await;
+        if let Some(control) = &self.control {
+            tokio::time::timeout(self.timeout, sink.subscribe(&control.name))
+                .await
+                .map_err(|e| unavailable("SUBSCRIBE", e))?
+                .map_err(|e| unavailable("SUBSCRIBE", e))?;
+        }
         let resubscribed: Vec<(String, ChannelKey, Vec<u64>)> = self
             .lock()
             .iter_mut()

@@ -35,6 +35,8 @@ pub struct ProjectScope {
     registry: Arc<Registry>,
     /// How long a presence entry lives unless refreshed (two presence ticks and a margin).
     presence_ttl: Duration,
+    /// Whether server API commands also go to other nodes.
+    clustered: bool,
 }
 
 impl ProjectScope {
@@ -43,12 +45,14 @@ impl ProjectScope {
         broker: Arc<dyn Broker>,
         registry: Arc<Registry>,
         presence_ttl: Duration,
+        clustered: bool,
     ) -> Self {
         Self {
             project,
             broker,
             registry,
             presence_ttl,
+            clustered,
         }
     }
 
@@ -173,7 +177,9 @@ impl ProjectScope {
     }
 
     /// Sends a server-side command to this project's connections of `user` (only
-    /// `client`'s, if given; never those in `except`). Returns how many it reached.
+    /// `client`'s, if given; never those in `except`). Returns how many it reached on this
+    /// node; with a shared broker, the command also goes to every other node (at most
+    /// once, not waited for: see `cluster`).
     pub fn control(
         &self,
         user: &str,
@@ -181,6 +187,18 @@ impl ProjectScope {
         except: &[&str],
         control: &Control,
     ) -> usize {
+        if let Some(wire) = self
+            .clustered
+            .then(|| crate::cluster::encode(self.project, user, client, except, control))
+            .flatten()
+        {
+            let broker = self.broker.clone();
+            tokio::spawn(async move {
+                if let Err(e) = broker.publish_control(wire).await {
+                    tracing::warn!(error = %e, "control message not sent to other nodes");
+                }
+            });
+        }
         self.registry
             .send(self.project, user, client, except, control)
     }

@@ -1,7 +1,8 @@
 //! Two Tollgate nodes of one installation (one database, one master key) on one private
 //! `redis-server`: publications, join/leave and presence cross nodes in both protocols,
 //! idempotency keys hold across nodes, a client recovers on another node from the shared
-//! history, and a Redis that goes away fails publishes and, back, asks subscribers to
+//! history, server API `unsubscribe` and `disconnect` reach connections on the other node,
+//! and a Redis that goes away fails publishes and, back, asks subscribers to
 //! recover.
 
 use std::net::{TcpListener, TcpStream};
@@ -170,6 +171,40 @@ async fn a_publication_on_one_node_reaches_subscribers_on_the_other() {
         assert!(Instant::now() < deadline, "{channels}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn server_api_commands_on_one_node_reach_connections_on_the_other() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let common = [
+        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
+        ("TOLLGATE_BROKER_URL", url.as_str()),
+    ];
+    let a = TestServer::start_with(&common).await;
+    let all: Scopes = Scope::ALL.into_iter().collect();
+    let (project, token) = a.project_with(all).await;
+    let shared = a.shared_settings();
+    let mut env: Vec<(&str, &str)> = common.to_vec();
+    env.extend(shared.iter().map(|(k, v)| (*k, v.as_str())));
+    let b = TestServer::start_with(&env).await;
+    let mut on_a = subscriber(&a, &project, &token).await;
+
+    // `unsubscribe` and `disconnect` through B reach carol's connection on A.
+    let done = api(&b, "unsubscribe", json!({"user": "carol", "channel": "room"})).await;
+    assert_eq!(done, json!({"result": {}}));
+    let push = expect(&mut on_a, |v| v["push"]["unsubscribe"].is_object()).await;
+    assert_eq!(push["push"]["channel"], "room");
+    assert_eq!(push["push"]["unsubscribe"]["code"], 2000);
+    api(
+        &b,
+        "disconnect",
+        json!({"user": "carol", "disconnect": {"code": 4000, "reason": "bye"}}),
+    )
+    .await;
+    assert_eq!(crate::gateway::closed(&mut on_a).await, 4000);
 }
 
 #[tokio::test]
