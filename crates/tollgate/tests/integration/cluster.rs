@@ -193,7 +193,12 @@ async fn server_api_commands_on_one_node_reach_connections_on_the_other() {
     let mut on_a = subscriber(&a, &project, &token).await;
 
     // `unsubscribe` and `disconnect` through B reach carol's connection on A.
-    let done = api(&b, "unsubscribe", json!({"user": "carol", "channel": "room"})).await;
+    let done = api(
+        &b,
+        "unsubscribe",
+        json!({"user": "carol", "channel": "room"}),
+    )
+    .await;
     assert_eq!(done, json!({"result": {}}));
     let push = expect(&mut on_a, |v| v["push"]["unsubscribe"].is_object()).await;
     assert_eq!(push["push"]["channel"], "room");
