@@ -109,7 +109,7 @@ mod tests {
         };
         let wire = encode(project, "u1", None, &["c2"], &bye).unwrap();
         assert_eq!(apply(&registry, &wire), Some(1));
-        assert_eq!(rx.try_recv().ok(), Some(bye));
+        assert_eq!(rx.try_recv().ok(), Some(bye.clone()));
         let other = encode(ProjectId::new_random(), "u1", None, &[], &bye).unwrap();
         assert_eq!(apply(&registry, &other), Some(0));
         let refresh = Control::Refresh {
