@@ -219,7 +219,10 @@ fn check_user_claims(claims: &Map<String, Value>) {
         audience: AUDIENCE.into(),
     };
     if let Ok(sub) = centrifugo::validate_user_claims(claims, &policy, UnixTime(NOW)) {
-        assert_eq!(claims.get("sub").and_then(Value::as_str), Some(sub.as_str()));
+        assert_eq!(
+            claims.get("sub").and_then(Value::as_str),
+            Some(sub.as_str())
+        );
         let exp = claims.get("exp").and_then(Value::as_i64).expect("exp");
         assert!(exp > NOW);
         assert!(exp <= NOW + centrifugo::MAX_USER_JWT_LIFETIME + centrifugo::CLOCK_SKEW);
@@ -239,7 +242,9 @@ pub fn jwe(data: &[u8]) {
     let key = jwe_key();
     let other = EncryptionKey::from_bytes(kid("e1"), &JWE_OTHER_KEY).expect("JWE key");
     let peeked = jwe::peek_kid(token, MAX_TOKEN_LEN);
-    let decrypted = jwe::decrypt(token, MAX_TOKEN_LEN, |k| (k.as_str() == "e1").then_some(&key));
+    let decrypted = jwe::decrypt(token, MAX_TOKEN_LEN, |k| {
+        (k.as_str() == "e1").then_some(&key)
+    });
     if let Ok(d) = decrypted {
         assert_eq!(peeked.expect("kid").as_str(), "e1");
         assert_eq!(d.kid.as_str(), "e1");
@@ -511,19 +516,32 @@ pub fn centrifugo_frame(data: &[u8]) {
         assert!(map_eq(&again[0].command, &c.command));
         assert_eq!(again[0].method, c.method);
         assert_eq!(again[0].id, c.id);
-        assert_eq!(c.id, c.command.get("id").and_then(Value::as_u64).unwrap_or(0));
+        assert_eq!(
+            c.id,
+            c.command.get("id").and_then(Value::as_u64).unwrap_or(0)
+        );
         if let Some(m) = c.method {
             assert!(c.command.contains_key(m));
         }
         if let Some(params) = &c.params {
             let p = gw::centrifugo_params(params, 100);
             assert!(p.history_limit <= 100);
-            if params.get("limit").and_then(Value::as_i64).is_some_and(|l| l < 0) {
+            if params
+                .get("limit")
+                .and_then(Value::as_i64)
+                .is_some_and(|l| l < 0)
+            {
                 assert_eq!(p.history_limit, 100);
             }
             if let Some(ok) = p.channel_ok {
-                let channel = params.get("channel").and_then(Value::as_str).expect("channel");
-                assert_eq!(ok, channel.len() <= 1024 && !channel.chars().any(char::is_control));
+                let channel = params
+                    .get("channel")
+                    .and_then(Value::as_str)
+                    .expect("channel");
+                assert_eq!(
+                    ok,
+                    channel.len() <= 1024 && !channel.chars().any(char::is_control)
+                );
             }
             assert_eq!(
                 p.recover.is_some(),
@@ -541,10 +559,16 @@ pub fn signalwire_frame(data: &[u8]) {
         return;
     };
     let Some(msg) = gw::signalwire_message(frame) else {
-        assert!(!matches!(serde_json::from_str::<Value>(frame), Ok(Value::Object(_))));
+        assert!(!matches!(
+            serde_json::from_str::<Value>(frame),
+            Ok(Value::Object(_))
+        ));
         return;
     };
-    assert_eq!(msg.id, msg.message.get("id").cloned().unwrap_or(Value::Null));
+    assert_eq!(
+        msg.id,
+        msg.message.get("id").cloned().unwrap_or(Value::Null)
+    );
     let printed = Value::Object(msg.message.clone()).to_string();
     let again = gw::signalwire_message(&printed).expect("printed message reads back");
     assert_eq!(again.method, msg.method);
@@ -600,8 +624,12 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         typ: Some("JWT"),
         ch: Some("wss://rt.example.com"),
     };
-    let ed = jose::sign(&ed_key(), typed, &json!({"sub": "u", "exp": NOW + 60, "iss": ISSUER, "aud": [AUDIENCE]}))
-        .expect("sign");
+    let ed = jose::sign(
+        &ed_key(),
+        typed,
+        &json!({"sub": "u", "exp": NOW + 60, "iss": ISSUER, "aud": [AUDIENCE]}),
+    )
+    .expect("sign");
     out.push(("compact_jws", "eddsa", ed.into_bytes()));
     let forbidden = format!(
         "{}.{}.AAAA",
@@ -635,16 +663,28 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     out.push(("dpop_proof", "claims-query", structured));
 
     for (name, doc) in [
-        ("object", r#"{"a":[1,2.5,{"b":null}],"c":"d\u00e9\n","e":-3,"f":true,"g":1e10}"#),
+        (
+            "object",
+            r#"{"a":[1,2.5,{"b":null}],"c":"d\u00e9\n","e":-3,"f":true,"g":1e10}"#,
+        ),
         ("duplicate", r#"{"a":{"b":1,"b":2}}"#),
-        ("array", r#"[[],{},"",0,-0.0,18446744073709551615,-9223372036854775808]"#),
+        (
+            "array",
+            r#"[[],{},"",0,-0.0,18446744073709551615,-9223372036854775808]"#,
+        ),
     ] {
         out.push(("strict_json", name, doc.as_bytes().to_vec()));
     }
 
     for (name, channel) in [
-        ("user", "user:123e4567-e89b-12d3-a456-426614174000\n123e4567-e89b-12d3-a456-426614174000"),
-        ("private", "$company:123e4567-e89b-12d3-a456-426614174000\nu"),
+        (
+            "user",
+            "user:123e4567-e89b-12d3-a456-426614174000\n123e4567-e89b-12d3-a456-426614174000",
+        ),
+        (
+            "private",
+            "$company:123e4567-e89b-12d3-a456-426614174000\nu",
+        ),
         ("limited", "chat:room#alice,bob\nbob"),
         ("rule", "member:company"),
         ("project", "123e4567-e89b-12d3-a456-426614174000"),
@@ -655,14 +695,23 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     }
 
     for (name, frame) in [
-        ("connect", r#"{"id":1,"connect":{"token":"x.y.z","name":"js","data":{"a":1}}}"#),
+        (
+            "connect",
+            r#"{"id":1,"connect":{"token":"x.y.z","name":"js","data":{"a":1}}}"#,
+        ),
         (
             "subscribe",
             "{\"id\":2,\"subscribe\":{\"channel\":\"chat:index\",\"recover\":true,\"offset\":5,\"epoch\":\"ab\",\"flag\":2,\"positioned\":true,\"join_leave\":true}}\n{\"id\":3,\"history\":{\"channel\":\"chat:index\",\"limit\":-1,\"since\":{\"offset\":1,\"epoch\":\"ab\"},\"reverse\":true}}\n",
         ),
         ("pong", "{}\n{}"),
-        ("publish", r#"{"id":4,"publish":{"channel":"chat:index","data":{"text":"hi"}}}"#),
-        ("bad", "{\"id\":5,\"presence\":{\"channel\":\"a:b\"}}\nnot json"),
+        (
+            "publish",
+            r#"{"id":4,"publish":{"channel":"chat:index","data":{"text":"hi"}}}"#,
+        ),
+        (
+            "bad",
+            "{\"id\":5,\"presence\":{\"channel\":\"a:b\"}}\nnot json",
+        ),
     ] {
         out.push(("centrifugo_frame", name, frame.as_bytes().to_vec()));
     }

@@ -81,7 +81,10 @@ fn signalwire_frame() {
 fn every_target_has_a_fuzz_binary() {
     for (name, _) in TARGETS {
         assert!(
-            fuzz_dir().join("fuzz_targets").join(format!("{name}.rs")).is_file(),
+            fuzz_dir()
+                .join("fuzz_targets")
+                .join(format!("{name}.rs"))
+                .is_file(),
             "fuzz/fuzz_targets/{name}.rs missing"
         );
     }

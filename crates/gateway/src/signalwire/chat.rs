@@ -387,9 +387,7 @@ pub(crate) fn paginate(
     after: Option<u64>,
 ) -> (Vec<usize>, Map<String, Value>) {
     let kept: Vec<usize> = (0..offsets.len())
-        .filter(|&i| {
-            before.is_none_or(|b| offsets[i] < b) && after.is_none_or(|a| offsets[i] > a)
-        })
+        .filter(|&i| before.is_none_or(|b| offsets[i] < b) && after.is_none_or(|a| offsets[i] > a))
         .collect();
     let page: Vec<usize> = if after.is_some() {
         kept.iter().take(PAGE).copied().collect()

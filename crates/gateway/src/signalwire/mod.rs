@@ -50,9 +50,9 @@ use crate::conn::{Socket, write};
 use crate::core::client::{Client, ConnectRefused, MAX_TTL};
 pub(crate) use chat::{paginate, read_cursor};
 pub(crate) use resume::Resumes;
-pub(crate) use wire::{Events, channel_names, decode_message, message_parts};
 use resume::{RESUME_FOR, Resume};
 use wire::{End, Reply, Turn, close, error, now_secs_f64, request, response, rpc};
+pub(crate) use wire::{Events, channel_names, decode_message, message_parts};
 
 /// SignalWire's client drops the socket when a server ping is not followed by another
 /// within 15 s, so pings go out well inside that.

@@ -311,10 +311,10 @@ mod tests {
     fn extreme_iat_is_stale_not_an_overflow() {
         let (key, jkt) = device(Algorithm::EdDSA);
         for (iat, now) in [(i64::MIN, 1000), (i64::MAX, -1000), (i64::MIN, i64::MAX)] {
-            let c = json!({"jti": "p1", "htm": "POST", "htu": format!("https://a{PATH}"), "iat": iat});
+            let c =
+                json!({"jti": "p1", "htm": "POST", "htu": format!("https://a{PATH}"), "iat": iat});
             assert_eq!(
-                verify_proof(&proof(&key, c, None), "POST", PATH, &jkt, UnixTime(now))
-                    .unwrap_err(),
+                verify_proof(&proof(&key, c, None), "POST", PATH, &jkt, UnixTime(now)).unwrap_err(),
                 DpopError::Stale
             );
         }
