@@ -26,8 +26,11 @@ use tollgate_token::jose::jwe::{self, EncryptionKey};
 use tollgate_token::jose::{self, Algorithm, SigningKey, VerifyingKey};
 use tollgate_token::{GroupId, GroupKind, KeyId, ProjectId, Scopes, UnixTime, UserId, json};
 
+/// A target body: takes the fuzzer's bytes, panics when an invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name: the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*/`.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("compact_jws", compact_jws),
     ("jwe", jwe),
     ("dpop_proof", dpop_proof),
