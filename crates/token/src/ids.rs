@@ -33,7 +33,8 @@ impl FromStr for ProjectId {
         // Accept only the canonical hyphenated form: the id doubles as the Basic-auth user
         // name and a JWT audience, where alternative spellings would be a source of confusion.
         // Lower-case only: `Uuid::try_parse` also takes upper-case hex, a second spelling
-        // of the same id (found by fuzzing: it did not print back as it was read).
+        // of the same id that does not print back as it was read (fuzz target
+        // `channel_grammar`).
         if s.len() != 36 || s.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(InvalidId("project id"));
         }
