@@ -13,6 +13,8 @@
 mod centrifugo;
 mod conn;
 mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 pub mod origins;
 mod registry;
