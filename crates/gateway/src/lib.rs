@@ -14,6 +14,8 @@ mod centrifugo;
 mod cluster;
 mod conn;
 mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 pub mod origins;
 mod registry;

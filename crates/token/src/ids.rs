@@ -32,7 +32,10 @@ impl FromStr for ProjectId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Accept only the canonical hyphenated form: the id doubles as the Basic-auth user
         // name and a JWT audience, where alternative spellings would be a source of confusion.
-        if s.len() != 36 {
+        // Lower-case only: `Uuid::try_parse` also takes upper-case hex, a second spelling
+        // of the same id that does not print back as it was read (fuzz target
+        // `channel_grammar`).
+        if s.len() != 36 || s.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(InvalidId("project id"));
         }
         Uuid::try_parse(s)
@@ -294,6 +297,16 @@ mod tests {
                 .is_err()
         );
         assert!("".parse::<ProjectId>().is_err());
+        assert!(
+            "ABCDEF11-2222-3333-4444-555555555555"
+                .parse::<ProjectId>()
+                .is_err()
+        );
+        assert!(
+            "abcdef11-2222-3333-4444-55555555555A"
+                .parse::<ProjectId>()
+                .is_err()
+        );
         assert!(
             "not-a-uuid-at-all-not-a-uuid-at-all!"
                 .parse::<ProjectId>()

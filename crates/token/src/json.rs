@@ -9,7 +9,15 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-/// Parses `bytes` as JSON, rejecting duplicate object members anywhere in the document.
+/// Member names `serde_json` reserves: with its `raw_value` or `arbitrary_precision`
+/// feature (which a build may unify in from any crate), `serde_json::Value` reads
+/// `{"$serde_json::private::RawValue":"<json>"}` as the embedded document instead of an
+/// object. No token has such members; refusing them keeps this reader's answer the same
+/// whatever features the build has (found by the `strict_json` fuzz target).
+const RESERVED_MEMBER_PREFIX: &str = "$serde_json::private::";
+
+/// Parses `bytes` as JSON, rejecting duplicate object members anywhere in the document,
+/// and members whose names `serde_json` reserves.
 ///
 /// Nesting is bounded by `serde_json`'s recursion limit (128), which answers deeply nested
 /// input quickly (ENC-06).
@@ -80,6 +88,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            if key.starts_with(RESERVED_MEMBER_PREFIX) {
+                return Err(de::Error::custom("reserved object member"));
+            }
             let StrictValue(v) = map.next_value()?;
             if out.insert(key, v).is_some() {
                 return Err(de::Error::custom("duplicate object member"));
@@ -105,6 +116,15 @@ mod tests {
         assert!(parse_strict(br#"{"exp":1,"exp":2}"#).is_err());
         assert!(parse_strict(br#"{"caps":[{"a":1,"a":2}]}"#).is_err());
         assert!(parse_strict(br#"{"x":{"y":{"z":1,"z":1}}}"#).is_err());
+    }
+
+    #[test]
+    fn rejects_serde_json_reserved_members() {
+        // With serde_json's `raw_value` feature, `serde_json::Value` reads this as `{"a":1}`.
+        assert!(parse_strict(br#"{"$serde_json::private::RawValue":"{\"a\":1}"}"#).is_err());
+        assert!(parse_strict(br#"{"$serde_json::private::RawValue":892}"#).is_err());
+        assert!(parse_strict(br#"[{"x":{"$serde_json::private::Number":"1"}}]"#).is_err());
+        assert!(parse_strict(br#"{"$serde_json":1,"private::RawValue":2}"#).is_ok());
     }
 
     #[test]

@@ -29,16 +29,16 @@ const FLAG_REJECT_UNRECOVERED: i64 = 2;
 
 /// A subscribe request's client-side wishes.
 #[derive(Debug, Default)]
-struct Wishes {
-    recover: Option<StreamPosition>,
-    positioned: bool,
-    recoverable: bool,
-    join_leave: bool,
-    reject_unrecovered: bool,
+pub(crate) struct Wishes {
+    pub(crate) recover: Option<StreamPosition>,
+    pub(crate) positioned: bool,
+    pub(crate) recoverable: bool,
+    pub(crate) join_leave: bool,
+    pub(crate) reject_unrecovered: bool,
 }
 
 impl Wishes {
-    fn from(params: &Map<String, Value>) -> Self {
+    pub(crate) fn from(params: &Map<String, Value>) -> Self {
         let flag = |k: &str| params.get(k).and_then(Value::as_bool).unwrap_or(false);
         Self {
             recover: flag("recover").then(|| StreamPosition {
@@ -60,7 +60,7 @@ impl Wishes {
     }
 }
 
-fn valid_channel(c: &str) -> bool {
+pub(crate) fn valid_channel(c: &str) -> bool {
     c.len() <= MAX_CHANNEL_BYTES && !c.chars().any(char::is_control)
 }
 

@@ -263,37 +263,32 @@ impl Session {
     /// Returns maybe a close, or `Err` when the peer is gone.
     async fn handle_frame(&mut self, text: &str, socket: &mut Socket) -> Result<Option<Close>, ()> {
         let mut out = Outbox::default();
-        let text = text.strip_suffix('\n').unwrap_or(text);
         let mut close_with = None;
-        if text.trim().is_empty() {
-            close_with = Some(close(disconnect::BAD_REQUEST, "bad request"));
-        } else {
-            for line in text.split('\n') {
-                let Ok(Value::Object(command)) = serde_json::from_str::<Value>(line) else {
-                    close_with = Some(close(disconnect::BAD_REQUEST, "bad request"));
-                    break;
-                };
-                if command.is_empty() {
-                    // A pong to our ping. Centrifugo is strict about unsolicited ones; being
-                    // lenient is compatible with every SDK. It spends from the budget like
-                    // any command (a flood of them is no cheaper to read).
-                    self.c.budget.spend();
-                    self.ping_sent = None;
-                    continue;
+        for command in decode_frame(text) {
+            let Ok(command) = command else {
+                close_with = Some(close(disconnect::BAD_REQUEST, "bad request"));
+                break;
+            };
+            if command.is_empty() {
+                // A pong to our ping. Centrifugo is strict about unsolicited ones; being
+                // lenient is compatible with every SDK. It spends from the budget like any
+                // command (a flood of them is no cheaper to read).
+                self.c.budget.spend();
+                self.ping_sent = None;
+                continue;
+            }
+            let id = command_id(&command);
+            match self.handle_command(id, &command).await {
+                Ok(Some(reply)) => {
+                    out.push(&reply);
+                    if !out.flush(socket, false).await {
+                        return Err(());
+                    }
                 }
-                let id = command.get("id").and_then(Value::as_u64).unwrap_or(0);
-                match self.handle_command(id, &command).await {
-                    Ok(Some(reply)) => {
-                        out.push(&reply);
-                        if !out.flush(socket, false).await {
-                            return Err(());
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(c) => {
-                        close_with = Some(c);
-                        break;
-                    }
+                Ok(None) => {}
+                Err(c) => {
+                    close_with = Some(c);
+                    break;
                 }
             }
         }
@@ -306,11 +301,7 @@ impl Session {
 
     /// Handles one command: `Ok(Some(reply))`, `Ok(None)` (no reply), or `Err(close)`.
     async fn handle_command(&mut self, id: u64, command: &Map<String, Value>) -> Handled {
-        let Some((index, method, params)) = METHODS
-            .iter()
-            .enumerate()
-            .find_map(|(i, m)| command.get(*m).map(|p| (i, *m, p)))
-        else {
+        let Some((index, method, params)) = command_method(command) else {
             return Err(close(disconnect::BAD_REQUEST, "bad request"));
         };
         self.c.gw.metrics.command(index);
@@ -345,6 +336,49 @@ impl Session {
             _ => Ok(Some(protocol::error_code(id, code::NOT_AVAILABLE))),
         }
     }
+}
+
+/// A frame line that is not a JSON object (or a frame with no command at all): the
+/// session closes with 3501.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BadFrame;
+
+/// Decodes a frame into its commands, lazily and in order: one JSON object per line (one
+/// trailing newline allowed), `Err` for the first line that is not one, after which the
+/// session stops reading. A frame of nothing but whitespace is a single `Err`. Pure: the
+/// session loop and the fuzz targets both use it.
+pub(crate) fn decode_frame(
+    text: &str,
+) -> impl Iterator<Item = Result<Map<String, Value>, BadFrame>> + '_ {
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let empty = text.trim().is_empty();
+    let lines = (!empty)
+        .then(|| text.split('\n'))
+        .into_iter()
+        .flatten()
+        .map(|line| match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(command)) => Ok(command),
+            _ => Err(BadFrame),
+        });
+    std::iter::once(Err(BadFrame))
+        .filter(move |_| empty)
+        .chain(lines)
+}
+
+/// A command's `id` (0 when missing or not an unsigned integer).
+pub(crate) fn command_id(command: &Map<String, Value>) -> u64 {
+    command.get("id").and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// A command's method (its index in [`METHODS`], its name) and parameters: the first
+/// method of [`METHODS`] the command carries as a member.
+pub(crate) fn command_method(
+    command: &Map<String, Value>,
+) -> Option<(usize, &'static str, &Value)> {
+    METHODS
+        .iter()
+        .enumerate()
+        .find_map(|(i, m)| command.get(*m).map(|p| (i, *m, p)))
 }
 
 /// A string parameter, if present and not empty.

@@ -182,57 +182,10 @@ impl SwSession {
             .await
             .map_err(|_| (rpc::INTERNAL, "Internal error".to_owned()))?;
         let epoch = history.position.epoch.as_str();
-        // Cursors are `<epoch>:<offset>`: an offset from another epoch (the stream was
-        // reset) would page the wrong messages, so it is refused.
-        let cursor = params.get("cursor").filter(|c| !c.is_null());
-        let at = |k: &str| -> Result<Option<u64>, (i64, String)> {
-            let Some(v) = cursor.and_then(|c| c.get(k)).filter(|v| !v.is_null()) else {
-                return Ok(None);
-            };
-            v.as_str()
-                .and_then(|c| c.split_once(':'))
-                .filter(|(e, _)| *e == epoch)
-                .and_then(|(_, o)| o.parse::<u64>().ok())
-                .map(Some)
-                .ok_or((rpc::INVALID_PARAMS, format!("invalid or stale cursor.{k}")))
-        };
-        if cursor.is_some_and(|c| !c.is_object()) {
-            return error(rpc::INVALID_PARAMS, "cursor must be an object");
-        }
-        let (before, after) = (at("before")?, at("after")?);
-        // Oldest first from the broker.
-        let kept: Vec<&Arc<Publication>> = history
-            .publications
-            .iter()
-            .filter(|p| before.is_none_or(|b| p.offset < b) && after.is_none_or(|a| p.offset > a))
-            .collect();
-        let page: Vec<&Arc<Publication>> = if after.is_some() {
-            kept.iter().take(PAGE).copied().collect()
-        } else {
-            kept.iter().rev().take(PAGE).rev().copied().collect()
-        };
-        let first_kept = history.publications.first().map(|p| p.offset);
-        let last_kept = history.publications.last().map(|p| p.offset);
-        // The page's bounds; an empty page keeps the request's, so the client can turn back.
-        let oldest = page
-            .first()
-            .map(|p| p.offset)
-            .or_else(|| after.map(|a| a + 1));
-        let newest = page
-            .last()
-            .map(|p| p.offset)
-            .or_else(|| before.map(|b| b.saturating_sub(1)));
-        let mut cursor = Map::new();
-        if let (Some(o), Some(f)) = (oldest, first_kept)
-            && o > f
-        {
-            cursor.insert("before".into(), format!("{epoch}:{o}").into());
-        }
-        if let (Some(n), Some(l)) = (newest, last_kept)
-            && n < l
-        {
-            cursor.insert("after".into(), format!("{epoch}:{n}").into());
-        }
+        let (before, after) = read_cursor(params, epoch)?;
+        let offsets: Vec<u64> = history.publications.iter().map(|p| p.offset).collect();
+        let (page, cursor) = paginate(&offsets, epoch, before, after);
+        let page: Vec<&Arc<Publication>> = page.iter().map(|&i| &history.publications[i]).collect();
         let messages: Vec<Value> = page.iter().rev().map(|p| message(p, &channel)).collect();
         Ok(json!({"code": "200", "message": "OK", "messages": messages, "cursor": cursor}))
     }
@@ -398,5 +351,121 @@ impl SwSession {
             self.c.gw.metrics.delivered(frames.len());
         }
         frames
+    }
+}
+
+/// The `cursor.before` and `cursor.after` of `chat.messages.get`: offsets of the stream of
+/// `epoch`, written `<epoch>:<offset>`. An offset from another epoch (the stream was reset)
+/// would page the wrong messages, so it is refused.
+pub(crate) fn read_cursor(
+    params: &Map<String, Value>,
+    epoch: &str,
+) -> Result<(Option<u64>, Option<u64>), (i64, String)> {
+    let cursor = params.get("cursor").filter(|c| !c.is_null());
+    let at = |k: &str| -> Result<Option<u64>, (i64, String)> {
+        let Some(v) = cursor.and_then(|c| c.get(k)).filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        v.as_str()
+            .and_then(|c| c.split_once(':'))
+            .filter(|(e, _)| *e == epoch)
+            .and_then(|(_, o)| o.parse::<u64>().ok())
+            .map(Some)
+            .ok_or((rpc::INVALID_PARAMS, format!("invalid or stale cursor.{k}")))
+    };
+    if cursor.is_some_and(|c| !c.is_object()) {
+        return Err((rpc::INVALID_PARAMS, "cursor must be an object".to_owned()));
+    }
+    Ok((at("before")?, at("after")?))
+}
+
+/// One page of a stream whose kept publications have `offsets` (oldest first): the indices
+/// (into `offsets`, oldest first) of at most [`PAGE`] publications strictly between the
+/// cursors — the newest such without `after`, the oldest with it — and the cursor to the
+/// pages around it.
+pub(crate) fn paginate(
+    offsets: &[u64],
+    epoch: &str,
+    before: Option<u64>,
+    after: Option<u64>,
+) -> (Vec<usize>, Map<String, Value>) {
+    let kept: Vec<usize> = (0..offsets.len())
+        .filter(|&i| before.is_none_or(|b| offsets[i] < b) && after.is_none_or(|a| offsets[i] > a))
+        .collect();
+    let page: Vec<usize> = if after.is_some() {
+        kept.iter().take(PAGE).copied().collect()
+    } else {
+        kept.iter().rev().take(PAGE).rev().copied().collect()
+    };
+    let first_kept = offsets.first().copied();
+    let last_kept = offsets.last().copied();
+    // The page's bounds; an empty page keeps the request's, so the client can turn back.
+    let oldest = page
+        .first()
+        .map(|&i| offsets[i])
+        // Saturating: `after` comes from the client and may be `u64::MAX` (found by fuzzing).
+        .or_else(|| after.map(|a| a.saturating_add(1)));
+    let newest = page
+        .last()
+        .map(|&i| offsets[i])
+        .or_else(|| before.map(|b| b.saturating_sub(1)));
+    let mut cursor = Map::new();
+    if let (Some(o), Some(f)) = (oldest, first_kept)
+        && o > f
+    {
+        cursor.insert("before".into(), format!("{epoch}:{o}").into());
+    }
+    if let (Some(n), Some(l)) = (newest, last_kept)
+        && n < l
+    {
+        cursor.insert("after".into(), format!("{epoch}:{n}").into());
+    }
+    (page, cursor)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn cursor(c: Value) -> Map<String, Value> {
+        json!({ "cursor": c }).as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn cursors_read_offsets_of_this_epoch_only() {
+        let p = cursor(json!({"before": "e:10", "after": null}));
+        assert_eq!(read_cursor(&p, "e").unwrap(), (Some(10), None));
+        assert!(read_cursor(&p, "f").is_err());
+        assert!(read_cursor(&cursor(json!("e:10")), "e").is_err());
+        assert!(read_cursor(&cursor(json!({"after": "e:-1"})), "e").is_err());
+        assert_eq!(read_cursor(&Map::new(), "e").unwrap(), (None, None));
+    }
+
+    #[test]
+    fn pages_newest_first_with_cursors_both_ways() {
+        let offsets: Vec<u64> = (1..=120).collect();
+        let (page, c) = paginate(&offsets, "e", None, None);
+        assert_eq!(page, (70..120).collect::<Vec<_>>());
+        assert_eq!(c.get("before"), Some(&json!("e:71")));
+        assert_eq!(c.get("after"), None);
+        let (page, c) = paginate(&offsets, "e", None, Some(10));
+        assert_eq!(page, (10..60).collect::<Vec<_>>());
+        assert_eq!(c.get("after"), Some(&json!("e:60")));
+    }
+
+    #[test]
+    fn a_cursor_at_the_end_of_u64_is_an_empty_page_not_an_overflow() {
+        let (page, c) = paginate(&[1, 2, 3], "e", None, Some(u64::MAX));
+        assert!(page.is_empty());
+        assert_eq!(c.get("before"), Some(&json!(format!("e:{}", u64::MAX))));
+        assert_eq!(c.get("after"), None);
+        let p = cursor(json!({ "after": format!("e:{}", u64::MAX) }));
+        assert_eq!(read_cursor(&p, "e").unwrap(), (None, Some(u64::MAX)));
+        let (page, _) = paginate(&[1, 2, 3], "e", Some(0), None);
+        assert!(page.is_empty());
     }
 }

@@ -48,9 +48,11 @@ use tungstenite::Message;
 use crate::Gateway;
 use crate::conn::{Socket, write};
 use crate::core::client::{Client, ConnectRefused, MAX_TTL};
+pub(crate) use chat::{paginate, read_cursor};
 pub(crate) use resume::Resumes;
 use resume::{RESUME_FOR, Resume};
-use wire::{End, Events, Reply, Turn, close, error, now_secs_f64, request, response, rpc};
+use wire::{End, Reply, Turn, close, error, now_secs_f64, request, response, rpc};
+pub(crate) use wire::{Events, channel_names, decode_message, message_parts};
 
 /// SignalWire's client drops the socket when a server ping is not followed by another
 /// within 15 s, so pings go out well inside that.
@@ -58,7 +60,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest member state (serialised), as for the token's `state`.
 const MAX_STATE_BYTES: usize = 2000;
 /// Messages per `chat.messages.get` page.
-const PAGE: usize = 50;
+pub(crate) const PAGE: usize = 50;
 /// Most deliveries written per turn of the loop.
 const BATCH: usize = 256;
 
@@ -284,12 +286,12 @@ impl SwSession {
         // any method (`signalwire.reauthenticate` checks a token each time), replies to our
         // requests, malformed ones. None is a way around it.
         let within_budget = self.c.budget.spend();
-        let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(text) else {
+        let Some(msg) = decode_message(text) else {
             let reply = response(&Value::Null, error(-32700, "Parse error"));
             return (vec![reply], None);
         };
-        let id = msg.get("id").cloned().unwrap_or(Value::Null);
-        let Some(method) = msg.get("method").and_then(Value::as_str) else {
+        let (id, method, params) = message_parts(&msg);
+        let Some(method) = method else {
             // A response: the ack of an event, or the answer to our ping.
             if let Some((ping_id, _)) = &self.ping
                 && id.as_str() == Some(ping_id)
@@ -300,10 +302,7 @@ impl SwSession {
         };
         self.c.gw.metrics.signalwire_request(method);
         let empty = Map::new();
-        let params = msg
-            .get("params")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
+        let params = params.unwrap_or(&empty);
         if method != "signalwire.connect" && !self.c.is_connected() {
             let reply = response(&id, error(rpc::AUTH, "Authentication required"));
             return (vec![reply], None);

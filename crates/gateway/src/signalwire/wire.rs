@@ -38,7 +38,7 @@ pub(crate) struct Events {
 }
 
 impl Events {
-    pub(super) fn from(list: Option<&Value>) -> Self {
+    pub(crate) fn from(list: Option<&Value>) -> Self {
         let mut e = Self::default();
         for name in list.and_then(Value::as_array).into_iter().flatten() {
             match name.as_str() {
@@ -102,6 +102,26 @@ pub(super) fn now_secs_f64() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Decodes one incoming WebSocket message: a JSON object, or `None` (answered with a
+/// JSON-RPC parse error). Pure: the session loop and the fuzz targets both use it.
+pub(crate) fn decode_message(text: &str) -> Option<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(msg)) => Some(msg),
+        _ => None,
+    }
+}
+
+/// A message's `id` (`null` when missing), its `method` (`None`: a response to one of our
+/// requests) and its `params` when they are an object.
+pub(crate) fn message_parts(
+    msg: &Map<String, Value>,
+) -> (Value, Option<&str>, Option<&Map<String, Value>>) {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let method = msg.get("method").and_then(Value::as_str);
+    let params = msg.get("params").and_then(Value::as_object);
+    (id, method, params)
+}
+
 pub(super) fn parse_bytes(b: &Bytes) -> Value {
     serde_json::from_slice(b).unwrap_or(Value::Null)
 }
@@ -145,7 +165,7 @@ pub(super) fn message(p: &Publication, channel: &str) -> Value {
 /// The channel names of `{"channels": [{"name": …}]}` (plain strings accepted too), each
 /// once; `None` when malformed or longer than `max` (one frame must not fan out into
 /// thousands of broker operations).
-pub(super) fn channel_names(params: &Map<String, Value>, max: usize) -> Option<Vec<String>> {
+pub(crate) fn channel_names(params: &Map<String, Value>, max: usize) -> Option<Vec<String>> {
     let list = params.get("channels")?.as_array()?;
     if list.len() > max {
         return None;

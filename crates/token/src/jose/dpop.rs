@@ -168,7 +168,8 @@ pub fn verify_proof(
         .get("iat")
         .and_then(Value::as_i64)
         .ok_or(DpopError::Malformed)?;
-    if (iat - now.seconds()).abs() > MAX_CLOCK_SKEW {
+    // `abs_diff`: a subtraction overflows for an `iat` near `i64::MIN` (found by fuzzing).
+    if iat.abs_diff(now.seconds()) > MAX_CLOCK_SKEW.unsigned_abs() {
         return Err(DpopError::Stale);
     }
     let jkt = thumbprint(jwk)?;
@@ -182,13 +183,20 @@ pub fn verify_proof(
     })
 }
 
-/// The path of an absolute `http(s)` URL, without query or fragment.
+/// The path of an absolute `http(s)` URL, without query or fragment. The authority ends
+/// at the first `/`, `?` or `#` (RFC 3986 §3.2) and must not be empty; the path must
+/// follow it, so `https://host?/path` has no path (found by fuzzing: the first `/`
+/// anywhere used to start the path).
 fn htu_path(htu: &str) -> Option<&str> {
     let rest = htu
         .strip_prefix("https://")
         .or_else(|| htu.strip_prefix("http://"))?;
-    let path = &rest[rest.find('/')?..];
-    Some(path.split(['?', '#']).next().unwrap_or(path))
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if end == 0 {
+        return None;
+    }
+    let path = rest[end..].split(['?', '#']).next().unwrap_or_default();
+    path.starts_with('/').then_some(path)
 }
 
 #[cfg(test)]
@@ -270,6 +278,44 @@ mod tests {
             c["htu"] = json!(format!("http://10.0.0.1:8000{PATH}?x=1"));
             assert!(
                 verify_proof(&proof(&key, c, None), "POST", PATH, &jkt, UnixTime(1000)).is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn htu_path_starts_after_the_authority() {
+        let (key, jkt) = device(Algorithm::EdDSA);
+        let now = UnixTime(1000);
+        for htu in [
+            format!("https://evil.example?{PATH}"),
+            format!("https://evil.example#{PATH}"),
+            format!("https://evil.example?x=1{PATH}"),
+            format!("https://{PATH}"),
+            "https://api.example.com".to_owned(),
+        ] {
+            let mut c = claims(1000);
+            c["htu"] = json!(htu);
+            assert_eq!(
+                verify_proof(&proof(&key, c, None), "POST", PATH, &jkt, now).unwrap_err(),
+                DpopError::WrongTarget,
+                "{htu}"
+            );
+        }
+        assert_eq!(htu_path("https://h/a?b#c"), Some("/a"));
+        assert_eq!(htu_path("http://h:80/a#/b"), Some("/a"));
+        assert_eq!(htu_path("https://h?/a"), None);
+        assert_eq!(htu_path("https:///a"), None);
+    }
+
+    #[test]
+    fn extreme_iat_is_stale_not_an_overflow() {
+        let (key, jkt) = device(Algorithm::EdDSA);
+        for (iat, now) in [(i64::MIN, 1000), (i64::MAX, -1000), (i64::MIN, i64::MAX)] {
+            let c =
+                json!({"jti": "p1", "htm": "POST", "htu": format!("https://a{PATH}"), "iat": iat});
+            assert_eq!(
+                verify_proof(&proof(&key, c, None), "POST", PATH, &jkt, UnixTime(now)).unwrap_err(),
+                DpopError::Stale
             );
         }
     }
