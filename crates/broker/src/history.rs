@@ -5,6 +5,7 @@
 //! complete, is decided here once, so the in-process and Redis brokers cannot drift apart.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{History, HistoryQuery, Publication, StreamPosition};
 
@@ -51,4 +52,17 @@ pub(crate) fn answer(
         position,
         recovered,
     }
+}
+
+/// A new stream epoch: every broker starts a stream with one, so a client holding a
+/// position from a stream that was lost (restart, expiry) learns it cannot recover.
+pub(crate) fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+/// The wall clock in milliseconds, as publication timestamps and expiries use it.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -2,7 +2,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::history::{new_epoch, now_ms};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -95,16 +97,6 @@ impl Channel {
             None => false,
         });
     }
-}
-
-fn new_epoch() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// How long a stream position outlives its channel's last publication by default (a
