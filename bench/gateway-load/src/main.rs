@@ -454,11 +454,16 @@ impl Redis {
                     continue;
                 };
                 let (key, value) = match key.strip_prefix("cmdstat_") {
-                    // cmdstat_evalsha:calls=20,usec=…
-                    Some(cmd) => (
-                        format!("cmd:{cmd}"),
-                        value.split(',').find_map(|f| f.strip_prefix("calls=")),
-                    ),
+                    // cmdstat_evalsha:calls=20,usec=…: the calls here, Redis's time below.
+                    Some(cmd) => {
+                        let usec = value.split(',').find_map(|f| f.strip_prefix("usec="));
+                        let usec: f64 = usec.and_then(|v| v.parse().ok()).unwrap_or(0.0);
+                        *out.entry(format!("usec:{cmd}")).or_default() += usec;
+                        (
+                            format!("cmd:{cmd}"),
+                            value.split(',').find_map(|f| f.strip_prefix("calls=")),
+                        )
+                    }
                     None if matches!(
                         key,
                         "total_commands_processed"
@@ -487,23 +492,29 @@ fn redis_counters(redis: &[Redis]) -> std::collections::BTreeMap<String, f64> {
 }
 
 /// What Redis did between two snapshots, per publication: calls by command (without the
-/// snapshots' own `INFO` calls), all commands, and bytes received and sent.
+/// snapshots' own `INFO` calls) and Redis's time in each (µs; a script's time includes
+/// the commands it calls, which are also counted on their own), all commands (those a
+/// script calls included), and bytes received and sent.
 fn redis_per_publication(
     before: &std::collections::BTreeMap<String, f64>,
     after: &std::collections::BTreeMap<String, f64>,
     publications: f64,
 ) -> Value {
     let delta = |k: &str| after.get(k).unwrap_or(&0.0) - before.get(k).unwrap_or(&0.0);
-    let mut commands = serde_json::Map::new();
+    let (mut commands, mut usec) = (serde_json::Map::new(), serde_json::Map::new());
     for key in after.keys() {
         if let Some(cmd) = key.strip_prefix("cmd:")
             && cmd != "info"
             && delta(key) > 0.0
         {
             commands.insert(cmd.to_owned(), json!(delta(key) / publications));
+            usec.insert(
+                cmd.to_owned(),
+                json!(delta(&format!("usec:{cmd}")) / publications),
+            );
         }
     }
-    json!({"commands": commands,
+    json!({"commands": commands, "usec": usec,
            "total_commands": (delta("total_commands_processed") - delta("cmd:info")) / publications,
            "net_in_bytes": delta("total_net_input_bytes") / publications,
            "net_out_bytes": delta("total_net_output_bytes") / publications})
