@@ -49,7 +49,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 const SECRET: &str = "gateway-load-shared-secret-0123456789abcdef";
-const API_KEY: &str = "gateway-load-api-key";
+// At least 32 characters: the server refuses shorter API keys.
+const API_KEY: &str = "gateway-load-api-key-0123456789abcdef";
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
@@ -197,15 +198,16 @@ impl Server {
             .spawn()
             .expect("start tollgate");
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = String::new();
         let addr = loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("tollgate exited early");
+            let Some(line) = lines.next_line().await.unwrap() else {
+                panic!("tollgate exited early:\n{said}");
+            };
             if let Some(rest) = line.split("addr=").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
+            said.push_str(&line);
+            said.push('\n');
         };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self {
