@@ -124,16 +124,8 @@ impl Server {
     ///
     /// `index` numbers the nodes of a cluster: only node 0 creates the project (the others
     /// share its database through `env`). `env` is applied after the defaults.
-    async fn start(
-        bin: &str,
-        cpus: Option<&str>,
-        index: usize,
-        env: &[(String, String)],
-    ) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "gateway-load-{}-{index}",
-            std::process::id()
-        ));
+    async fn start(bin: &str, cpus: Option<&str>, index: usize, env: &[(String, String)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("gateway-load-{}-{index}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("tollgate.toml");
         std::fs::write(
@@ -934,10 +926,14 @@ async fn main() {
                     .map(|(a, b)| (a - b) / elapsed)
                     .collect()
             };
-            let node_busy = busy(cpu_each(nodes.iter().map(|n| n.child.id().unwrap())), &node_cpu);
+            let node_busy = busy(
+                cpu_each(nodes.iter().map(|n| n.child.id().unwrap())),
+                &node_cpu,
+            );
             let redis_busy = busy(cpu_each(redis.iter().map(|r| r.pid)), &redis_cpu);
-            let redis_used = counters
-                .map(|before| redis_per_publication(&before, &redis_counters(&redis), publications));
+            let redis_used = counters.map(|before| {
+                redis_per_publication(&before, &redis_counters(&redis), publications)
+            });
             stop.store(true, Ordering::Relaxed);
             for t in tasks {
                 let _ = t.await;
