@@ -769,7 +769,7 @@ async fn main() {
             let client = reqwest::Client::new();
             let (server_cpu, own_cpu) = (nodes_cpu(), cpu_secs(std::process::id()));
             let (server_sys, own_sys) = (nodes_sys(), cpu_split(std::process::id()).1);
-            let node_cpu = cpu_each(nodes.iter().map(|n| n.child.id().unwrap()));
+            let per_node_cpu = cpu_each(nodes.iter().map(|n| n.child.id().unwrap()));
             let redis_cpu = cpu_each(redis.iter().map(|r| r.pid));
             let mut counters = None;
             let (mut p50s, mut p99s, mut maxes, mut firsts) =
@@ -818,7 +818,7 @@ async fn main() {
             if node_count > 1 {
                 let each: Vec<f64> = cpu_each(nodes.iter().map(|n| n.child.id().unwrap()))
                     .iter()
-                    .zip(&node_cpu)
+                    .zip(&per_node_cpu)
                     .map(|(after, before)| per_round(after - before))
                     .collect();
                 result["nodes"] = json!(node_count);
@@ -900,7 +900,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let start_count = received.load(Ordering::Relaxed);
             let start_published = published.load(Ordering::Relaxed);
-            let (node_cpu, redis_cpu) = (
+            let (per_node_cpu, redis_cpu) = (
                 cpu_each(nodes.iter().map(|n| n.child.id().unwrap())),
                 cpu_each(redis.iter().map(|r| r.pid)),
             );
@@ -928,7 +928,7 @@ async fn main() {
             };
             let node_busy = busy(
                 cpu_each(nodes.iter().map(|n| n.child.id().unwrap())),
-                &node_cpu,
+                &per_node_cpu,
             );
             let redis_busy = busy(cpu_each(redis.iter().map(|r| r.pid)), &redis_cpu);
             let redis_used = counters.map(|before| {
