@@ -20,6 +20,15 @@
 //! Each prints one `RESULT {json}` line for `bench/run`. `--server-cpus LIST` pins the
 //! server with `taskset` (run the client itself under `taskset` for the other CPUs).
 //!
+//! Cluster options (for `bench/run cluster`; without them nothing changes):
+//! `--nodes N` starts N server processes on one shared store and spreads the connections
+//! over them round-robin (connection k on node k mod N); the server API calls go to node 0.
+//! `--env KEY=VALUE` (repeatable) is passed to `project create` and to every node, e.g.
+//! `TOLLGATE_BROKER_URL`, `TOLLGATE_DATABASE_URL` (a shared PostgreSQL: required with
+//! more than one node) and `TOLLGATE_SECRET_KEY_FILE`. `--redis PID:PORT` (repeatable, one
+//! per shard) adds that Redis's CPU time and, from `INFO`, its commands and output bytes
+//! per publication to the result.
+//!
 //! The client shares the machine with the server, so it is built to cost less than the
 //! server per connection and per receipt: tokens are signed before the clock starts, each
 //! socket reads through a 4 KiB buffer (tungstenite's default 128 KiB buffer is zeroed
@@ -40,7 +49,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 const SECRET: &str = "gateway-load-shared-secret-0123456789abcdef";
-const API_KEY: &str = "gateway-load-api-key";
+// At least 32 characters: the server refuses shorter API keys.
+const API_KEY: &str = "gateway-load-api-key-0123456789abcdef";
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
@@ -111,8 +121,11 @@ impl Drop for TempDir {
 impl Server {
     /// Starts the server; with `cpus` (a `taskset` list such as `0`), pinned to those CPUs
     /// so its share of the machine is fixed and the client can be pinned to the others.
-    async fn start(bin: &str, cpus: Option<&str>) -> Self {
-        let dir = std::env::temp_dir().join(format!("gateway-load-{}", std::process::id()));
+    ///
+    /// `index` numbers the nodes of a cluster: only node 0 creates the project (the others
+    /// share its database through `env`). `env` is applied after the defaults.
+    async fn start(bin: &str, cpus: Option<&str>, index: usize, env: &[(String, String)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("gateway-load-{}-{index}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("tollgate.toml");
         std::fs::write(
@@ -132,15 +145,22 @@ impl Server {
         if String::from_utf8_lossy(&help.stdout).contains("--create-database") {
             args.push("--create-database");
         }
-        let created = std::process::Command::new(bin)
-            .args(&args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TOLLGATE_DATABASE_URL", &database)
-            .env("TOLLGATE_LOG", "warn")
-            .output()
-            .expect("tollgate project create");
-        assert!(created.status.success(), "tollgate project create failed");
+        if index == 0 {
+            let created = std::process::Command::new(bin)
+                .args(&args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("TOLLGATE_DATABASE_URL", &database)
+                .env("TOLLGATE_LOG", "warn")
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .output()
+                .expect("tollgate project create");
+            assert!(
+                created.status.success(),
+                "tollgate project create failed: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
         let mut command = match cpus {
             Some(list) => {
                 let mut c = tokio::process::Command::new("taskset");
@@ -163,21 +183,23 @@ impl Server {
             // The load client is one peer sending much more than a browser would.
             .env("TOLLGATE_GATEWAY__MAX_COMMANDS_PER_SECOND", "0")
             .env("TOLLGATE_GATEWAY__QUEUE_BYTES", "8388608")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start tollgate");
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = String::new();
         let addr = loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("tollgate exited early");
+            let Some(line) = lines.next_line().await.unwrap() else {
+                panic!("tollgate exited early:\n{said}");
+            };
             if let Some(rest) = line.split("addr=").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
+            said.push_str(&line);
+            said.push('\n');
         };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self {
@@ -325,16 +347,19 @@ fn frame(b: &[u8]) -> Option<(u8, &[u8], usize)> {
 }
 
 /// Opens one connection per frame, at most `concurrency` handshakes at a time, spread over
-/// the client's runtime threads.
-async fn open_many(server: &Server, frames: Vec<String>, concurrency: usize) -> Vec<Ws> {
-    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
-    let url = Arc::new(server.ws_url());
+/// the client's runtime threads; connection k goes to node k mod the number of nodes.
+async fn open_many(nodes: &[Server], frames: Vec<String>, concurrency: usize) -> Vec<Ws> {
+    let targets: Vec<(std::net::SocketAddr, Arc<String>)> = nodes
+        .iter()
+        .map(|s| (s.addr.parse().unwrap(), Arc::new(s.ws_url())))
+        .collect();
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let tasks: Vec<_> = frames
         .into_iter()
         .enumerate()
         .map(|(k, frame)| {
-            let (url, permits) = (url.clone(), permits.clone());
+            let (addr, url) = targets[k % targets.len()].clone();
+            let permits = permits.clone();
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await.unwrap();
                 connect(addr, &url, k, frame).await
@@ -390,6 +415,108 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A Redis the nodes use (one per shard), for its CPU time and its `INFO` counters.
+struct Redis {
+    pid: u32,
+    port: u16,
+}
+
+impl Redis {
+    /// `PID:PORT`, as `bench/run` passes it.
+    fn parse(spec: &str) -> Self {
+        let (pid, port) = spec.split_once(':').expect("--redis PID:PORT");
+        Self {
+            pid: pid.parse().expect("--redis PID"),
+            port: port.parse().expect("--redis PORT"),
+        }
+    }
+
+    /// Adds this Redis's counters to `out`: calls per command (`cmd:<name>`, from `INFO
+    /// commandstats`), `total_commands_processed` and the network byte totals (`INFO
+    /// stats`). Read in that order, so that between two snapshots exactly two `INFO`
+    /// calls fall into both the `cmd:info` and the total deltas.
+    fn add_counters(&self, out: &mut std::collections::BTreeMap<String, f64>) {
+        for section in ["commandstats", "stats"] {
+            let info = std::process::Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "INFO", section])
+                .output()
+                .expect("redis-cli");
+            for line in String::from_utf8_lossy(&info.stdout).lines() {
+                let Some((key, value)) = line.trim_end().split_once(':') else {
+                    continue;
+                };
+                let (key, value) = match key.strip_prefix("cmdstat_") {
+                    // cmdstat_evalsha:calls=20,usec=…: the calls here, Redis's time below.
+                    Some(cmd) => {
+                        let usec = value.split(',').find_map(|f| f.strip_prefix("usec="));
+                        let usec: f64 = usec.and_then(|v| v.parse().ok()).unwrap_or(0.0);
+                        *out.entry(format!("usec:{cmd}")).or_default() += usec;
+                        (
+                            format!("cmd:{cmd}"),
+                            value.split(',').find_map(|f| f.strip_prefix("calls=")),
+                        )
+                    }
+                    None if matches!(
+                        key,
+                        "total_commands_processed"
+                            | "total_net_output_bytes"
+                            | "total_net_input_bytes"
+                    ) =>
+                    {
+                        (key.to_owned(), Some(value))
+                    }
+                    None => continue,
+                };
+                let value: f64 = value.and_then(|v| v.parse().ok()).unwrap_or(0.0);
+                *out.entry(key).or_default() += value;
+            }
+        }
+    }
+}
+
+/// The counters of every shard, summed.
+fn redis_counters(redis: &[Redis]) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in redis {
+        r.add_counters(&mut out);
+    }
+    out
+}
+
+/// What Redis did between two snapshots, per publication: calls by command (without the
+/// snapshots' own `INFO` calls) and Redis's time in each (µs; a script's time includes
+/// the commands it calls, which are also counted on their own), all commands (those a
+/// script calls included), and bytes received and sent.
+fn redis_per_publication(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    publications: f64,
+) -> Value {
+    let delta = |k: &str| after.get(k).unwrap_or(&0.0) - before.get(k).unwrap_or(&0.0);
+    let (mut commands, mut usec) = (serde_json::Map::new(), serde_json::Map::new());
+    for key in after.keys() {
+        if let Some(cmd) = key.strip_prefix("cmd:")
+            && cmd != "info"
+            && delta(key) > 0.0
+        {
+            commands.insert(cmd.to_owned(), json!(delta(key) / publications));
+            usec.insert(
+                cmd.to_owned(),
+                json!(delta(&format!("usec:{cmd}")) / publications),
+            );
+        }
+    }
+    json!({"commands": commands, "usec": usec,
+           "total_commands": (delta("total_commands_processed") - delta("cmd:info")) / publications,
+           "net_in_bytes": delta("total_net_input_bytes") / publications,
+           "net_out_bytes": delta("total_net_output_bytes") / publications})
+}
+
+/// CPU seconds used so far by each of `pids`.
+fn cpu_each(pids: impl Iterator<Item = u32>) -> Vec<f64> {
+    pids.map(cpu_secs).collect()
 }
 
 /// A socket bound to connection `k`'s own loopback source address (127.0.x.y), so the
@@ -550,15 +677,43 @@ async fn main() {
         .position(|a| a == "--server-cpus")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let server = Server::start(&bin, server_cpus.as_deref()).await;
+    // Repeatable options: each occurrence's value.
+    let all = |name: &str| -> Vec<String> {
+        args.windows(2)
+            .filter(|w| w[0] == name)
+            .map(|w| w[1].clone())
+            .collect()
+    };
+    let env: Vec<(String, String)> = all("--env")
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let redis: Vec<Redis> = all("--redis").iter().map(|r| Redis::parse(r)).collect();
+    let node_count = arg(&args, "--nodes", 1).max(1);
+    assert!(
+        node_count == 1 || env.iter().any(|(k, _)| k == "TOLLGATE_DATABASE_URL"),
+        "--nodes > 1 needs a shared database: --env TOLLGATE_DATABASE_URL=postgres://…"
+    );
+    // Node 0 first: it creates the project (and the schema) the others then share.
+    let mut nodes = Vec::with_capacity(node_count);
+    for index in 0..node_count {
+        nodes.push(Server::start(&bin, server_cpus.as_deref(), index, &env).await);
+    }
+    let server = &nodes[0];
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base = format!("http://{}", server.addr);
+    // CPU seconds of every node, summed (one node: the server's, as before).
+    let nodes_cpu = || nodes.iter().map(Server::cpu_secs).sum::<f64>();
+    let nodes_sys = || nodes.iter().map(|n| n.cpu_split().1).sum::<f64>();
     match mode.as_str() {
         "idle" => {
             let n = arg(&args, "--n", 10_000);
             let frames = frames(n, |k| vec![format!("bench:c{}", k % 100)]);
             let before = server.rss_kb();
-            let conns = open_many(&server, frames, 200).await;
+            let conns = open_many(&nodes, frames, 200).await;
             let holders: Vec<_> = conns
                 .into_iter()
                 .map(|ws| tokio::spawn(hold(ws, |_| {})))
@@ -577,16 +732,16 @@ async fn main() {
             let n = arg(&args, "--n", 10_000);
             let concurrency = arg(&args, "--concurrency", 64);
             let frames = frames(n, |k| vec![format!("bench:c{}", k % 100)]);
-            let (server_cpu, own_cpu) = (server.cpu_secs(), cpu_secs(std::process::id()));
+            let (server_cpu, own_cpu) = (nodes_cpu(), cpu_secs(std::process::id()));
             let started = Instant::now();
-            let conns = open_many(&server, frames, concurrency).await;
+            let conns = open_many(&nodes, frames, concurrency).await;
             let secs = started.elapsed().as_secs_f64();
             #[allow(clippy::cast_precision_loss)]
             let rate = n as f64 / secs;
             println!(
                 "RESULT {}",
                 json!({"mode": "connect", "connections": n, "concurrency": concurrency, "seconds": secs, "per_second": rate,
-                       "server_cpu_secs": server.cpu_secs() - server_cpu,
+                       "server_cpu_secs": nodes_cpu() - server_cpu,
                        "client_cpu_secs": cpu_secs(std::process::id()) - own_cpu})
             );
             drop(conns);
@@ -594,7 +749,7 @@ async fn main() {
         "fanout" => {
             let n = arg(&args, "--n", 10_000);
             let rounds = arg(&args, "--rounds", 20);
-            let conns = open_many(&server, frames(n, |_| vec!["bench:fan".to_owned()]), 200).await;
+            let conns = open_many(&nodes, frames(n, |_| vec!["bench:fan".to_owned()]), 200).await;
             let receipts = Receipts::new(n);
             let _holders: Vec<_> = conns
                 .into_iter()
@@ -612,11 +767,19 @@ async fn main() {
                 })
                 .collect();
             let client = reqwest::Client::new();
-            let (server_cpu, own_cpu) = (server.cpu_secs(), cpu_secs(std::process::id()));
-            let (server_sys, own_sys) = (server.cpu_split().1, cpu_split(std::process::id()).1);
+            let (server_cpu, own_cpu) = (nodes_cpu(), cpu_secs(std::process::id()));
+            let (server_sys, own_sys) = (nodes_sys(), cpu_split(std::process::id()).1);
+            let per_node_cpu = cpu_each(nodes.iter().map(|n| n.child.id().unwrap()));
+            let redis_cpu = cpu_each(redis.iter().map(|r| r.pid));
+            let mut counters = None;
             let (mut p50s, mut p99s, mut maxes, mut firsts) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..rounds {
+            for round in 0..rounds {
+                // Redis's counters from the end of the first round: the first publication
+                // also loads the Lua script, which later ones only call.
+                if round == 1 && !redis.is_empty() {
+                    counters = Some(redis_counters(&redis));
+                }
                 let t = now_nanos().to_string();
                 publish(
                     &client,
@@ -639,22 +802,41 @@ async fn main() {
             #[allow(clippy::cast_precision_loss)]
             let per_round = |v: f64| v * 1000.0 / rounds as f64;
             let (server_ms, client_ms) = (
-                per_round(server.cpu_secs() - server_cpu),
+                per_round(nodes_cpu() - server_cpu),
                 per_round(cpu_secs(std::process::id()) - own_cpu),
             );
             let (server_sys_ms, client_sys_ms) = (
-                per_round(server.cpu_split().1 - server_sys),
+                per_round(nodes_sys() - server_sys),
                 per_round(cpu_split(std::process::id()).1 - own_sys),
             );
-            println!(
-                "RESULT {}",
-                json!({"mode": "fanout", "subscribers": n, "rounds": rounds,
+            let mut result = json!({"mode": "fanout", "subscribers": n, "rounds": rounds,
                        "first_receipt_ms_median": median(firsts),
                        "server_cpu_ms_per_round": server_ms, "client_cpu_ms_per_round": client_ms,
                        "server_kernel_ms_per_round": server_sys_ms, "client_kernel_ms_per_round": client_sys_ms,
                        "p50_ms_median": median(p50s), "p99_ms_median": median(p99s.clone()),
-                       "p99_ms_min": lo99, "p99_ms_max": hi99, "last_receipt_ms_median": median(maxes)})
-            );
+                       "p99_ms_min": lo99, "p99_ms_max": hi99, "last_receipt_ms_median": median(maxes)});
+            if node_count > 1 {
+                let each: Vec<f64> = cpu_each(nodes.iter().map(|n| n.child.id().unwrap()))
+                    .iter()
+                    .zip(&per_node_cpu)
+                    .map(|(after, before)| per_round(after - before))
+                    .collect();
+                result["nodes"] = json!(node_count);
+                result["node_cpu_ms_per_round"] = json!(each);
+            }
+            if let Some(before) = counters {
+                let each: Vec<f64> = cpu_each(redis.iter().map(|r| r.pid))
+                    .iter()
+                    .zip(&redis_cpu)
+                    .map(|(after, before)| per_round(after - before))
+                    .collect();
+                #[allow(clippy::cast_precision_loss)]
+                let publications = (rounds - 1) as f64;
+                result["redis_cpu_ms_per_round"] = json!(each);
+                result["redis_per_publication"] =
+                    redis_per_publication(&before, &redis_counters(&redis), publications);
+            }
+            println!("RESULT {result}");
         }
         "throughput" => {
             let n = arg(&args, "--conns", 2_000);
@@ -668,7 +850,7 @@ async fn main() {
                     .map(|j| format!("bench:t{}", (c + j * 7) % k))
                     .collect()
             });
-            let conns = open_many(&server, frames, 200).await;
+            let conns = open_many(&nodes, frames, 200).await;
             let received = Arc::new(AtomicU64::new(0));
             let _holders: Vec<_> = conns
                 .into_iter()
@@ -680,16 +862,20 @@ async fn main() {
                 })
                 .collect();
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // Channel publications the server API has confirmed (a broadcast to 100
+            // channels counts 100).
+            let published = Arc::new(AtomicU64::new(0));
             let channels: Vec<String> = (0..k).map(|i| format!("bench:t{i}")).collect();
             let payload =
                 json!({"event": "invoice.updated", "id": "123e4567-e89b-12d3-a456-426614174000"});
             let tasks: Vec<_> = (0..publishers)
                 .map(|p| {
-                    let (base, stop, channels, payload) = (
+                    let (base, stop, channels, payload, published) = (
                         base.clone(),
                         stop.clone(),
                         channels.clone(),
                         payload.clone(),
+                        published.clone(),
                     );
                     tokio::spawn(async move {
                         let client = reqwest::Client::new();
@@ -705,6 +891,7 @@ async fn main() {
                                 "broadcast",
                             )
                             .await;
+                            published.fetch_add(per_request as u64, Ordering::Relaxed);
                             i += per_request;
                         }
                     })
@@ -712,6 +899,12 @@ async fn main() {
                 .collect();
             tokio::time::sleep(Duration::from_secs(1)).await;
             let start_count = received.load(Ordering::Relaxed);
+            let start_published = published.load(Ordering::Relaxed);
+            let (per_node_cpu, redis_cpu) = (
+                cpu_each(nodes.iter().map(|n| n.child.id().unwrap())),
+                cpu_each(redis.iter().map(|r| r.pid)),
+            );
+            let counters = (!redis.is_empty()).then(|| redis_counters(&redis));
             let started = Instant::now();
             let mut samples = Vec::new();
             let mut last = start_count;
@@ -722,6 +915,25 @@ async fn main() {
                 samples.push((now - last) as f64);
                 last = now;
             }
+            let elapsed = started.elapsed().as_secs_f64();
+            #[allow(clippy::cast_precision_loss)]
+            let publications = (published.load(Ordering::Relaxed) - start_published) as f64;
+            // Share of one core each process used over the window.
+            let busy = |after: Vec<f64>, before: &[f64]| -> Vec<f64> {
+                after
+                    .iter()
+                    .zip(before)
+                    .map(|(a, b)| (a - b) / elapsed)
+                    .collect()
+            };
+            let node_busy = busy(
+                cpu_each(nodes.iter().map(|n| n.child.id().unwrap())),
+                &per_node_cpu,
+            );
+            let redis_busy = busy(cpu_each(redis.iter().map(|r| r.pid)), &redis_cpu);
+            let redis_used = counters.map(|before| {
+                redis_per_publication(&before, &redis_counters(&redis), publications)
+            });
             stop.store(true, Ordering::Relaxed);
             for t in tasks {
                 let _ = t.await;
@@ -732,11 +944,18 @@ async fn main() {
                 samples.iter().copied().fold(f64::INFINITY, f64::min),
                 samples.iter().copied().fold(0.0, f64::max),
             );
-            println!(
-                "RESULT {}",
-                json!({"mode": "throughput", "connections": n, "channels": k, "seconds": seconds,
-                       "deliveries_per_second_median": median(samples), "min": lo, "max": hi, "mean": avg})
-            );
+            let mut result = json!({"mode": "throughput", "connections": n, "channels": k, "seconds": seconds,
+                       "deliveries_per_second_median": median(samples), "min": lo, "max": hi, "mean": avg,
+                       "publications_per_second": publications / elapsed,
+                       "node_cpu_busy": node_busy});
+            if node_count > 1 {
+                result["nodes"] = json!(node_count);
+            }
+            if let Some(used) = redis_used {
+                result["redis_cpu_busy"] = json!(redis_busy);
+                result["redis_per_publication"] = used;
+            }
+            println!("RESULT {result}");
         }
         _ => {
             eprintln!(
