@@ -596,3 +596,29 @@ async fn the_legacy_server_api_takes_batches_and_query_keys() {
         .unwrap();
     assert_eq!(res.status(), 401);
 }
+
+#[tokio::test]
+async fn a_broadcast_answers_every_channel_in_order_with_its_own_error() {
+    // The publishes of a broadcast overlap; the answers must still line up with
+    // `channels`, and one bad channel must not spoil the others.
+    let s = server("", &[]).await;
+    let mut channels: Vec<String> = (0..100).map(|i| format!("chat:b{i}")).collect();
+    channels[37] = String::new();
+    let res = api(
+        &s,
+        "broadcast",
+        json!({"channels": channels, "data": {"n": 1}}),
+    )
+    .await;
+    let responses = res["result"]["responses"].as_array().expect("responses");
+    assert_eq!(responses.len(), 100, "{res}");
+    for (i, r) in responses.iter().enumerate() {
+        if i == 37 {
+            assert_eq!(r["error"]["code"], 107, "{r}");
+        } else {
+            assert_eq!(r["result"]["offset"], 1, "{i}: {r}");
+        }
+    }
+    let top = api(&s, "history", json!({"channel": "chat:b99"})).await;
+    assert_eq!(top["result"]["offset"], 1, "{top}");
+}
