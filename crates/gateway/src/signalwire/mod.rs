@@ -41,7 +41,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
-use tollgate_broker::QueueState;
+use tollgate_broker::{QueueState, StreamPosition};
 use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
 use tungstenite::Message;
 
@@ -74,6 +74,13 @@ pub(crate) struct SwSession {
     ping: Option<(String, Instant)>,
     /// Whether the client said goodbye (no resume then).
     said_goodbye: bool,
+    /// Where each channel's stream is for this member (channels that keep history): the
+    /// offset of the last publication delivered. A resume replays what follows it.
+    positions: HashMap<String, StreamPosition>,
+    /// Per channel, the last offset a resume replayed: queued copies up to it are skipped.
+    replayed: HashMap<String, u64>,
+    /// `signalwire.event`s a resume replays, sent right after the connect result.
+    replay: Vec<String>,
 }
 
 impl SwSession {
@@ -84,6 +91,9 @@ impl SwSession {
             states: HashMap::new(),
             ping: None,
             said_goodbye: false,
+            positions: HashMap::new(),
+            replayed: HashMap::new(),
+            replay: Vec::new(),
         }
     }
 
@@ -270,6 +280,10 @@ impl SwSession {
                     .filter(|(c, _)| self.c.subs.contains_key(*c))
                     .map(|(c, v)| (c.clone(), v.clone()))
                     .collect(),
+                positions: std::mem::take(&mut self.positions)
+                    .into_iter()
+                    .filter(|(c, _)| self.c.subs.contains_key(c))
+                    .collect(),
                 until: Instant::now() + RESUME_FOR,
             };
             self.c
@@ -332,7 +346,13 @@ impl SwSession {
                         Some(Some((close::AUTH_FAILED, "authentication failed"))),
                     );
                 }
-                reply
+                // A resumed session's missed messages follow the result they belong to.
+                let mut frames = Vec::with_capacity(1 + self.replay.len());
+                if !id.is_null() {
+                    frames.push(response(&id, reply));
+                }
+                frames.append(&mut self.replay);
+                return (frames, None);
             }
             "signalwire.reauthenticate" => self.reauthenticate(params).await,
             "signalwire.ping" => Ok(json!({
@@ -458,13 +478,14 @@ impl SwSession {
                     .map(|r| (p.to_owned(), r))
             });
         match resume {
-            Some((protocol, r)) => {
+            Some((protocol, mut r)) => {
                 self.protocol = protocol;
                 self.states = r.states;
                 for (channel, events) in r.channels {
                     // The new token decides again.
                     if self.grant_for(&channel).0 {
-                        let _ = self.join(&channel, events).await;
+                        let since = r.positions.remove(&channel);
+                        let _ = self.join_from(&channel, events, since).await;
                     }
                 }
             }
