@@ -82,17 +82,18 @@ impl SwSession {
         since: Option<&StreamPosition>,
     ) -> Result<(StreamPosition, Option<Vec<Arc<Publication>>>), ()> {
         let limit = self.c.gw.settings.history_max_publication_limit;
-        let query = |since| HistoryQuery {
+        let query = HistoryQuery {
             since,
             limit: Some(if since.is_some() { limit + 1 } else { 0 }),
             reverse: false,
         };
-        let h = self.c.history(channel, query(since)).await.map_err(|_| ())?;
+        let h = self.c.history(channel, query).await.map_err(|_| ())?;
         let Some(since) = since else {
             return Ok((h.position, None));
         };
-        let missed = if since.epoch == h.position.epoch {
-            Some(h.publications).filter(|_| h.recovered)
+        let (position, missed) = if since.epoch == h.position.epoch {
+            let recovered = h.recovered;
+            (h.position, Some(h.publications).filter(|_| recovered))
         } else {
             let whole = HistoryQuery {
                 since: None,
@@ -100,14 +101,14 @@ impl SwSession {
                 reverse: false,
             };
             let h = self.c.history(channel, whole).await.map_err(|_| ())?;
-            Some(h.publications)
+            (h.position, Some(h.publications))
         };
         // More missed than one read returns is as lost as history itself.
         let missed = missed.filter(|m| m.len() <= limit);
         if missed.is_none() {
             tracing::debug!(channel, "resumed without the missed messages: history lost");
         }
-        Ok((h.position, missed))
+        Ok((position, missed))
     }
 
     pub(super) async fn subscribe(&mut self, params: &Map<String, Value>) -> Reply {
