@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::cluster::{HISTORY_CONFIG, RedisServer, call, connect_as};
-use crate::gateway::{API_KEY, Ws, api, expect, open_at, send};
+use crate::gateway::{API_KEY, Ws, api, expect, open_at};
 use crate::gateway_channels::{SECRET, hs256};
 use crate::signalwire_ws::{Rpc, connect_params, mint};
 use crate::support::TestServer;
@@ -194,11 +194,18 @@ async fn a_resumed_signalwire_session_gets_what_was_published_while_it_was_away(
     // The socket drops (no goodbye); two messages while the SDK waits to reconnect, once
     // the node has noticed (its presence entry gone).
     drop(alice);
-    within(5, "the dropped session to end", || async {
-        let res = api(&s, "presence", json!({"channel": "room"})).await;
-        (res["result"]["presence"] == json!({})).then_some(())
-    })
-    .await;
+    let (mut watcher, _) = chat_member(&s, auth, "watcher").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = watcher
+            .call("chat.members.get", json!({"channel": "room"}))
+            .await;
+        if r["result"]["members"] == json!([{"id": "watcher", "channel": "room", "state": {}}]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dropped session never ended: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for text in ["missed 1", "missed 2"] {
         let res = api(&s, "publish", json!({"channel": "room", "data": text})).await;
         assert!(res["result"].is_object(), "{res}");
