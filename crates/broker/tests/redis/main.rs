@@ -127,7 +127,10 @@ async fn publications_reach_subscribers_on_every_node() {
     // `qb` still holds the join, "2" and leave from above; they may arrive in
     // one batch or several, so read until "3" (or a timeout fails the test).
     let mut got = Vec::new();
-    while !got.iter().any(|d: &String| d.as_str() == r#"news:{"v":"3"}"#) {
+    while !got
+        .iter()
+        .any(|d: &String| d.as_str() == r#"news:{"v":"3"}"#)
+    {
         got.extend(received(&qb).await);
     }
     assert_eq!(

@@ -46,7 +46,8 @@ impl SwSession {
                 Ok((position, missed)) => {
                     if let Some(missed) = missed.filter(|_| events.message) {
                         for p in &missed {
-                            let params = json!({"channel": channel, "message": message(p, channel)});
+                            let params =
+                                json!({"channel": channel, "message": message(p, channel)});
                             self.replay
                                 .push(event_frame("chat.channel.message", channel, &params));
                         }
@@ -376,9 +377,10 @@ impl SwSession {
             // on any close and resumes with its `protocol`: closing makes the resume
             // replay what the member missed from history (or, history lost, at least
             // starts the member afresh on a working subscription).
-            Control::Resubscribe { channel } if self.c.subs.contains_key(&channel) => {
-                (Vec::new(), Some(Some((close::TRY_AGAIN, "broker interrupted"))))
-            }
+            Control::Resubscribe { channel } if self.c.subs.contains_key(&channel) => (
+                Vec::new(),
+                Some(Some((close::TRY_AGAIN, "broker interrupted"))),
+            ),
             Control::Resubscribe { .. } => (Vec::new(), None),
             Control::Refresh { expired: true, .. } => {
                 (Vec::new(), Some(Some((close::EXPIRED, "token expired"))))

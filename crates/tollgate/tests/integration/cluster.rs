@@ -360,7 +360,12 @@ pub(crate) async fn connect_as(node: &TestServer, user: &str) -> crate::gateway:
     ws
 }
 
-pub(crate) async fn call(ws: &mut crate::gateway::Ws, id: u64, method: &str, params: Value) -> Value {
+pub(crate) async fn call(
+    ws: &mut crate::gateway::Ws,
+    id: u64,
+    method: &str,
+    params: Value,
+) -> Value {
     let mut cmd = json!({ "id": id });
     cmd[method] = params;
     send(ws, &cmd.to_string()).await;

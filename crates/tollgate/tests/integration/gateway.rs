@@ -29,10 +29,9 @@ pub(crate) async fn open(s: &TestServer) -> Ws {
 
 /// A Centrifugo-protocol socket to the server listening on `addr` (`host:port`).
 pub(crate) async fn open_at(addr: &str) -> Ws {
-    let (socket, _) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/connection/websocket"))
-            .await
-            .unwrap();
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/connection/websocket"))
+        .await
+        .unwrap();
     Ws {
         socket,
         pending: std::collections::VecDeque::new(),
