@@ -117,28 +117,29 @@ async function until(f, what, ms = 15_000) {
 
 test('a Chat client whose node loses Redis reconnects and resumes its subscription', TIMEOUT, async () => {
   if (skip()) return;
-  const room = { hall: { read: true, write: true } };
+  // In the chat namespace, which keeps presence (read here through the server API).
+  const room = { 'chat:hall': { read: true, write: true } };
   const alice = new Chat.Client({ token: await mint(a, 'chat', room, 'alice'), logLevel: 'silent' });
   const cent = new CentClient({ url: `${b.base}/api`, apiKey: API_KEY });
   try {
     const first = next(alice, 'message', (m) => m.content === 'before');
-    await within(alice.subscribe(['hall']), 'alice to subscribe');
-    await within(cent.publish({ channel: 'hall', data: 'before' }), 'a publish through B');
+    await within(alice.subscribe(['chat:hall']), 'alice to subscribe');
+    await within(cent.publish({ channel: 'chat:hall', data: 'before' }), 'a publish through B');
     await first;
-    const [before] = await clientsOf(a, 'hall', 'alice');
+    const [before] = await clientsOf(a, 'chat:hall', 'alice');
     assert.ok(before, 'alice is present');
 
     // Redis restarts empty: node A closes alice's socket once it is back, her SDK
     // reconnects (after 1-4 s) and resumes by `protocol`, with no subscribe of its own.
     await redis.restart();
     const now = await until(async () => {
-      const ids = await clientsOf(a, 'hall', 'alice').catch(() => []);
+      const ids = await clientsOf(a, 'chat:hall', 'alice').catch(() => []);
       return ids.length === 1 && ids[0] !== before && ids[0];
     }, "alice's resumed session in presence");
     assert.notEqual(now, before);
     const after = next(alice, 'message', (m) => m.content === 'after', 'the message after the restart', 10_000);
     // B may still be reconnecting to Redis: its publish fails until then, never silently.
-    await until(() => cent.publish({ channel: 'hall', data: 'after' }).then(() => true, () => false), 'a publish through B');
+    await until(() => cent.publish({ channel: 'chat:hall', data: 'after' }).then(() => true, () => false), 'a publish through B');
     assert.equal((await after).content, 'after');
   } finally {
     await within(alice.disconnect(), 'alice to disconnect');
