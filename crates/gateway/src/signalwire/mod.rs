@@ -351,6 +351,9 @@ impl SwSession {
                 if !id.is_null() {
                     frames.push(response(&id, reply));
                 }
+                if !self.replay.is_empty() {
+                    self.c.gw.metrics.delivered(self.replay.len());
+                }
                 frames.append(&mut self.replay);
                 return (frames, None);
             }
