@@ -48,17 +48,19 @@ impl SwSession {
                         for p in &missed {
                             let params =
                                 json!({"channel": channel, "message": message(p, channel)});
-                            self.replay
-                                .push(event_frame("chat.channel.message", channel, &params));
+                            let (_, frame) = event_frame("chat.channel.message", channel, &params);
+                            self.replay.push(frame);
                         }
                         self.replayed.insert(channel.to_owned(), position.offset);
                     }
+                    self.written.insert(channel.to_owned(), position.offset);
                     self.positions.insert(channel.to_owned(), position);
                 }
                 // No position: this session's messages carry on live, and a resume of it
                 // replays nothing.
                 Err(()) => {
                     self.positions.remove(channel);
+                    self.written.remove(channel);
                 }
             }
         }
@@ -401,6 +403,7 @@ impl SwSession {
             let Some(sub) = self.c.subs.get(channel) else {
                 continue;
             };
+            let mut in_order = None;
             if let Event::Publication(p) = &d.event
                 && p.offset > 0
             {
@@ -411,12 +414,13 @@ impl SwSession {
                     }
                     self.replayed.remove(channel);
                 }
-                // The position advances only without a gap: a resume then replays from
-                // before a publication the broker lost.
-                if let Some(position) = self.positions.get_mut(channel)
-                    && p.offset == position.offset + 1
+                // Only a publication that follows the last one without a gap can move the
+                // resume position: a resume then replays from before one the broker lost.
+                if let Some(written) = self.written.get_mut(channel)
+                    && p.offset == *written + 1
                 {
-                    position.offset = p.offset;
+                    *written = p.offset;
+                    in_order = Some(p.offset);
                 }
             }
             let (event_type, params) = match &d.event {
@@ -438,7 +442,11 @@ impl SwSession {
                 ),
                 _ => continue,
             };
-            frames.push(event_frame(event_type, channel, &params));
+            let (id, frame) = event_frame(event_type, channel, &params);
+            frames.push(frame);
+            if let Some(offset) = in_order {
+                self.sent(id, channel, offset);
+            }
         }
         if !frames.is_empty() {
             self.c.gw.metrics.delivered(frames.len());
@@ -447,9 +455,9 @@ impl SwSession {
     }
 }
 
-/// One `signalwire.event` request.
-fn event_frame(event_type: &str, channel: &str, params: &Value) -> String {
-    let (_, text) = request(
+/// One `signalwire.event` request: its id and its text.
+fn event_frame(event_type: &str, channel: &str, params: &Value) -> (String, String) {
+    request(
         "signalwire.event",
         &json!({
             "event_type": event_type,
@@ -457,8 +465,7 @@ fn event_frame(event_type: &str, channel: &str, params: &Value) -> String {
             "timestamp": now_secs_f64(),
             "params": params,
         }),
-    );
-    text
+    )
 }
 
 /// The `cursor.before` and `cursor.after` of `chat.messages.get`: offsets of the stream of

@@ -34,7 +34,7 @@ mod chat;
 mod resume;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,6 +63,9 @@ const MAX_STATE_BYTES: usize = 2000;
 pub(crate) const PAGE: usize = 50;
 /// Most deliveries written per turn of the loop.
 const BATCH: usize = 256;
+/// Most written events awaiting the client's acknowledgement; beyond, the oldest counts as
+/// acknowledged (the bound on a client that stops acknowledging).
+const MAX_UNACKED: usize = 1024;
 
 pub(crate) struct SwSession {
     /// The connection; each subscription's own part is the events it asked for.
@@ -75,8 +78,16 @@ pub(crate) struct SwSession {
     /// Whether the client said goodbye (no resume then).
     said_goodbye: bool,
     /// Where each channel's stream is for this member (channels that keep history): the
-    /// offset of the last publication delivered. A resume replays what follows it.
+    /// offset of the last publication the client acknowledged (with `event_acks`; else
+    /// the last written). A resume replays what follows it.
     positions: HashMap<String, StreamPosition>,
+    /// Per channel, the offset of the last publication written in order (no gap before).
+    written: HashMap<String, u64>,
+    /// Whether the client acknowledges events (`event_acks`, as `@signalwire/js` does).
+    acks: bool,
+    /// Publications written in order and not yet acknowledged, oldest first: (event id,
+    /// channel, offset). An acknowledgement covers every event before it too.
+    unacked: VecDeque<(String, String, u64)>,
     /// Per channel, the last offset a resume replayed: queued copies up to it are skipped.
     replayed: HashMap<String, u64>,
     /// `signalwire.event`s a resume replays, sent right after the connect result.
@@ -92,6 +103,9 @@ impl SwSession {
             ping: None,
             said_goodbye: false,
             positions: HashMap::new(),
+            written: HashMap::new(),
+            acks: false,
+            unacked: VecDeque::new(),
             replayed: HashMap::new(),
             replay: Vec::new(),
         }
@@ -307,6 +321,9 @@ impl SwSession {
         let (id, method, params) = message_parts(&msg);
         let Some(method) = method else {
             // A response: the ack of an event, or the answer to our ping.
+            if let Some(acked) = id.as_str() {
+                self.acked(acked);
+            }
             if let Some((ping_id, _)) = &self.ping
                 && id.as_str() == Some(ping_id)
             {
@@ -381,6 +398,40 @@ impl SwSession {
             return (Vec::new(), None);
         }
         (vec![response(&id, reply)], None)
+    }
+
+    /// Notes a publication event written in order: the resume position moves once the
+    /// client acknowledges it (at once for a client that does not acknowledge).
+    fn sent(&mut self, id: String, channel: &str, offset: u64) {
+        if !self.acks {
+            self.advance(channel, offset);
+            return;
+        }
+        self.unacked.push_back((id, channel.to_owned(), offset));
+        if self.unacked.len() > MAX_UNACKED
+            && let Some((_, channel, offset)) = self.unacked.pop_front()
+        {
+            self.advance(&channel, offset);
+        }
+    }
+
+    /// The client acknowledged event `id`: it has every event written before it too.
+    fn acked(&mut self, id: &str) {
+        let Some(i) = self.unacked.iter().position(|(e, _, _)| e == id) else {
+            return;
+        };
+        let done: Vec<(String, String, u64)> = self.unacked.drain(..=i).collect();
+        for (_, channel, offset) in done {
+            self.advance(&channel, offset);
+        }
+    }
+
+    fn advance(&mut self, channel: &str, offset: u64) {
+        if let Some(position) = self.positions.get_mut(channel)
+            && offset > position.offset
+        {
+            position.offset = offset;
+        }
     }
 
     /// The `authorization` and connect result for the current grant.
@@ -458,6 +509,7 @@ impl SwSession {
             return error(rpc::INVALID_REQUEST, "Already connected");
         }
         let grant = self.verify(params).await?;
+        self.acks = params.get("event_acks").and_then(Value::as_bool) == Some(true);
         let (project, member) = (grant.project, grant.user.clone());
         let signature = grant
             .jti

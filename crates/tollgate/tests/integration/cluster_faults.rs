@@ -1,7 +1,8 @@
 //! Faults of a cluster, each with the behaviour docs/cluster.md states for it: a node killed
 //! with SIGKILL (real `tollgate` processes on one PostgreSQL database and one private
 //! `redis-server`), Redis restarted empty under Centrifugo and SignalWire clients, and a
-//! SignalWire session resumed after its socket dropped.
+//! SignalWire session resumed after its socket dropped (replaying from its last
+//! acknowledged message).
 
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpStream;
@@ -220,6 +221,13 @@ async fn a_resumed_signalwire_session_gets_what_was_published_while_it_was_away(
     };
     say("seen").await;
     assert_eq!(messages(&mut alice, 1).await, ["seen"]);
+    // One more reaches her socket, but she dies before acknowledging it.
+    say("unacknowledged").await;
+    let got = alice.unanswered().await;
+    assert_eq!(
+        got["params"]["params"]["message"]["content"],
+        "unacknowledged"
+    );
 
     // The socket drops (no goodbye); two messages while the SDK waits to reconnect, once
     // the node has noticed (its presence entry gone).
@@ -250,10 +258,11 @@ async fn a_resumed_signalwire_session_gets_what_was_published_while_it_was_away(
     say("missed 2").await;
     let mut alice = resume(&s, auth, "alice", &protocol).await;
     say("live").await;
-    // What she missed, once, in order, then the live one: no gap, no repeat.
+    // What she did not acknowledge and what she missed, once, in order, then the live
+    // one: no gap, no repeat.
     assert_eq!(
-        messages(&mut alice, 3).await,
-        ["missed 1", "missed 2", "live"]
+        messages(&mut alice, 4).await,
+        ["unacknowledged", "missed 1", "missed 2", "live"]
     );
 }
 
