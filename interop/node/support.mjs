@@ -110,6 +110,9 @@ export async function startTollgate({ settings = {}, config, publicUrl = false }
     addr: info.addr,
     base: info.base,
     ws: info.ws,
+    dataDir: info.data_dir,
+    /** The TOLLGATE_* settings it runs with (less the listen address). */
+    env: info.env,
     logs: () => log,
     /** Runs a CLI command with `--json` on the server's database; returns its JSON. */
     cli: (...cmd) => JSON.parse(execFileSync(BIN, [...cmd, '--json'], { env, encoding: 'utf8', timeout: 60_000 })),
@@ -120,4 +123,72 @@ export async function startTollgate({ settings = {}, config, publicUrl = false }
       return within(exited, 'tollgate to exit after SIGTERM', 60_000);
     },
   };
+}
+
+/** A free loopback TCP port. */
+async function freePort() {
+  const { createServer } = await import('node:net');
+  const srv = createServer();
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+/**
+ * A private `redis-server` on a free port, persisting nothing (the machine's Redis is never
+ * touched), or null when there is none (the caller skips; scripts/test installs it).
+ * Resolves to `{url, stop()}` once it accepts connections.
+ */
+export async function startRedis() {
+  const { existsSync } = await import('node:fs');
+  const { connect } = await import('node:net');
+  const binary = process.env.TOLLGATE_TEST_REDIS_SERVER ?? '/usr/bin/redis-server';
+  if (!existsSync(binary)) return null;
+  const port = await freePort();
+  const run = async () => {
+    const child = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' });
+    const exited = once(child, 'exit');
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const up = await new Promise((resolve) => {
+        const s = connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+        s.on('error', () => resolve(false));
+      });
+      if (up) break;
+      if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error('redis-server did not listen'); }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return { child, exited };
+  };
+  let current = await run();
+  const stop = async () => { current.child.kill('SIGKILL'); await within(current.exited, 'redis-server to exit'); };
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stop,
+    /** Kills it, as a crash would, and starts it again, empty, on the same port. */
+    restart: async () => { await stop(); current = await run(); },
+  };
+}
+
+/**
+ * Two nodes of one installation: `tollgate serve` twice through interop/start-tollgate, on
+ * one database (the first node's SQLite file), one master key and `redis` as the broker.
+ * Options as for startTollgate. Resolves to `[a, b]`; stop b before a (a's launcher
+ * removes the database when it stops).
+ */
+export async function startCluster(redis, { settings = {}, config, publicUrl = false } = {}) {
+  const { readFileSync } = await import('node:fs');
+  const common = { ...settings, TOLLGATE_BROKER_URL: redis.url };
+  const a = await startTollgate({ settings: common, config, publicUrl });
+  const dbUrl = a.env.TOLLGATE_DATABASE_URL;
+  const keyFile = join(a.dataDir, 'tollgate.key');
+  const shared = {
+    ...common,
+    TOLLGATE_DATABASE_URL: dbUrl,
+    TOLLGATE_SECRET_KEY: a.env.TOLLGATE_SECRET_KEY ?? readFileSync(keyFile, 'utf8').trim(),
+  };
+  const b = await startTollgate({ settings: shared, config, publicUrl });
+  return [a, b];
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use tollgate_broker::{Delivery, Event, HistoryQuery, NewPublication, Publication};
+use tollgate_broker::{Delivery, Event, HistoryQuery, NewPublication, Publication, StreamPosition};
 
 use super::wire::{
     Events, Reply, Turn, channel_names, close, error, member, message, now_secs_f64, ok,
@@ -20,11 +20,50 @@ impl SwSession {
     /// Joins `channel`: broker, presence, and a join for Chat members. Joining a channel
     /// again adds the events asked for.
     pub(super) async fn join(&mut self, channel: &str, events: Events) -> Result<(), ()> {
+        self.join_from(channel, events, None).await
+    }
+
+    /// Joins `channel` as [`SwSession::join`] does and, for a channel that keeps history,
+    /// notes where its stream is. With `since` (a resumed session's position) the
+    /// publications the member missed after it are queued in `self.replay`, to go out
+    /// right after the `signalwire.connect` result: the SDK never asks for them.
+    pub(super) async fn join_from(
+        &mut self,
+        channel: &str,
+        events: Events,
+        since: Option<StreamPosition>,
+    ) -> Result<(), ()> {
         if let Some(sub) = self.c.subs.get_mut(channel) {
             sub.ext.merge(events);
             return Ok(());
         }
+        // Attached before the stream is read, as for Centrifugo's recovery: a publication
+        // in between arrives in both, and the queued copy is skipped by offset.
         self.c.attach(channel).await.map_err(|_| ())?;
+        self.replayed.remove(channel);
+        if self.c.gw.publish_history(channel).is_some() {
+            match self.read_position(channel, since.as_ref()).await {
+                Ok((position, missed)) => {
+                    if let Some(missed) = missed.filter(|_| events.message) {
+                        for p in &missed {
+                            let params =
+                                json!({"channel": channel, "message": message(p, channel)});
+                            let (_, frame) = event_frame("chat.channel.message", channel, &params);
+                            self.replay.push(frame);
+                        }
+                        self.replayed.insert(channel.to_owned(), position.offset);
+                    }
+                    self.written.insert(channel.to_owned(), position.offset);
+                    self.positions.insert(channel.to_owned(), position);
+                }
+                // No position: this session's messages carry on live, and a resume of it
+                // replays nothing.
+                Err(()) => {
+                    self.positions.remove(channel);
+                    self.written.remove(channel);
+                }
+            }
+        }
         let sub = Sub {
             info: self.client_info(channel),
             presence: true,
@@ -33,6 +72,46 @@ impl SwSession {
         };
         self.c.add(channel, sub).await;
         Ok(())
+    }
+
+    /// The stream's current position and, with `since`, what was published after it, if
+    /// history still holds all of it. Publications of another epoch than `since`'s (Redis
+    /// restarted empty, or the stream expired) all came after it: the new stream is
+    /// replayed whole, so nothing is silently skipped (one delivered live just before the
+    /// session closed may come twice).
+    async fn read_position(
+        &self,
+        channel: &str,
+        since: Option<&StreamPosition>,
+    ) -> Result<(StreamPosition, Option<Vec<Arc<Publication>>>), ()> {
+        let limit = self.c.gw.settings.history_max_publication_limit;
+        let query = HistoryQuery {
+            since,
+            limit: Some(if since.is_some() { limit + 1 } else { 0 }),
+            reverse: false,
+        };
+        let h = self.c.history(channel, query).await.map_err(|_| ())?;
+        let Some(since) = since else {
+            return Ok((h.position, None));
+        };
+        let (position, missed) = if since.epoch == h.position.epoch {
+            let recovered = h.recovered;
+            (h.position, Some(h.publications).filter(|_| recovered))
+        } else {
+            let whole = HistoryQuery {
+                since: None,
+                limit: Some(limit + 1),
+                reverse: false,
+            };
+            let h = self.c.history(channel, whole).await.map_err(|_| ())?;
+            (h.position, Some(h.publications))
+        };
+        // More missed than one read returns is as lost as history itself.
+        let missed = missed.filter(|m| m.len() <= limit);
+        if missed.is_none() {
+            tracing::debug!(channel, "resumed without the missed messages: history lost");
+        }
+        Ok((position, missed))
     }
 
     pub(super) async fn subscribe(&mut self, params: &Map<String, Value>) -> Reply {
@@ -295,8 +374,15 @@ impl SwSession {
                 }
                 (Vec::new(), None)
             }
-            // SignalWire's protocol has no recovery to resubscribe into: the subscription
-            // goes on, and what the broker lost is lost (as on SignalWire itself).
+            // The broker may have lost deliveries (its connection to Redis broke, or an
+            // offset jumped). SignalWire's protocol cannot say so, but the SDK reconnects
+            // on any close and resumes with its `protocol`: closing makes the resume
+            // replay what the member missed from history (or, history lost, at least
+            // starts the member afresh on a working subscription).
+            Control::Resubscribe { channel } if self.c.subs.contains_key(&channel) => (
+                Vec::new(),
+                Some(Some((close::TRY_AGAIN, "broker interrupted"))),
+            ),
             Control::Resubscribe { .. } => (Vec::new(), None),
             Control::Refresh { expired: true, .. } => {
                 (Vec::new(), Some(Some((close::EXPIRED, "token expired"))))
@@ -310,13 +396,33 @@ impl SwSession {
 
     /// `signalwire.event`s for a batch of deliveries, one frame each, only for channels
     /// and events this member subscribed to.
-    pub(super) fn encode(&self, batch: &[Delivery]) -> Vec<String> {
+    pub(super) fn encode(&mut self, batch: &[Delivery]) -> Vec<String> {
         let mut frames = Vec::with_capacity(batch.len());
         for d in batch {
             let channel: &str = &d.channel;
             let Some(sub) = self.c.subs.get(channel) else {
                 continue;
             };
+            let mut in_order = None;
+            if let Event::Publication(p) = &d.event
+                && p.offset > 0
+            {
+                // Already sent in a resume's replay: skipped once, until the first newer one.
+                if let Some(&replayed) = self.replayed.get(channel) {
+                    if p.offset <= replayed {
+                        continue;
+                    }
+                    self.replayed.remove(channel);
+                }
+                // Only a publication that follows the last one without a gap can move the
+                // resume position: a resume then replays from before one the broker lost.
+                if let Some(written) = self.written.get_mut(channel)
+                    && p.offset == *written + 1
+                {
+                    *written = p.offset;
+                    in_order = Some(p.offset);
+                }
+            }
             let (event_type, params) = match &d.event {
                 Event::Publication(p) if sub.ext.message => (
                     "chat.channel.message",
@@ -336,22 +442,30 @@ impl SwSession {
                 ),
                 _ => continue,
             };
-            let (_, text) = request(
-                "signalwire.event",
-                &json!({
-                    "event_type": event_type,
-                    "event_channel": channel,
-                    "timestamp": now_secs_f64(),
-                    "params": params,
-                }),
-            );
-            frames.push(text);
+            let (id, frame) = event_frame(event_type, channel, &params);
+            frames.push(frame);
+            if let Some(offset) = in_order {
+                self.sent(id, channel, offset);
+            }
         }
         if !frames.is_empty() {
             self.c.gw.metrics.delivered(frames.len());
         }
         frames
     }
+}
+
+/// One `signalwire.event` request: its id and its text.
+fn event_frame(event_type: &str, channel: &str, params: &Value) -> (String, String) {
+    request(
+        "signalwire.event",
+        &json!({
+            "event_type": event_type,
+            "event_channel": channel,
+            "timestamp": now_secs_f64(),
+            "params": params,
+        }),
+    )
 }
 
 /// The `cursor.before` and `cursor.after` of `chat.messages.get`: offsets of the stream of

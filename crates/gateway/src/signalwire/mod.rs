@@ -34,14 +34,14 @@ mod chat;
 mod resume;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
-use tollgate_broker::QueueState;
+use tollgate_broker::{QueueState, StreamPosition};
 use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
 use tungstenite::Message;
 
@@ -63,6 +63,9 @@ const MAX_STATE_BYTES: usize = 2000;
 pub(crate) const PAGE: usize = 50;
 /// Most deliveries written per turn of the loop.
 const BATCH: usize = 256;
+/// Most written events awaiting the client's acknowledgement; beyond, the oldest counts as
+/// acknowledged (the bound on a client that stops acknowledging).
+const MAX_UNACKED: usize = 1024;
 
 pub(crate) struct SwSession {
     /// The connection; each subscription's own part is the events it asked for.
@@ -74,6 +77,21 @@ pub(crate) struct SwSession {
     ping: Option<(String, Instant)>,
     /// Whether the client said goodbye (no resume then).
     said_goodbye: bool,
+    /// Where each channel's stream is for this member (channels that keep history): the
+    /// offset of the last publication the client acknowledged (with `event_acks`; else
+    /// the last written). A resume replays what follows it.
+    positions: HashMap<String, StreamPosition>,
+    /// Per channel, the offset of the last publication written in order (no gap before).
+    written: HashMap<String, u64>,
+    /// Whether the client acknowledges events (`event_acks`, as `@signalwire/js` does).
+    acks: bool,
+    /// Publications written in order and not yet acknowledged, oldest first: (event id,
+    /// channel, offset). An acknowledgement covers every event before it too.
+    unacked: VecDeque<(String, String, u64)>,
+    /// Per channel, the last offset a resume replayed: queued copies up to it are skipped.
+    replayed: HashMap<String, u64>,
+    /// `signalwire.event`s a resume replays, sent right after the connect result.
+    replay: Vec<String>,
 }
 
 impl SwSession {
@@ -84,6 +102,12 @@ impl SwSession {
             states: HashMap::new(),
             ping: None,
             said_goodbye: false,
+            positions: HashMap::new(),
+            written: HashMap::new(),
+            acks: false,
+            unacked: VecDeque::new(),
+            replayed: HashMap::new(),
+            replay: Vec::new(),
         }
     }
 
@@ -270,6 +294,10 @@ impl SwSession {
                     .filter(|(c, _)| self.c.subs.contains_key(*c))
                     .map(|(c, v)| (c.clone(), v.clone()))
                     .collect(),
+                positions: std::mem::take(&mut self.positions)
+                    .into_iter()
+                    .filter(|(c, _)| self.c.subs.contains_key(c))
+                    .collect(),
                 until: Instant::now() + RESUME_FOR,
             };
             self.c
@@ -293,6 +321,9 @@ impl SwSession {
         let (id, method, params) = message_parts(&msg);
         let Some(method) = method else {
             // A response: the ack of an event, or the answer to our ping.
+            if let Some(acked) = id.as_str() {
+                self.acked(acked);
+            }
             if let Some((ping_id, _)) = &self.ping
                 && id.as_str() == Some(ping_id)
             {
@@ -332,7 +363,16 @@ impl SwSession {
                         Some(Some((close::AUTH_FAILED, "authentication failed"))),
                     );
                 }
-                reply
+                // A resumed session's missed messages follow the result they belong to.
+                let mut frames = Vec::with_capacity(1 + self.replay.len());
+                if !id.is_null() {
+                    frames.push(response(&id, reply));
+                }
+                if !self.replay.is_empty() {
+                    self.c.gw.metrics.delivered(self.replay.len());
+                }
+                frames.append(&mut self.replay);
+                return (frames, None);
             }
             "signalwire.reauthenticate" => self.reauthenticate(params).await,
             "signalwire.ping" => Ok(json!({
@@ -358,6 +398,40 @@ impl SwSession {
             return (Vec::new(), None);
         }
         (vec![response(&id, reply)], None)
+    }
+
+    /// Notes a publication event written in order: the resume position moves once the
+    /// client acknowledges it (at once for a client that does not acknowledge).
+    fn sent(&mut self, id: String, channel: &str, offset: u64) {
+        if !self.acks {
+            self.advance(channel, offset);
+            return;
+        }
+        self.unacked.push_back((id, channel.to_owned(), offset));
+        if self.unacked.len() > MAX_UNACKED
+            && let Some((_, channel, offset)) = self.unacked.pop_front()
+        {
+            self.advance(&channel, offset);
+        }
+    }
+
+    /// The client acknowledged event `id`: it has every event written before it too.
+    fn acked(&mut self, id: &str) {
+        let Some(i) = self.unacked.iter().position(|(e, _, _)| e == id) else {
+            return;
+        };
+        let done: Vec<(String, String, u64)> = self.unacked.drain(..=i).collect();
+        for (_, channel, offset) in done {
+            self.advance(&channel, offset);
+        }
+    }
+
+    fn advance(&mut self, channel: &str, offset: u64) {
+        if let Some(position) = self.positions.get_mut(channel)
+            && offset > position.offset
+        {
+            position.offset = offset;
+        }
     }
 
     /// The `authorization` and connect result for the current grant.
@@ -435,6 +509,7 @@ impl SwSession {
             return error(rpc::INVALID_REQUEST, "Already connected");
         }
         let grant = self.verify(params).await?;
+        self.acks = params.get("event_acks").and_then(Value::as_bool) == Some(true);
         let (project, member) = (grant.project, grant.user.clone());
         let signature = grant
             .jti
@@ -458,13 +533,14 @@ impl SwSession {
                     .map(|r| (p.to_owned(), r))
             });
         match resume {
-            Some((protocol, r)) => {
+            Some((protocol, mut r)) => {
                 self.protocol = protocol;
                 self.states = r.states;
                 for (channel, events) in r.channels {
                     // The new token decides again.
                     if self.grant_for(&channel).0 {
-                        let _ = self.join(&channel, events).await;
+                        let since = r.positions.remove(&channel);
+                        let _ = self.join_from(&channel, events, since).await;
                     }
                 }
             }

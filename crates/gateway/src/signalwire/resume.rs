@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
+use tollgate_broker::StreamPosition;
 use tollgate_token::ProjectId;
 
 use super::wire::Events;
@@ -31,12 +32,15 @@ pub(super) const MAX_RESUMES_PER_PROJECT: usize = MAX_RESUMES / 2;
 /// replaces its own entries instead of filling its project's table.
 pub(super) const MAX_RESUMES_PER_MEMBER: usize = 8;
 
-/// What a reconnecting client gets back: its channels, events and states.
+/// What a reconnecting client gets back: its channels, events and states, and where each
+/// channel's stream was when the session closed (what it missed meanwhile is replayed
+/// from history).
 #[derive(Debug, Clone)]
 pub(super) struct Resume {
     pub(super) member: String,
     pub(super) channels: Vec<(String, Events)>,
     pub(super) states: HashMap<String, Value>,
+    pub(super) positions: HashMap<String, StreamPosition>,
     pub(super) until: Instant,
 }
 
@@ -174,6 +178,7 @@ mod tests {
             member: member.to_owned(),
             channels: vec![("room".to_owned(), Events::default())],
             states: HashMap::new(),
+            positions: HashMap::new(),
             until,
         }
     }

@@ -17,7 +17,7 @@ use crate::gateway::{API_KEY, api, expect, open, send};
 use crate::support::TestServer;
 
 /// A `redis-server` of the test's own on a free port, persisting nothing; killed on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     binary: PathBuf,
     port: u16,
     child: Option<Child>,
@@ -26,7 +26,7 @@ struct RedisServer {
 
 impl RedisServer {
     /// `None` (the test is skipped) where there is no `redis-server`, except on CI.
-    fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let binary = std::env::var_os("TOLLGATE_TEST_REDIS_SERVER")
             .map_or_else(|| PathBuf::from("/usr/bin/redis-server"), PathBuf::from);
         if !binary.exists() {
@@ -51,7 +51,7 @@ impl RedisServer {
         Some(server)
     }
 
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let child = Command::new(&self.binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -70,14 +70,14 @@ impl RedisServer {
     }
 
     /// Kills the server, as a crash would.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 }
@@ -332,7 +332,7 @@ async fn signalwire_chat_members_on_two_nodes_chat_and_see_each_other() {
     assert_eq!(msg["message"]["member"]["id"], "bob");
 }
 
-const HISTORY_CONFIG: &str = r#"
+pub(crate) const HISTORY_CONFIG: &str = r#"
 [gateway]
 presence_update_interval = "200ms"
 
@@ -346,7 +346,7 @@ allow_presence_for_subscriber = true
 "#;
 
 /// A Centrifugo client of `node` connected as `user` (HS256 token with the shared secret).
-async fn connect_as(node: &TestServer, user: &str) -> crate::gateway::Ws {
+pub(crate) async fn connect_as(node: &TestServer, user: &str) -> crate::gateway::Ws {
     let claims = json!({"sub": user, "exp": crate::support::now() + 600});
     let token = crate::gateway_channels::hs256(&claims);
     let mut ws = open(node).await;
@@ -360,7 +360,12 @@ async fn connect_as(node: &TestServer, user: &str) -> crate::gateway::Ws {
     ws
 }
 
-async fn call(ws: &mut crate::gateway::Ws, id: u64, method: &str, params: Value) -> Value {
+pub(crate) async fn call(
+    ws: &mut crate::gateway::Ws,
+    id: u64,
+    method: &str,
+    params: Value,
+) -> Value {
     let mut cmd = json!({ "id": id });
     cmd[method] = params;
     send(ws, &cmd.to_string()).await;

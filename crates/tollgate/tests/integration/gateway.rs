@@ -24,10 +24,14 @@ pub(crate) struct Ws {
 }
 
 pub(crate) async fn open(s: &TestServer) -> Ws {
-    let (socket, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/connection/websocket", s.addr))
-            .await
-            .unwrap();
+    open_at(&s.addr.to_string()).await
+}
+
+/// A Centrifugo-protocol socket to the server listening on `addr` (`host:port`).
+pub(crate) async fn open_at(addr: &str) -> Ws {
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/connection/websocket"))
+        .await
+        .unwrap();
     Ws {
         socket,
         pending: std::collections::VecDeque::new(),

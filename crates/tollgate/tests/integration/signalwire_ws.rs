@@ -44,7 +44,9 @@ impl Rpc {
                 continue;
             };
             let v: Value = serde_json::from_str(text.as_str()).unwrap();
-            if pred(&v) {
+            // Events are acknowledged as the SDK does, the ones waited for too.
+            let matched = pred(&v);
+            if matched && v["method"] != "signalwire.event" {
                 return v;
             }
             if v.get("method").is_some() {
@@ -53,6 +55,24 @@ impl Rpc {
                     .send(Message::Text(ack.to_string().into()))
                     .await
                     .unwrap();
+            }
+            if matched {
+                return v;
+            }
+        }
+    }
+
+    /// The next message, read without answering it (a client that received an event but
+    /// died before acknowledging it).
+    pub(crate) async fn unanswered(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.socket.next())
+                .await
+                .expect("timed out")
+                .expect("socket open")
+                .unwrap();
+            if let Message::Text(text) = msg {
+                return serde_json::from_str(text.as_str()).unwrap();
             }
         }
     }

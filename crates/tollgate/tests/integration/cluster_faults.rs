@@ -1,0 +1,555 @@
+//! Faults of a cluster, each with the behaviour docs/cluster.md states for it: a node killed
+//! with SIGKILL (real `tollgate` processes on one PostgreSQL database and one private
+//! `redis-server`), Redis restarted empty under Centrifugo and SignalWire clients, and a
+//! SignalWire session resumed after its socket dropped (replaying from its last
+//! acknowledged message).
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cluster::{HISTORY_CONFIG, RedisServer, call, connect_as};
+use crate::gateway::{API_KEY, Ws, api, expect, open_at};
+use crate::gateway_channels::{SECRET, hs256};
+use crate::signalwire_ws::{Rpc, connect_params, mint};
+use crate::support::TestServer;
+
+/// Retries `f` until it returns `Some`, for at most `secs` seconds.
+async fn within<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Server API `publish` through `node`, retried until the node's broker answers (after a
+/// Redis restart, until the node has reconnected).
+async fn publish_when_up(node: &TestServer, channel: &str, data: Value) -> Value {
+    let params = json!({"channel": channel, "data": data});
+    within(10, "a publish to succeed", || async {
+        let res = api(node, "publish", params.clone()).await;
+        res.get("result").is_some().then_some(res)
+    })
+    .await
+}
+
+/// Two nodes of one installation on `redis`, with `config` and Centrifugo's credentials.
+async fn two_nodes(redis: &RedisServer, config: &str) -> (TestServer, TestServer) {
+    let url = redis.url();
+    let common = [
+        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
+        ("TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY", SECRET),
+        ("TOLLGATE_BROKER_URL", url.as_str()),
+    ];
+    let a = TestServer::start_with_config(config, &common).await;
+    let shared = a.shared_settings();
+    let mut env: Vec<(&str, &str)> = common.to_vec();
+    env.extend(shared.iter().map(|(k, v)| (*k, v.as_str())));
+    let b = TestServer::start_with_config(config, &env).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_gives_a_recovering_client_a_new_epoch_never_a_gap() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let config = format!("{HISTORY_CONFIG}allow_publish_for_subscriber = true\n");
+    let (a, b) = two_nodes(&redis, &config).await;
+    a.project().await;
+
+    // Alice on A holds a position in chat:1 after one publication through B.
+    let mut alice = connect_as(&a, "alice").await;
+    let sub = call(
+        &mut alice,
+        2,
+        "subscribe",
+        json!({"channel": "chat:1", "recoverable": true}),
+    )
+    .await;
+    let epoch = sub["subscribe"]["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    let res = api(
+        &b,
+        "publish",
+        json!({"channel": "chat:1", "data": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(res["result"]["offset"], 1, "{res}");
+    let push = expect(&mut alice, |v| v["push"]["pub"].is_object()).await;
+    assert_eq!(push["push"]["pub"]["offset"], 1);
+
+    // Redis is gone.
+    redis.stop();
+    // The server API says so in Centrifugo's shape: nothing is reported published.
+    for node in [&a, &b] {
+        let failed = api(
+            node,
+            "publish",
+            json!({"channel": "chat:1", "data": {"n": 2}}),
+        )
+        .await;
+        assert_eq!(
+            failed,
+            json!({"error": {"code": 100, "message": "internal server error"}})
+        );
+    }
+    // A client's publish and a new subscription get the temporary error 100.
+    let mut carol = connect_as(&b, "carol").await;
+    let refused = call(&mut carol, 2, "subscribe", json!({"channel": "chat:2"})).await;
+    assert_eq!(refused["error"]["code"], 100, "{refused}");
+    assert_eq!(refused["error"]["temporary"], true, "{refused}");
+    let refused = call(
+        &mut alice,
+        3,
+        "publish",
+        json!({"channel": "chat:1", "data": {"n": 2}}),
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], 100, "{refused}");
+
+    // Redis back, empty: Alice is told to resubscribe and her recovery from the old
+    // position says it is not complete, with the new stream's epoch.
+    redis.spawn();
+    let told = tokio::time::timeout(Duration::from_secs(10), async {
+        expect(&mut alice, |v| v["push"]["unsubscribe"].is_object()).await
+    })
+    .await
+    .expect("told to resubscribe");
+    assert_eq!(told["push"]["unsubscribe"]["code"], 2500, "{told}");
+    let after = publish_when_up(&b, "chat:1", json!({"n": 3})).await;
+    assert_eq!(after["result"]["offset"], 1, "a new stream: {after}");
+    assert_ne!(after["result"]["epoch"], epoch.as_str());
+    let back = call(
+        &mut alice,
+        4,
+        "subscribe",
+        json!({"channel": "chat:1", "recover": true, "recoverable": true,
+               "offset": 1, "epoch": epoch}),
+    )
+    .await;
+    let r = &back["subscribe"];
+    assert_eq!(
+        r["recovered"],
+        json!(null),
+        "never claimed recovered: {back}"
+    );
+    assert_eq!(r["was_recovering"], true, "{back}");
+    assert_eq!(r["epoch"], after["result"]["epoch"], "{back}");
+    assert_eq!(r["offset"], 1, "{back}");
+    // And the new subscription carries on across nodes.
+    api(
+        &b,
+        "publish",
+        json!({"channel": "chat:1", "data": {"n": 4}}),
+    )
+    .await;
+    let push = expect(&mut alice, |v| v["push"]["pub"].is_object()).await;
+    assert_eq!(push["push"]["pub"]["data"], json!({"n": 4}));
+}
+
+/// A Chat member's socket on `node`, connected and subscribed to `room` (messages and
+/// joins); returns it with its session's `protocol`.
+async fn chat_member(node: &TestServer, auth: (&str, &str), id: &str) -> (Rpc, String) {
+    let body = json!({"ttl": 60, "member_id": id,
+                      "channels": {"room": {"read": true, "write": true}}});
+    let token = mint(node, auth, "chat", body).await;
+    let mut rpc = Rpc::open(node).await;
+    let r = rpc.call("signalwire.connect", connect_params(&token)).await;
+    let protocol = r["result"]["protocol"]
+        .as_str()
+        .expect("protocol")
+        .to_owned();
+    let r = rpc
+        .call(
+            "chat.subscribe",
+            json!({"channels": [{"name": "room"}], "events": ["chat.message"]}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+    (rpc, protocol)
+}
+
+/// Reconnects as the SDK does after a dropped socket: `signalwire.connect` with the
+/// previous session's `protocol`, never `chat.subscribe`.
+async fn resume(node: &TestServer, auth: (&str, &str), id: &str, protocol: &str) -> Rpc {
+    let body = json!({"ttl": 60, "member_id": id,
+                      "channels": {"room": {"read": true, "write": true}}});
+    let token = mint(node, auth, "chat", body).await;
+    let mut rpc = Rpc::open(node).await;
+    let mut params = connect_params(&token);
+    params["protocol"] = json!(protocol);
+    let r = rpc.call("signalwire.connect", params).await;
+    assert_eq!(r["result"]["protocol"], protocol, "resumed: {r}");
+    rpc
+}
+
+/// The contents of the next `n` chat messages.
+async fn messages(rpc: &mut Rpc, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        got.push(rpc.event("chat.channel.message").await["message"]["content"].clone());
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_resumed_signalwire_session_gets_what_was_published_while_it_was_away() {
+    let s = TestServer::start_with(&[("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY)]).await;
+    let (project, token) = s.project().await;
+    let auth = (project.as_str(), token.as_str());
+    let (mut alice, protocol) = chat_member(&s, auth, "alice").await;
+    let (mut bob, _) = chat_member(&s, auth, "bob").await;
+    let mut say = async |text: &str| {
+        let r = bob
+            .call("chat.publish", json!({"channel": "room", "content": text}))
+            .await;
+        assert_eq!(r["result"]["code"], "200", "{r}");
+    };
+    say("seen").await;
+    assert_eq!(messages(&mut alice, 1).await, ["seen"]);
+    // One more reaches her socket, but she dies before acknowledging it.
+    say("unacknowledged").await;
+    let got = alice.unanswered().await;
+    assert_eq!(
+        got["params"]["params"]["message"]["content"],
+        "unacknowledged"
+    );
+
+    // The socket drops (no goodbye); two messages while the SDK waits to reconnect, once
+    // the node has noticed (its presence entry gone).
+    drop(alice);
+    let (mut watcher, _) = chat_member(&s, auth, "watcher").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = watcher
+            .call("chat.members.get", json!({"channel": "room"}))
+            .await;
+        let mut ids: Vec<&str> = r["result"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        ids.sort_unstable();
+        if ids == ["bob", "watcher"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped session never ended: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    say("missed 1").await;
+    say("missed 2").await;
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    say("live").await;
+    // What she did not acknowledge and what she missed, once, in order, then the live
+    // one: no gap, no repeat.
+    assert_eq!(
+        messages(&mut alice, 4).await,
+        ["unacknowledged", "missed 1", "missed 2", "live"]
+    );
+}
+
+#[tokio::test]
+async fn signalwire_members_reconnect_and_resume_across_a_redis_restart() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, "").await;
+    let (project, token) = a.project().await;
+    let auth = (project.as_str(), token.as_str());
+    let (mut alice, protocol) = chat_member(&a, auth, "alice").await;
+    let (mut bob, bob_protocol) = chat_member(&b, auth, "bob").await;
+    let r = bob
+        .call(
+            "chat.publish",
+            json!({"channel": "room", "content": "before"}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+    assert_eq!(messages(&mut alice, 1).await, ["before"]);
+
+    // Redis restarts empty. Each node, reconnected, closes its members' sockets with
+    // 1013 (try again): the SDK reconnects on any close and resumes.
+    redis.stop();
+    redis.spawn();
+    let code = tokio::time::timeout(Duration::from_secs(10), alice.closed())
+        .await
+        .expect("alice's socket is closed");
+    assert_eq!(code, 1013);
+    assert_eq!(bob.closed().await, 1013);
+
+    // Bob, resumed on B, writes while Alice reconnects: she gets it on resuming.
+    let mut bob = resume(&b, auth, "bob", &bob_protocol).await;
+    let r = bob
+        .call(
+            "chat.publish",
+            json!({"channel": "room", "content": "while away"}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+    let mut alice = resume(&a, auth, "alice", &protocol).await;
+    // Her subscription works again without a chat.subscribe, across nodes, in order.
+    let r = bob
+        .call(
+            "chat.publish",
+            json!({"channel": "room", "content": "after"}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+    assert_eq!(messages(&mut alice, 2).await, ["while away", "after"]);
+    // Bob's resumed subscription works too (his call above read past "while away").
+    assert_eq!(messages(&mut bob, 1).await, ["after"]);
+    // And she is a member again, seen from the other node.
+    let members = within(5, "alice among the members", || async {
+        let mut rpc = Rpc::open(&b).await;
+        let body = json!({"ttl": 60, "member_id": "dave", "channels": {"room": {"read": true}}});
+        let t = mint(&b, auth, "chat", body).await;
+        rpc.call("signalwire.connect", connect_params(&t)).await;
+        let r = rpc
+            .call("chat.members.get", json!({"channel": "room"}))
+            .await;
+        let ids: Vec<String> = r["result"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.contains(&"alice".to_owned()).then_some(ids)
+    })
+    .await;
+    assert!(members.contains(&"alice".to_owned()));
+}
+
+// ---------------------------------------------------------------------------------------
+// A node killed with SIGKILL: real processes.
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+/// A `tollgate serve` process; SIGKILLed on drop.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Node {
+    fn start(env: &[(String, String)]) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("TOLLGATE_LISTEN", "127.0.0.1:0")
+            .env("TOLLGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the node did not report its address");
+        Self { child, addr }
+    }
+
+    async fn api(&self, method: &str, params: Value) -> Value {
+        reqwest::Client::new()
+            .post(format!("http://{}/api/{method}", self.addr))
+            .header("X-API-Key", API_KEY)
+            .json(&params)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILL: no goodbye to anyone.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Centrifugo client of the node at `addr`, connected as `user`; returns its client id.
+async fn client_of(addr: &str, user: &str) -> (Ws, String) {
+    let claims = json!({"sub": user, "exp": crate::support::now() + 600});
+    let mut ws = open_at(addr).await;
+    let reply = call(&mut ws, 1, "connect", json!({"token": hs256(&claims)})).await;
+    let client = reply["connect"]["client"]
+        .as_str()
+        .expect("client")
+        .to_owned();
+    (ws, client)
+}
+
+/// The client ids `node`'s server API lists in `channel`'s presence.
+async fn present(node: &Node, channel: &str) -> Vec<String> {
+    let res = node.api("presence", json!({"channel": channel})).await;
+    let mut ids: Vec<String> = res["result"]["presence"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{res}"))
+        .keys()
+        .cloned()
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_node_killed_with_sigkill_its_client_recovers_on_another_and_its_presence_expires() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let admin = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    if TcpStream::connect("127.0.0.1:5432").is_err() && admin.contains("127.0.0.1:5432") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI needs PostgreSQL"
+        );
+        eprintln!("note: no PostgreSQL on 127.0.0.1:5432; SIGKILL test skipped");
+        return;
+    }
+    let db = tollgate_store::testing::PgTestDatabase::create(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tollgate.toml");
+    // Presence refreshed every 200 ms: entries live 2 × 200 ms + 5 s = 5.4 s.
+    std::fs::write(&config, HISTORY_CONFIG).unwrap();
+    use base64::Engine as _;
+    let env: Vec<(String, String)> = [
+        ("TOLLGATE_DATABASE_URL", db.url.clone()),
+        (
+            "TOLLGATE_SECRET_KEY",
+            base64::engine::general_purpose::STANDARD.encode([9u8; 32]),
+        ),
+        ("TOLLGATE_BROKER_URL", redis.url()),
+        ("TOLLGATE_CONFIG", config.display().to_string()),
+        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY.to_owned()),
+        (
+            "TOLLGATE_CENTRIFUGO__TOKEN_HMAC_SECRET_KEY",
+            SECRET.to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+
+    let mut a = Node::start(&env);
+    // The one project the deployment-wide credentials act for, made with the CLI.
+    let out = Command::new(BIN)
+        .args(["project", "create", "--name", "p", "--json"])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = Node::start(&env);
+
+    // Alice on A takes a position; Bob on B is present too.
+    let (mut alice, alice_on_a) = client_of(&a.addr, "alice").await;
+    let sub = call(
+        &mut alice,
+        2,
+        "subscribe",
+        json!({"channel": "chat:1", "recoverable": true}),
+    )
+    .await;
+    let epoch = sub["subscribe"]["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    let (mut bob, bob_on_b) = client_of(&b.addr, "bob").await;
+    call(&mut bob, 2, "subscribe", json!({"channel": "chat:1"})).await;
+    let res = b
+        .api("publish", json!({"channel": "chat:1", "data": {"n": 1}}))
+        .await;
+    assert_eq!(res["result"]["offset"], 1, "{res}");
+    expect(&mut alice, |v| v["push"]["pub"]["offset"] == 1).await;
+    let mut both = vec![alice_on_a.clone(), bob_on_b.clone()];
+    both.sort();
+    assert_eq!(present(&b, "chat:1").await, both);
+
+    // A dies without a word; two publications through B meanwhile.
+    a.kill();
+    let killed = Instant::now();
+    for n in 2..=3 {
+        let res = b
+            .api("publish", json!({"channel": "chat:1", "data": {"n": n}}))
+            .await;
+        assert_eq!(res["result"]["offset"], n, "{res}");
+        assert_eq!(res["result"]["epoch"], epoch.as_str());
+    }
+    // Alice reconnects to B and recovers exactly what she missed.
+    let (mut alice, alice_on_b) = client_of(&b.addr, "alice").await;
+    let back = call(
+        &mut alice,
+        2,
+        "subscribe",
+        json!({"channel": "chat:1", "recover": true, "recoverable": true,
+               "offset": 1, "epoch": epoch}),
+    )
+    .await;
+    let r = &back["subscribe"];
+    assert_eq!(r["recovered"], true, "{back}");
+    assert_eq!(r["epoch"], epoch.as_str(), "{back}");
+    let data: Vec<&Value> = r["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| &p["data"])
+        .collect();
+    assert_eq!(data, [&json!({"n": 2}), &json!({"n": 3})]);
+
+    // A's entry for Alice stays until the presence TTL, then only B's clients are left.
+    let mut left = vec![alice_on_b, bob_on_b];
+    left.sort();
+    within(10, "A's presence entry to expire", || async {
+        let now = present(&b, "chat:1").await;
+        (now == left).then_some(())
+    })
+    .await;
+    assert!(
+        killed.elapsed() >= Duration::from_secs(4),
+        "expired by its TTL, not removed: {:?}",
+        killed.elapsed()
+    );
+    drop(b);
+    db.drop_now().await;
+}
