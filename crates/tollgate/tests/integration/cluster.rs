@@ -17,7 +17,7 @@ use crate::gateway::{API_KEY, api, expect, open, send};
 use crate::support::TestServer;
 
 /// A `redis-server` of the test's own on a free port, persisting nothing; killed on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     binary: PathBuf,
     port: u16,
     child: Option<Child>,
@@ -26,7 +26,7 @@ struct RedisServer {
 
 impl RedisServer {
     /// `None` (the test is skipped) where there is no `redis-server`, except on CI.
-    fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let binary = std::env::var_os("TOLLGATE_TEST_REDIS_SERVER")
             .map_or_else(|| PathBuf::from("/usr/bin/redis-server"), PathBuf::from);
         if !binary.exists() {
@@ -77,7 +77,7 @@ impl RedisServer {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 }
@@ -89,7 +89,11 @@ impl Drop for RedisServer {
 }
 
 /// A connected Centrifugo-protocol client of `node`, subscribed to `room`.
-async fn subscriber(node: &TestServer, project: &str, token: &str) -> crate::gateway::Ws {
+pub(crate) async fn subscriber(
+    node: &TestServer,
+    project: &str,
+    token: &str,
+) -> crate::gateway::Ws {
     let (_, res) = node
         .post(
             "/api/pubsub/tokens",

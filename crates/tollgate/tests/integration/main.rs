@@ -10,6 +10,7 @@ mod api;
 mod binary;
 mod centrifugo;
 mod cluster;
+mod cluster_control;
 mod fabric;
 mod gateway;
 mod gateway_channels;
