@@ -414,6 +414,15 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
         Ok(Vec::new())
     }
 
+    /// This node's channels with subscribers and their subscriptions, per project, in one
+    /// pass: what a heartbeat carries (one walk, however many projects). Only a broker
+    /// with a [`Broker::heartbeat_interval`] needs to count; the default counts nothing.
+    async fn local_channels_by_project(
+        &self,
+    ) -> Result<std::collections::HashMap<uuid::Uuid, (usize, usize)>, BrokerError> {
+        Ok(std::collections::HashMap::new())
+    }
+
     /// `project`'s channels with subscribers on *this node*, and their subscriptions.
     async fn local_channels(&self, project: uuid::Uuid) -> Result<(usize, usize), BrokerError> {
         // The in-process broker's `channels` are this node's.

@@ -308,21 +308,27 @@ pub(crate) async fn heartbeat(
         let Some(gw) = gateway.upgrade() else {
             return;
         };
-        let mut projects = Vec::new();
-        for (project, (clients, users)) in gw.registry.stats_by_project() {
-            let (channels, subs) = gw
-                .broker
-                .local_channels(*project.as_uuid())
-                .await
-                .unwrap_or_default();
-            let counts = tollgate_broker::NodeCounts {
-                clients,
-                users,
-                channels,
-                subs,
-            };
-            projects.push((*project.as_uuid(), counts));
-        }
+        let channels = gw
+            .broker
+            .local_channels_by_project()
+            .await
+            .unwrap_or_default();
+        let projects = gw
+            .registry
+            .stats_by_project()
+            .into_iter()
+            .map(|(project, (clients, users))| {
+                let project = *project.as_uuid();
+                let (channels, subs) = channels.get(&project).copied().unwrap_or_default();
+                let counts = tollgate_broker::NodeCounts {
+                    clients,
+                    users,
+                    channels,
+                    subs,
+                };
+                (project, counts)
+            })
+            .collect();
         let report = tollgate_broker::NodeReport {
             uid: gw.node_id.to_string(),
             name: crate::NODE_NAME.to_owned(),

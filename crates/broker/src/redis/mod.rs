@@ -584,6 +584,18 @@ impl Broker for RedisBroker {
         .await
     }
 
+    async fn local_channels_by_project(
+        &self,
+    ) -> Result<HashMap<uuid::Uuid, (usize, usize)>, BrokerError> {
+        let mut by_project: HashMap<uuid::Uuid, (usize, usize)> = HashMap::new();
+        for (key, count) in self.shards.iter().flat_map(|s| s.pubsub.local_channels()) {
+            let entry = by_project.entry(key.project()).or_default();
+            entry.0 += 1;
+            entry.1 += count;
+        }
+        Ok(by_project)
+    }
+
     async fn local_channels(&self, project: uuid::Uuid) -> Result<(usize, usize), BrokerError> {
         Ok(self
             .shards
