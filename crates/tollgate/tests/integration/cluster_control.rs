@@ -1,8 +1,8 @@
 //! The cluster's control plane, on two nodes of one installation sharing one private
 //! `redis-server`: the server API's `subscribe` reaches a connection on the other node,
 //! `info` lists every live node (and drops a stopped one within the heartbeat TTL), and a
-//! change made through one node empties the other node's caches at once instead of after
-//! their time bound.
+//! change made through one node (a subscriber deleted, a namespace set, a signing key
+//! rotated) empties the other node's caches at once instead of after their time bound.
 
 use std::time::{Duration, Instant};
 
@@ -236,6 +236,32 @@ async fn a_change_through_one_node_empties_the_other_nodes_caches_at_once() {
     assert_eq!(status, 200, "{ns}");
     within(quickly, "the new namespace listed on B", async || {
         names().await.contains(&"team".to_owned()).then_some(())
+    })
+    .await;
+
+    // Signing keys: B signs with the project's key (cached for 30 s); after a rotation
+    // through A, B signs with the new one at once.
+    let kid_on_b = async || -> String {
+        let (status, res) = b
+            .post(
+                "/api/pubsub/tokens",
+                auth,
+                &json!({"ttl": 5, "channels": {"room": {"read": true}}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{res}");
+        crate::support::decode_part(res["token"].as_str().unwrap(), 0)["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = kid_on_b().await;
+    let (status, rotated) = basic(&a, auth, "POST", "/api/v1/keys/rotate", Some(json!({}))).await;
+    assert_eq!(status, 201, "{rotated}");
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, before);
+    within(quickly, "B signing with the new key", async || {
+        (kid_on_b().await == new_kid).then_some(())
     })
     .await;
 }
