@@ -430,8 +430,10 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
         Ok((channels.len(), channels.iter().map(|(_, n)| n).sum()))
     }
 
-    /// Where control messages from other nodes arrive (never this node's own). `None`: a
-    /// broker with no other nodes (the in-process one).
+    /// Where control messages from other nodes arrive (never this node's own). An *empty*
+    /// message comes from no node: the broker (re)connected its control channel, so
+    /// messages sent meanwhile were missed. `None`: a broker with no other nodes (the
+    /// in-process one).
     fn control(&self) -> Option<tokio::sync::broadcast::Receiver<Bytes>> {
         None
     }

@@ -242,6 +242,14 @@ impl KeyCache {
         self.decrypting.retain(|_, (_, p)| *p != project);
     }
 
+    /// Forgets every cached key of every project.
+    pub(crate) fn forget_all(&self) {
+        self.active.retain(|_, _| false);
+        self.verifying.retain(|_, _| false);
+        self.encrypting.retain(|_, _| false);
+        self.decrypting.retain(|_, _| false);
+    }
+
     /// Makes a fresh key the project's encrypter; the old one keeps decrypting until
     /// `retire_until`. Returns the new key id.
     pub(crate) async fn rotate_encryption(

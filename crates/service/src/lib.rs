@@ -245,6 +245,16 @@ impl Tollgate {
         }
     }
 
+    /// Forgets every cached answer of every project: what to do when invalidations from
+    /// other nodes may have been missed (the control channel reconnected, or its receiver
+    /// fell behind). Costs one reload per entry, nothing else.
+    pub fn forget_everything(&self) {
+        self.inner.ns_cache.clear();
+        self.inner.sat_cache.clear();
+        self.inner.only_project.clear();
+        self.inner.keys.forget_all();
+    }
+
     /// Whether the database answers.
     pub async fn ready(&self) -> Result<(), ServiceError> {
         Ok(self.inner.store.ping().await?)

@@ -4,8 +4,10 @@
 //! knows both the service and the broker; the two know nothing of each other.
 //!
 //! Same delivery as the gateway's commands on that channel: at most once, never to the
-//! sender. A lost message leaves the receiver on its caches' time bound (5 s, 30 s for
-//! keys), which is why those bounds stay.
+//! sender. When messages may have been missed — the control channel reconnected (the
+//! broker says so with an empty message) or this receiver fell behind — every cache entry
+//! is forgotten. A message lost without either sign (Redis dropping it) leaves the
+//! receiver on its caches' time bound (5 s, 30 s for keys), which is why those bounds stay.
 
 use std::sync::{Arc, Weak};
 
@@ -40,6 +42,11 @@ impl Invalidations for BrokerInvalidations {
 pub(crate) async fn relay(mut messages: broadcast::Receiver<bytes::Bytes>, tollgate: Tollgate) {
     loop {
         match messages.recv().await {
+            Ok(payload) if payload.is_empty() => {
+                // The control channel was down for a while: whatever was invalidated
+                // meanwhile is unknown, so forget everything rather than wait out the TTLs.
+                tollgate.forget_everything();
+            }
             Ok(payload) => {
                 let Some(body) = ControlTopic::Cache.body(&payload) else {
                     continue;
@@ -55,8 +62,9 @@ pub(crate) async fn relay(mut messages: broadcast::Receiver<bytes::Bytes>, tollg
                 }
             }
             Err(RecvError::Lagged(n)) => {
-                // Which projects is unknown: their entries expire on their own.
+                // Which projects is unknown: forget them all.
                 tracing::warn!(missed = n, "cache invalidations from other nodes missed");
+                tollgate.forget_everything();
             }
             Err(RecvError::Closed) => return,
         }
