@@ -14,6 +14,10 @@
 //! field a kind does not define; a kind this node does not know (a newer node's) is
 //! skipped with a debug line, anything else malformed with a warning. Nothing received
 //! can reach another project's connections: the project is part of every lookup.
+//!
+//! Also this node's heartbeat ([`heartbeat`]): with a shared broker, every
+//! `Broker::heartbeat_interval` it reports its id, version, uptime and each project's
+//! clients, users, channels and subscriptions here, which the other nodes' `info` lists.
 
 use std::sync::Arc;
 
