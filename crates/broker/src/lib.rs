@@ -223,6 +223,82 @@ pub struct Interruption {
     pub channels: Vec<(ChannelKey, Vec<u64>)>,
 }
 
+/// One project's share of one node, as the server API's `info` reports it: counts only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeCounts {
+    pub clients: usize,
+    pub users: usize,
+    pub channels: usize,
+    pub subs: usize,
+}
+
+/// What a node says about itself in its heartbeat ([`Broker::heartbeat`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeReport {
+    /// The node's id as `info` shows it.
+    pub uid: String,
+    pub name: String,
+    pub version: String,
+    /// Seconds since the node started.
+    pub uptime: u64,
+    /// Each project with connections on the node, and its share. A project not listed has
+    /// nothing on the node.
+    pub projects: Vec<(uuid::Uuid, NodeCounts)>,
+}
+
+/// Another live node as one project sees it ([`Broker::other_nodes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    pub uid: String,
+    pub name: String,
+    pub version: String,
+    /// Seconds since the node started, as of now.
+    pub uptime: u64,
+    /// The project's share of the node at its last heartbeat.
+    pub counts: NodeCounts,
+}
+
+/// What a control message is about. The control channel is one opaque byte stream shared
+/// by several receivers on every node (the gateway's server API commands, the service's
+/// cache invalidations); the first byte of every payload names its topic, so each receiver
+/// takes its own and skips the others' without decoding them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlTopic {
+    /// A server API command for connections (`tollgate_gateway`'s `cluster`).
+    Gateway,
+    /// A cache entry another node's change made stale (`tollgate_service`'s
+    /// `Invalidation`).
+    Cache,
+}
+
+impl ControlTopic {
+    fn byte(self) -> u8 {
+        match self {
+            Self::Gateway => b'g',
+            Self::Cache => b'c',
+        }
+    }
+
+    /// `body` prefixed with this topic, ready for [`Broker::publish_control`].
+    #[must_use]
+    pub fn frame(self, body: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(1 + body.len());
+        out.push(self.byte());
+        out.extend_from_slice(body);
+        Bytes::from(out)
+    }
+
+    /// The body of `payload` if it is about this topic; `None` for another topic's (or an
+    /// empty) payload.
+    #[must_use]
+    pub fn body(self, payload: &[u8]) -> Option<&[u8]> {
+        payload
+            .split_first()
+            .filter(|(topic, _)| **topic == self.byte())
+            .map(|(_, body)| body)
+    }
+}
+
 /// The broker interface.
 #[async_trait]
 pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
@@ -314,15 +390,50 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
-    /// Sends an opaque control message (the gateway's server API commands) to every
+    /// Sends an opaque control message (framed by [`ControlTopic::frame`]) to every
     /// *other* node sharing this broker: at most once, like Centrifugo's control channel.
     /// The in-process broker has no other node, so there is nothing to send.
     async fn publish_control(&self, _payload: Bytes) -> Result<(), BrokerError> {
         Ok(())
     }
 
-    /// Where control messages from other nodes arrive (never this node's own). `None`: a
-    /// broker with no other nodes (the in-process one).
+    /// How often this node should send [`Broker::heartbeat`]; `None`: there are no other
+    /// nodes to tell (the in-process broker), and `info` lists this node alone.
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Records this node's statistics for the other nodes' `info`.
+    async fn heartbeat(&self, _report: &NodeReport) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// The other live nodes (never this one), with `project`'s share of each. Empty for a
+    /// broker with no other nodes.
+    async fn other_nodes(&self, _project: uuid::Uuid) -> Result<Vec<NodeInfo>, BrokerError> {
+        Ok(Vec::new())
+    }
+
+    /// This node's channels with subscribers and their subscriptions, per project, in one
+    /// pass: what a heartbeat carries (one walk, however many projects). Only a broker
+    /// with a [`Broker::heartbeat_interval`] needs to count; the default counts nothing.
+    async fn local_channels_by_project(
+        &self,
+    ) -> Result<std::collections::HashMap<uuid::Uuid, (usize, usize)>, BrokerError> {
+        Ok(std::collections::HashMap::new())
+    }
+
+    /// `project`'s channels with subscribers on *this node*, and their subscriptions.
+    async fn local_channels(&self, project: uuid::Uuid) -> Result<(usize, usize), BrokerError> {
+        // The in-process broker's `channels` are this node's.
+        let channels = self.channels(project).await?;
+        Ok((channels.len(), channels.iter().map(|(_, n)| n).sum()))
+    }
+
+    /// Where control messages from other nodes arrive (never this node's own). An *empty*
+    /// message comes from no node: the broker (re)connected its control channel, so
+    /// messages sent meanwhile were missed. `None`: a broker with no other nodes (the
+    /// in-process one).
     fn control(&self) -> Option<tokio::sync::broadcast::Receiver<Bytes>> {
         None
     }

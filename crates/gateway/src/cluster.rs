@@ -1,22 +1,65 @@
-//! Server API commands across nodes: the node that receives a `disconnect`,
+//! Server API commands across nodes: the node that receives a `subscribe`, `disconnect`,
 //! `unsubscribe` or `refresh` applies it to its own connections, then hands it to the
-//! broker's control channel ([`tollgate_broker::Broker::publish_control`]); every other
-//! node applies it on receipt. Centrifugo answers these methods without per-node counts,
-//! so fire-and-forget is enough: delivery is at most once, like Centrifugo's own control
-//! channel. The in-process broker has no other node, so a single node behaves as before.
+//! broker's control channel ([`tollgate_broker::Broker::publish_control`], topic
+//! [`ControlTopic::Gateway`]); every other node applies it on receipt. Centrifugo answers
+//! these methods without per-node counts, so fire-and-forget is enough: delivery is at
+//! most once, like Centrifugo's own control channel. The in-process broker has no other
+//! node, so a single node behaves as before.
 //!
-//! A message is JSON: `{"p": project, "u": user, "c": client?, "x": [except…], "k": kind,
-//! …}`. The server API's `subscribe` is not sent yet (its overrides have no wire form).
+//! A message is one JSON object: `{"p": project, "u": user, "c": client?, "x": [except…],
+//! "k": kind, …}`, the rest depending on the kind — `d` (disconnect: `code`, `reason`),
+//! `u` (unsubscribe: `channel`), `r` (refresh: `expired`, `expire_at`), `s` (subscribe:
+//! `channel`, `info`, `data`, `o` overrides, `expire_at`, `since` {`offset`, `epoch`}).
+//! What arrives from Redis is decoded strictly: bounded in size, every field typed, no
+//! field a kind does not define; a kind this node does not know (a newer node's) is
+//! skipped with a debug line, anything else malformed with a warning. Nothing received
+//! can reach another project's connections: the project is part of every lookup.
+//!
+//! Also this node's heartbeat ([`heartbeat`]): with a shared broker, every
+//! `Broker::heartbeat_interval` it reports its id, version, uptime and each project's
+//! clients, users, channels and subscriptions here, which the other nodes' `info` lists.
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use tollgate_broker::{ControlTopic, StreamPosition};
+use tollgate_service::gateway::{Overrides, ServerSub};
 use tollgate_token::ProjectId;
 
-use crate::registry::{Control, Registry};
+use crate::registry::{Control, Registry, SubscribeCommand};
 
-/// The wire form of `control` for `project`'s connections of `user`; `None` for commands
-/// that stay on this node.
+/// Largest control message accepted from another node. A `subscribe` carries the API
+/// caller's `info` and `data`, which the HTTP body limit (1 MiB by default) bounds.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The override flags a `subscribe` may carry, by wire name.
+const OVERRIDES: [&str; 5] = [
+    "presence",
+    "join_leave",
+    "force_push_join_leave",
+    "force_positioning",
+    "force_recovery",
+];
+
+fn overrides_json(o: &Overrides) -> Value {
+    let flags = [
+        o.presence,
+        o.join_leave,
+        o.force_push_join_leave,
+        o.force_positioning,
+        o.force_recovery,
+    ];
+    OVERRIDES
+        .iter()
+        .zip(flags)
+        .filter_map(|(name, flag)| flag.map(|f| ((*name).to_owned(), Value::Bool(f))))
+        .collect::<Map<String, Value>>()
+        .into()
+}
+
+/// The wire form of `control` for `project`'s connections of `user` (framed with its
+/// topic); `None` for commands that stay on this node (`Resubscribe` is about this node's
+/// own broker connection).
 pub(crate) fn encode(
     project: ProjectId,
     user: &str,
@@ -36,43 +79,200 @@ pub(crate) fn encode(
         Control::Refresh { expired, expire_at } => {
             json!({"k": "r", "expired": expired, "expire_at": expire_at})
         }
-        Control::Subscribe(_) | Control::Resubscribe { .. } => return None,
+        Control::Subscribe(command) => json!({
+            "k": "s",
+            "channel": command.sub.channel,
+            "info": command.sub.info,
+            "data": command.sub.data,
+            "o": overrides_json(&command.sub.overrides),
+            "expire_at": command.expire_at,
+            "since": command.recover_since.as_ref().map(|s| json!({"offset": s.offset, "epoch": s.epoch})),
+        }),
+        Control::Resubscribe { .. } => return None,
     };
     if let (Value::Object(m), Value::Object(f)) = (&mut message, fields) {
         m.extend(f);
     }
-    serde_json::to_vec(&message).ok().map(bytes::Bytes::from)
+    serde_json::to_vec(&message)
+        .ok()
+        .map(|body| ControlTopic::Gateway.frame(&body))
 }
 
-/// Applies one control message from another node to this node's connections.
-pub(crate) fn apply(registry: &Registry, payload: &[u8]) -> Option<usize> {
-    let m: Value = serde_json::from_slice(payload).ok()?;
-    let project: ProjectId = m.get("p")?.as_str()?.parse().ok()?;
-    let user = m.get("u")?.as_str()?;
-    let client = m.get("c").and_then(Value::as_str);
-    let except: Vec<&str> = m
-        .get("x")
-        .and_then(Value::as_array)
-        .map(|x| x.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let control = match m.get("k")?.as_str()? {
+/// One command decoded from another node.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Command {
+    project: ProjectId,
+    user: String,
+    client: Option<String>,
+    except: Vec<String>,
+    control: Control,
+}
+
+/// Why a message was not applied.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Another topic's message: not ours to read.
+    OtherTopic,
+    /// A kind this node does not know (a newer node's).
+    UnknownKind,
+    /// Too large, not JSON, or a field missing, mistyped or unexpected.
+    Malformed,
+}
+
+/// Fields every message has.
+const ENVELOPE: [&str; 5] = ["p", "u", "c", "x", "k"];
+
+fn string(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+/// `null` or absent is `None`; anything but an integer is malformed.
+fn optional_i64(m: &Map<String, Value>, key: &str) -> Result<Option<i64>, Refused> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or(Refused::Malformed),
+    }
+}
+
+fn optional_json(m: &Map<String, Value>, key: &str) -> Option<Value> {
+    m.get(key).filter(|v| !v.is_null()).cloned()
+}
+
+fn decode_overrides(v: Option<&Value>) -> Option<Overrides> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Some(Overrides::default());
+    };
+    let o = v.as_object()?;
+    if o.keys().any(|k| !OVERRIDES.contains(&k.as_str())) {
+        return None;
+    }
+    let flag = |k: &str| match o.get(k) {
+        None => Some(None),
+        Some(v) => v.as_bool().map(Some),
+    };
+    Some(Overrides {
+        presence: flag(OVERRIDES[0])?,
+        join_leave: flag(OVERRIDES[1])?,
+        force_push_join_leave: flag(OVERRIDES[2])?,
+        force_positioning: flag(OVERRIDES[3])?,
+        force_recovery: flag(OVERRIDES[4])?,
+    })
+}
+
+fn decode_since(v: Option<&Value>) -> Option<Option<StreamPosition>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Some(None);
+    };
+    let s = v.as_object()?;
+    if s.len() != 2 {
+        return None;
+    }
+    Some(Some(StreamPosition {
+        offset: s.get("offset")?.as_u64()?,
+        epoch: string(s.get("epoch")?)?,
+    }))
+}
+
+/// Decodes one control message (as framed by [`encode`]).
+pub(crate) fn decode(payload: &[u8]) -> Result<Command, Refused> {
+    let body = ControlTopic::Gateway
+        .body(payload)
+        .ok_or(Refused::OtherTopic)?;
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(Refused::Malformed);
+    }
+    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) else {
+        return Err(Refused::Malformed);
+    };
+    let kind = m
+        .get("k")
+        .and_then(Value::as_str)
+        .ok_or(Refused::Malformed)?;
+    let fields: &[&str] = match kind {
+        "d" => &["code", "reason"],
+        "u" => &["channel"],
+        "r" => &["expired", "expire_at"],
+        "s" => &["channel", "info", "data", "o", "expire_at", "since"],
+        _ => return Err(Refused::UnknownKind),
+    };
+    if m.keys()
+        .any(|k| !ENVELOPE.contains(&k.as_str()) && !fields.contains(&k.as_str()))
+    {
+        return Err(Refused::Malformed);
+    }
+    let envelope = || -> Option<(ProjectId, String, Option<String>, Vec<String>)> {
+        let project = m.get("p")?.as_str()?.parse().ok()?;
+        let user = string(m.get("u")?)?;
+        let client = match m.get("c")? {
+            Value::Null => None,
+            c => Some(string(c)?),
+        };
+        let except = m
+            .get("x")?
+            .as_array()?
+            .iter()
+            .map(string)
+            .collect::<Option<Vec<_>>>()?;
+        Some((project, user, client, except))
+    };
+    let (project, user, client, except) = envelope().ok_or(Refused::Malformed)?;
+    let channel = || m.get("channel").and_then(string).ok_or(Refused::Malformed);
+    let control = match kind {
         "d" => Control::Disconnect {
-            code: u16::try_from(m.get("code")?.as_u64()?).ok()?,
-            reason: m.get("reason")?.as_str()?.to_owned(),
+            code: m
+                .get("code")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (3000..=4999).contains(c))
+                .ok_or(Refused::Malformed)?,
+            reason: m.get("reason").and_then(string).ok_or(Refused::Malformed)?,
         },
         "u" => Control::Unsubscribe {
-            channel: m.get("channel")?.as_str()?.to_owned(),
+            channel: channel()?,
         },
         "r" => Control::Refresh {
-            expired: m.get("expired")?.as_bool()?,
-            expire_at: m.get("expire_at").and_then(Value::as_i64),
+            expired: m
+                .get("expired")
+                .and_then(Value::as_bool)
+                .ok_or(Refused::Malformed)?,
+            expire_at: optional_i64(&m, "expire_at")?,
         },
-        _ => return None,
+        _ => {
+            let channel = channel()?;
+            if channel.is_empty() || channel.len() > 1024 || channel.chars().any(char::is_control) {
+                return Err(Refused::Malformed);
+            }
+            Control::Subscribe(Box::new(SubscribeCommand {
+                sub: ServerSub {
+                    channel,
+                    info: optional_json(&m, "info"),
+                    data: optional_json(&m, "data"),
+                    overrides: decode_overrides(m.get("o")).ok_or(Refused::Malformed)?,
+                },
+                expire_at: optional_i64(&m, "expire_at")?,
+                recover_since: decode_since(m.get("since")).ok_or(Refused::Malformed)?,
+            }))
+        }
     };
-    Some(registry.send(project, user, client, &except, &control))
+    Ok(Command {
+        project,
+        user,
+        client,
+        except,
+        control,
+    })
 }
 
-/// Applies other nodes' control messages until the broker goes away.
+/// Applies one control message from another node to this node's connections: how many
+/// it reached.
+pub(crate) fn apply(registry: &Registry, payload: &[u8]) -> Result<usize, Refused> {
+    let c = decode(payload)?;
+    let except: Vec<&str> = c.except.iter().map(String::as_str).collect();
+    Ok(registry.send(c.project, &c.user, c.client.as_deref(), &except, &c.control))
+}
+
+/// Applies other nodes' control messages until the broker goes away. Other topics'
+/// messages share the channel and are skipped silently.
 pub(crate) async fn relay(
     mut messages: tokio::sync::broadcast::Receiver<bytes::Bytes>,
     registry: Arc<Registry>,
@@ -80,15 +280,71 @@ pub(crate) async fn relay(
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match messages.recv().await {
-            Ok(payload) => {
-                if apply(&registry, &payload).is_none() {
-                    tracing::warn!("undecodable control message dropped");
+            Ok(payload) => match apply(&registry, &payload) {
+                Ok(_) | Err(Refused::OtherTopic) => {}
+                Err(Refused::UnknownKind) => {
+                    tracing::debug!("control message of an unknown kind skipped");
                 }
-            }
+                Err(Refused::Malformed) => {
+                    tracing::warn!("malformed control message from another node dropped");
+                }
+            },
             Err(RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "control messages from other nodes missed");
             }
             Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Tells the other nodes, every `interval` until the gateway is gone, that this node is
+/// alive and what each project has on it (for their `info`). A failed beat is retried on
+/// the next tick: missing one only ages this node's entry, and three in a row (the broker's
+/// TTL) make it look dead until the next one lands.
+pub(crate) async fn heartbeat(
+    gateway: std::sync::Weak<crate::Shared>,
+    interval: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(gw) = gateway.upgrade() else {
+            return;
+        };
+        let channels = gw
+            .broker
+            .local_channels_by_project()
+            .await
+            .unwrap_or_default();
+        let projects = gw
+            .registry
+            .stats_by_project()
+            .into_iter()
+            .map(|(project, (clients, users))| {
+                let project = *project.as_uuid();
+                let (channels, subs) = channels.get(&project).copied().unwrap_or_default();
+                let counts = tollgate_broker::NodeCounts {
+                    clients,
+                    users,
+                    channels,
+                    subs,
+                };
+                (project, counts)
+            })
+            .collect();
+        let report = tollgate_broker::NodeReport {
+            uid: gw.node_id.to_string(),
+            name: crate::NODE_NAME.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime: gw.started.elapsed().as_secs(),
+            projects,
+        };
+        let broker = gw.broker.clone();
+        // Not held across the write: a gateway being dropped is not kept alive by it.
+        drop(gw);
+        if let Err(e) = broker.heartbeat(&report).await {
+            tracing::debug!(error = %e, "node heartbeat not written");
         }
     }
 }
@@ -108,22 +364,100 @@ mod tests {
             reason: "bye".into(),
         };
         let wire = encode(project, "u1", None, &["c2"], &bye).unwrap();
-        assert_eq!(apply(&registry, &wire), Some(1));
+        assert_eq!(apply(&registry, &wire), Ok(1));
         assert_eq!(rx.try_recv().ok(), Some(bye.clone()));
         let other = encode(ProjectId::new_random(), "u1", None, &[], &bye).unwrap();
-        assert_eq!(apply(&registry, &other), Some(0));
+        assert_eq!(apply(&registry, &other), Ok(0));
         let refresh = Control::Refresh {
             expired: false,
             expire_at: None,
         };
         let wire = encode(project, "u1", Some("c1"), &[], &refresh).unwrap();
-        assert_eq!(apply(&registry, &wire), Some(1));
+        assert_eq!(apply(&registry, &wire), Ok(1));
         assert_eq!(rx.try_recv().ok(), Some(refresh));
         let unsub = Control::Unsubscribe {
             channel: "room".into(),
         };
         let wire = encode(project, "u1", Some("c1"), &[], &unsub).unwrap();
-        assert_eq!(apply(&registry, &wire), Some(1));
+        assert_eq!(apply(&registry, &wire), Ok(1));
         assert_eq!(rx.try_recv().ok(), Some(unsub));
+
+        // A subscribe with everything it can carry, and one with nothing optional.
+        let full = Control::Subscribe(Box::new(SubscribeCommand {
+            sub: ServerSub {
+                channel: "news:1".into(),
+                info: Some(json!({"role": "guest"})),
+                data: Some(json!([1, "two"])),
+                overrides: Overrides {
+                    presence: Some(true),
+                    join_leave: Some(false),
+                    force_push_join_leave: None,
+                    force_positioning: Some(true),
+                    force_recovery: Some(false),
+                },
+            },
+            expire_at: Some(1_900_000_000),
+            recover_since: Some(StreamPosition {
+                offset: 42,
+                epoch: "ep".into(),
+            }),
+        }));
+        let bare = Control::Subscribe(Box::new(SubscribeCommand {
+            sub: ServerSub {
+                channel: "news:2".into(),
+                info: None,
+                data: None,
+                overrides: Overrides::default(),
+            },
+            expire_at: None,
+            recover_since: None,
+        }));
+        for subscribe in [full, bare] {
+            let wire = encode(project, "u1", None, &["c2"], &subscribe).unwrap();
+            assert_eq!(apply(&registry, &wire), Ok(1));
+            assert_eq!(rx.try_recv().ok(), Some(subscribe));
+        }
+        let resubscribe = Control::Resubscribe {
+            channel: "room".into(),
+        };
+        assert!(encode(project, "u1", None, &[], &resubscribe).is_none());
+    }
+
+    #[test]
+    fn what_is_not_a_well_formed_command_is_refused() {
+        let project = ProjectId::new_random();
+        let p = project.as_uuid().to_string();
+        let gw = |v: Value| ControlTopic::Gateway.frame(v.to_string().as_bytes());
+        let ok = json!({"p": p, "u": "u", "c": null, "x": [], "k": "u", "channel": "a"});
+        assert!(decode(&gw(ok.clone())).is_ok());
+        // Another topic's message, even one that would decode: not ours.
+        let cache = ControlTopic::Cache.frame(ok.to_string().as_bytes());
+        assert_eq!(decode(&cache), Err(Refused::OtherTopic));
+        assert_eq!(decode(b""), Err(Refused::OtherTopic));
+        // A newer node's kind: skipped, not an alarm.
+        let newer = json!({"p": p, "u": "u", "c": null, "x": [], "k": "z"});
+        assert_eq!(decode(&gw(newer)), Err(Refused::UnknownKind));
+        let malformed = [
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "u", "channel": "a", "more": 1}),
+            json!({"p": "not-a-project", "u": "u", "c": null, "x": [], "k": "u", "channel": "a"}),
+            json!({"p": p, "u": 7, "c": null, "x": [], "k": "u", "channel": "a"}),
+            json!({"p": p, "u": "u", "x": [], "k": "u", "channel": "a"}),
+            json!({"p": p, "u": "u", "c": null, "x": [1], "k": "u", "channel": "a"}),
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "d", "code": 99999, "reason": ""}),
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "d", "code": 1000, "reason": ""}),
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "r", "expired": "no"}),
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "r", "expired": true, "expire_at": "1"}),
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "s", "channel": ""}),
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "s", "channel": "a", "o": {"x": true}}),
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "s", "channel": "a", "o": {"presence": 1}}),
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "s", "channel": "a", "since": {"offset": -1, "epoch": "e"}}),
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "s", "channel": "a", "since": {"offset": 1}}),
+            json!(["not", "an", "object"]),
+        ];
+        for m in malformed {
+            assert_eq!(decode(&gw(m.clone())), Err(Refused::Malformed), "{m}");
+        }
+        let huge = ControlTopic::Gateway.frame(&vec![b' '; MAX_MESSAGE_BYTES + 1]);
+        assert_eq!(decode(&huge), Err(Refused::Malformed));
     }
 }

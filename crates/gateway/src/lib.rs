@@ -28,6 +28,7 @@ pub use centrifugo::channels::{
 pub use core::ProjectScope;
 pub use metrics::GatewayMetrics;
 pub use registry::{Control, SubscribeCommand};
+pub use tollgate_broker::{NodeCounts, NodeInfo};
 pub use tollgate_token::centrifugo::{ChannelConfig, ChannelOptions};
 pub use upgrade::{ORIGIN_REFUSED, Protocol};
 
@@ -111,6 +112,9 @@ impl Default for GatewaySettings {
     }
 }
 
+/// The node name the server API's `info` reports.
+pub const NODE_NAME: &str = "tollgate";
+
 /// A reserved place for one connection; released when dropped.
 #[derive(Debug)]
 pub struct Slot {
@@ -150,6 +154,8 @@ pub struct Shared {
     /// Refused browser origins: logged, but not once per refusal.
     origin_log: upgrade::RefusalLog,
     started: std::time::Instant,
+    /// This node's id, as the server API's `info` reports it (to every node's callers).
+    node_id: Arc<str>,
     /// Whether other nodes share the broker (server API commands are then sent to them).
     clustered: bool,
 }
@@ -204,7 +210,7 @@ impl Gateway {
         if let Some(control) = control {
             tokio::spawn(cluster::relay(control, registry.clone()));
         }
-        Self(Arc::new(Shared {
+        let gateway = Self(Arc::new(Shared {
             tollgate,
             broker,
             settings: Arc::new(settings),
@@ -217,8 +223,20 @@ impl Gateway {
             resumes: signalwire::Resumes::default(),
             origin_log: upgrade::RefusalLog::default(),
             started: std::time::Instant::now(),
+            node_id: Arc::from(uuid::Uuid::new_v4().to_string()),
             clustered,
-        }))
+        }));
+        // Other nodes' `info` lists this one while it beats.
+        if let Some(interval) = gateway.broker.heartbeat_interval() {
+            tokio::spawn(cluster::heartbeat(Arc::downgrade(&gateway.0), interval));
+        }
+        gateway
+    }
+
+    /// This node's id, as the server API's `info` reports it.
+    #[must_use]
+    pub fn node_id(&self) -> &Arc<str> {
+        &self.node_id
     }
 
     /// The gateway as one project sees it: its channels, presence, history and

@@ -170,6 +170,15 @@ impl Registry {
         })
     }
 
+    /// Connected clients and distinct users of each project with connections on this
+    /// node.
+    pub(crate) fn stats_by_project(&self) -> Vec<(ProjectId, (usize, usize))> {
+        self.lock()
+            .iter()
+            .map(|(p, users)| (*p, (users.values().map(HashMap::len).sum(), users.len())))
+            .collect()
+    }
+
     /// Connected clients and distinct users of one project on this node.
     pub(crate) fn project_stats(&self, project: ProjectId) -> (usize, usize) {
         self.lock().get(&project).map_or((0, 0), |users| {

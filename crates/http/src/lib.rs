@@ -111,8 +111,8 @@ impl AppState {
         Self(Arc::new(Shared {
             tollgate,
             metrics: Arc::default(),
+            node_id: gateway.node_id().clone(),
             gateway,
-            node_id: Arc::from(uuid::Uuid::new_v4().to_string()),
             idempotency: Arc::default(),
             throttle: throttle::Throttle::with_limits(settings.failed_auth, throttle::PROJECT),
             trusted_proxies: settings.trusted_proxies.clone(),

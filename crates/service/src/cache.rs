@@ -4,8 +4,9 @@
 //!
 //! This node forgets entries the moment it changes what they summarise (a family or embed
 //! key revoked, a subscriber deleted, a namespace set), so locally a change takes effect at
-//! once; another process on the same database (another node, or the CLI) sees it within
-//! [`TTL`] — the revocation latency the security checklist asks of one node (≤ 5 s).
+//! once, and announces the change (`invalidation`) so other nodes sharing the broker forget
+//! theirs too. Whatever misses that announcement (the CLI, a message lost on the way) sees
+//! the change within [`TTL`] — the revocation latency the security checklist asks (≤ 5 s).
 //! Bounded: when full, a cache is emptied rather than grown.
 
 use std::collections::HashMap;

@@ -342,6 +342,7 @@ impl Tollgate {
             .put_namespace(project, &record, self.inner.clock.now())
             .await?;
         self.inner.ns_cache.forget(|p| *p == project);
+        self.announce(crate::Invalidation::Namespaces(project));
         Ok(ns)
     }
 
@@ -353,6 +354,7 @@ impl Tollgate {
     ) -> Result<(), ServiceError> {
         if self.inner.store.delete_namespace(project, name).await? {
             self.inner.ns_cache.forget(|p| *p == project);
+            self.announce(crate::Invalidation::Namespaces(project));
             Ok(())
         } else {
             Err(ServiceError::NotFound("namespace"))
@@ -606,6 +608,7 @@ impl Tollgate {
             .rotate_signing_key(&record, now.plus(retire_after))
             .await?;
         self.inner.keys.forget_project(project);
+        self.announce(crate::Invalidation::Keys(project));
         Ok(kid)
     }
 

@@ -529,6 +529,7 @@ impl Tollgate {
                 self.inner
                     .sat_cache
                     .forget(|(_, family, _)| *family == old.fam);
+                self.announce(crate::Invalidation::Sats(old.prj));
                 tracing::warn!(family = %old.fam, project = %old.prj,
                     "refresh token replayed; token family revoked");
                 Err(token_invalid())
@@ -786,6 +787,7 @@ impl Tollgate {
             .await?
         {
             self.inner.sat_cache.clear();
+            self.announce(crate::Invalidation::Sats(principal.project_id));
             Ok(())
         } else {
             Err(ServiceError::NotFound("subscriber"))
@@ -869,6 +871,7 @@ impl Tollgate {
         let now = self.inner.clock.now();
         if self.inner.store.revoke_embed_key(project, id, now).await? {
             self.inner.sat_cache.clear();
+            self.announce(crate::Invalidation::Sats(project));
             Ok(())
         } else {
             Err(ServiceError::NotFound("active embed key"))
@@ -927,7 +930,8 @@ impl Tollgate {
         }
         let now = self.inner.clock.now();
         let retire_until = now.plus(self.max_lifetime() + fabric::REFRESH_GRACE);
-        self.inner
+        let kid = self
+            .inner
             .keys
             .rotate_encryption(
                 &*self.inner.store,
@@ -936,7 +940,9 @@ impl Tollgate {
                 now,
                 retire_until,
             )
-            .await
+            .await?;
+        self.announce(crate::Invalidation::Keys(project));
+        Ok(kid)
     }
 }
 

@@ -2,8 +2,9 @@
 //! token costs no database round trip and no key parsing after the first use.
 //!
 //! Key material never changes once written, but a key's state does (rotation): entries are
-//! dropped locally on rotation and expire after [`CACHE_TTL`] everywhere else, so a rotation
-//! made by another process (the CLI, another node) takes effect within that time.
+//! dropped locally on rotation, on other nodes when the rotation's `Invalidation::Keys`
+//! reaches them, and expire after [`CACHE_TTL`] everywhere else, so a rotation made by
+//! another process (the CLI, a node whose message was lost) takes effect within that time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -230,6 +231,23 @@ impl KeyCache {
     /// Forgets the project's cached signer, after a rotation made here.
     pub(crate) fn forget_project(&self, project: ProjectId) {
         self.active.remove(&project);
+    }
+
+    /// Forgets every cached key of `project` (another node rotated one): the next use
+    /// reads their states again.
+    pub(crate) fn forget_everything_of(&self, project: ProjectId) {
+        self.active.remove(&project);
+        self.verifying.retain(|_, (_, p, _)| *p != project);
+        self.encrypting.remove(&project);
+        self.decrypting.retain(|_, (_, p)| *p != project);
+    }
+
+    /// Forgets every cached key of every project.
+    pub(crate) fn forget_all(&self) {
+        self.active.retain(|_, _| false);
+        self.verifying.retain(|_, _| false);
+        self.encrypting.retain(|_, _| false);
+        self.decrypting.retain(|_, _| false);
     }
 
     /// Makes a fresh key the project's encrypter; the old one keeps decrypting until

@@ -10,6 +10,7 @@ pub mod centrifugo;
 pub mod clock;
 pub mod fabric;
 pub mod gateway;
+pub mod invalidation;
 mod jwks;
 mod keys;
 mod password;
@@ -28,6 +29,7 @@ use tollgate_token::pubsub::{self, FieldError, Product};
 use tollgate_token::{ProjectId, Scope, Scopes};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use invalidation::{Invalidation, InvalidationError, Invalidations};
 use keys::KeyCache;
 pub use secrets::{ApiTokenSecret, MasterKey, Secrets};
 pub use server_keys::{ServerKey, ServerKeySecret};
@@ -174,6 +176,9 @@ struct Inner {
     /// The only project, while there is exactly one (what the deployment-wide credentials
     /// act for without `centrifugo.project`).
     only_project: cache::TtlCache<(), Option<ProjectId>>,
+    /// Where this node announces what other nodes' caches should forget (unset: a single
+    /// process, or the CLI).
+    invalidations: std::sync::OnceLock<Arc<dyn Invalidations>>,
 }
 
 impl Tollgate {
@@ -208,8 +213,46 @@ impl Tollgate {
                 sat_cache: cache::TtlCache::default(),
                 ns_cache: cache::TtlCache::default(),
                 only_project: cache::TtlCache::default(),
+                invalidations: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Announces this node's cache invalidations to the others from now on (once per
+    /// process; later calls are ignored).
+    pub fn set_invalidations(&self, invalidations: Arc<dyn Invalidations>) {
+        let _ = self.inner.invalidations.set(invalidations);
+    }
+
+    /// Tells other nodes to forget what this node just changed (it has already forgotten
+    /// its own entries).
+    fn announce(&self, invalidation: Invalidation) {
+        if let Some(to) = self.inner.invalidations.get() {
+            to.publish(invalidation);
+        }
+    }
+
+    /// Forgets the cached entries another node's change made stale. Only ever forgets:
+    /// the next use reloads from the database.
+    pub fn forget(&self, invalidation: Invalidation) {
+        match invalidation {
+            Invalidation::Namespaces(project) => self.inner.ns_cache.forget(|p| *p == project),
+            Invalidation::Keys(project) => self.inner.keys.forget_everything_of(project),
+            Invalidation::Sats(project) => {
+                self.inner.sat_cache.forget(|(p, _, _)| *p == project);
+            }
+            Invalidation::ProjectCreated(_) => self.inner.only_project.clear(),
+        }
+    }
+
+    /// Forgets every cached answer of every project: what to do when invalidations from
+    /// other nodes may have been missed (the control channel reconnected, or its receiver
+    /// fell behind). Costs one reload per entry, nothing else.
+    pub fn forget_everything(&self) {
+        self.inner.ns_cache.clear();
+        self.inner.sat_cache.clear();
+        self.inner.only_project.clear();
+        self.inner.keys.forget_all();
     }
 
     /// Whether the database answers.
@@ -272,6 +315,7 @@ impl Tollgate {
         // A second project unbinds the deployment-wide credentials (without
         // `centrifugo.project`): this node stops using them at once.
         self.inner.only_project.clear();
+        self.announce(Invalidation::ProjectCreated(project.id));
         Ok(CreatedProject {
             project,
             token_id: new_token.id,

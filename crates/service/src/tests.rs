@@ -577,3 +577,73 @@ mod fabric {
         assert!(refresh(proof(now, "ok")).await.is_ok());
     }
 }
+
+/// Records what a node announces, as the broker would carry it.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<Invalidation>>);
+
+impl Invalidations for Recorder {
+    fn publish(&self, invalidation: Invalidation) {
+        self.0.lock().unwrap().push(invalidation);
+    }
+}
+
+#[tokio::test]
+async fn changes_are_announced_and_forgetting_them_reloads_another_nodes_caches() {
+    use tollgate_token::centrifugo::{IdFormat, Namespace, Rule};
+    let dir = tempfile::tempdir().unwrap();
+    // Two services on one database: two nodes of one installation.
+    let a = service(&dir, [7; 32]).await.unwrap();
+    let b = service(&dir, [7; 32]).await.unwrap();
+    let sent = Arc::new(Recorder::default());
+    a.set_invalidations(sent.clone());
+    let created = a
+        .create_project("P", Scopes::project_default())
+        .await
+        .unwrap();
+    let p = created.project.id;
+    let names = |all: &[Namespace]| all.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+    assert!(!names(&b.namespaces(p).await.unwrap()).contains(&"team".to_owned()));
+    let team = Namespace {
+        name: "team".into(),
+        rule: Rule::Member("team".into()),
+        id_format: IdFormat::Token,
+        token_ttl: 600,
+    };
+    a.put_namespace(p, team).await.unwrap();
+    // B still answers from its cache, until it is told.
+    assert!(!names(&b.namespaces(p).await.unwrap()).contains(&"team".to_owned()));
+    let announced = sent.0.lock().unwrap().clone();
+    assert_eq!(
+        announced,
+        [Invalidation::ProjectCreated(p), Invalidation::Namespaces(p)]
+    );
+    // Another project's invalidation changes nothing for this one; this one's reloads.
+    b.forget(Invalidation::Namespaces(ProjectId::new_random()));
+    assert!(!names(&b.namespaces(p).await.unwrap()).contains(&"team".to_owned()));
+    b.forget(Invalidation::Namespaces(p));
+    assert!(names(&b.namespaces(p).await.unwrap()).contains(&"team".to_owned()));
+
+    // A rotated signing key: B signs with the old one until told.
+    let signer = |t: &Tollgate| {
+        let t = t.clone();
+        async move {
+            t.inner
+                .keys
+                .active(&*t.inner.store, &t.inner.secrets, p)
+                .await
+                .unwrap()
+                .kid()
+                .clone()
+        }
+    };
+    let old = signer(&b).await;
+    let new = a
+        .rotate_signing_key(p, jose::Algorithm::ES256, 86_400)
+        .await
+        .unwrap();
+    assert_eq!(signer(&b).await, old);
+    assert_eq!(sent.0.lock().unwrap().last(), Some(&Invalidation::Keys(p)));
+    b.forget_everything();
+    assert_eq!(signer(&b).await, new);
+}

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+mod invalidations;
 pub mod master_key;
 pub mod startup;
 
@@ -105,6 +106,8 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (broker, sweeper) = open_broker(&self.config.broker).await?;
+        // Other nodes on the same broker forget what this one changes, and the other way round.
+        let invalidations = invalidations::connect(&self.tollgate, &broker);
         let gateway = tollgate_gateway::Gateway::new(
             self.tollgate.clone(),
             broker,
@@ -135,6 +138,9 @@ impl App {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sessions.drained()).await;
         if let Some(sweeper) = sweeper {
             sweeper.abort();
+        }
+        if let Some(relay) = invalidations {
+            relay.abort();
         }
         Ok(())
     }

@@ -81,6 +81,16 @@ impl Names {
     pub(super) fn project_channels(&self, project: uuid::Uuid) -> String {
         format!("{}.n.{}", self.prefix, project.simple())
     }
+
+    /// The hash of live nodes' heartbeats (on shard 0): field = node id, value = identity.
+    pub(super) fn nodes(&self) -> String {
+        format!("{}.nodes", self.prefix)
+    }
+
+    /// The hash of each node's share of `project` (on shard 0): field = node id.
+    pub(super) fn project_nodes(&self, project: uuid::Uuid) -> String {
+        format!("{}.nodes.{}", self.prefix, project.simple())
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //!   history and its delivery always agree; what a history read returns is decided by the
 //!   same code as in the in-process broker (`crate::history`);
 //! - presence is a ZSET + HASH with expiry (`presence`);
-//! - which channels have subscribers anywhere is announced per node (`registry`).
+//! - which channels have subscribers anywhere is announced per node (`registry`);
+//! - which nodes are alive, and each one's share of a project, for `info` (`nodes`).
 //!
 //! Every Redis key and PUB/SUB channel carries the project (`keys`). Every operation is
 //! bounded by the configured timeout; an unreachable Redis is a [`BrokerError`], never a
@@ -24,6 +25,7 @@
 
 mod codec;
 mod keys;
+mod nodes;
 mod presence;
 mod pubsub;
 mod registry;
@@ -63,6 +65,9 @@ pub struct RedisConfig {
     /// How long a node's announcement of its channels lives unless refreshed (it is
     /// refreshed every third of it).
     pub channel_ttl: Duration,
+    /// How long a node's heartbeat counts it as alive (it beats every third of it): a
+    /// dead node leaves the server API's `info` within this.
+    pub node_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -93,6 +98,7 @@ impl RedisConfig {
             meta_ttl: crate::DEFAULT_META_TTL,
             timeout: Duration::from_secs(2),
             channel_ttl: Duration::from_secs(30),
+            node_ttl: Duration::from_secs(6),
         })
     }
 }
@@ -115,6 +121,8 @@ pub struct RedisBroker {
     interruptions: broadcast::Sender<Arc<Interruption>>,
     /// Control messages from other nodes (see [`Broker::control`]).
     control: broadcast::Sender<Bytes>,
+    /// Projects this node's last heartbeat carried (the next one withdraws those gone).
+    beating: std::sync::Mutex<Vec<uuid::Uuid>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -183,6 +191,7 @@ impl RedisBroker {
             node,
             interruptions,
             control,
+            beating: std::sync::Mutex::default(),
             tasks,
         })
     }
@@ -530,5 +539,69 @@ impl Broker for RedisBroker {
 
     fn control(&self) -> Option<broadcast::Receiver<Bytes>> {
         Some(self.control.subscribe())
+    }
+
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        Some((self.config.node_ttl / 3).max(Duration::from_millis(10)))
+    }
+
+    async fn heartbeat(&self, report: &crate::NodeReport) -> Result<(), BrokerError> {
+        let now: Vec<uuid::Uuid> = report.projects.iter().map(|(p, _)| *p).collect();
+        let gone: Vec<uuid::Uuid> = {
+            let mut beating = self
+                .beating
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let gone = beating
+                .iter()
+                .filter(|p| !now.contains(p))
+                .copied()
+                .collect();
+            *beating = now;
+            gone
+        };
+        let mut conn = self.shards[0].conn.clone();
+        self.bounded(nodes::beat(
+            &mut conn,
+            &self.names,
+            self.node,
+            report,
+            &gone,
+            self.config.node_ttl,
+        ))
+        .await
+    }
+
+    async fn other_nodes(&self, project: uuid::Uuid) -> Result<Vec<crate::NodeInfo>, BrokerError> {
+        let mut conn = self.shards[0].conn.clone();
+        self.bounded(nodes::others(
+            &mut conn,
+            &self.names,
+            self.node,
+            project,
+            self.config.node_ttl,
+        ))
+        .await
+    }
+
+    async fn local_channels_by_project(
+        &self,
+    ) -> Result<HashMap<uuid::Uuid, (usize, usize)>, BrokerError> {
+        let mut by_project: HashMap<uuid::Uuid, (usize, usize)> = HashMap::new();
+        for (key, count) in self.shards.iter().flat_map(|s| s.pubsub.local_channels()) {
+            let entry = by_project.entry(key.project()).or_default();
+            entry.0 += 1;
+            entry.1 += count;
+        }
+        Ok(by_project)
+    }
+
+    async fn local_channels(&self, project: uuid::Uuid) -> Result<(usize, usize), BrokerError> {
+        Ok(self
+            .shards
+            .iter()
+            .flat_map(|s| s.pubsub.local_channels())
+            .filter(|(key, _)| key.project() == project)
+            .fold((0, 0), |(n, subs), (_, c)| (n + 1, subs + c)))
     }
 }

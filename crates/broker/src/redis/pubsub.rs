@@ -389,6 +389,12 @@ impl Dispatcher {
                 .map_err(|e| unavailable("SUBSCRIBE", e))?
                 .map_err(|e| unavailable("SUBSCRIBE", e))?;
         }
+        if let Some(control) = &self.control {
+            // Whatever other nodes sent while this connection was down is lost: an empty
+            // message (never a node's: those carry at least the sender id) tells the
+            // receivers so.
+            let _ = control.sender.send(bytes::Bytes::new());
+        }
         let resubscribed: Vec<(String, ChannelKey, Vec<u64>)> = self
             .lock()
             .iter_mut()

@@ -11,8 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use server::RedisServer;
 use tollgate_broker::{
-    Broker, BrokerError, ChannelKey, Event, HistoryPolicy, HistoryQuery, InterruptionCause,
-    MemoryBroker, NewPublication, PresenceEntry, Queue, RedisBroker, RedisConfig,
+    Broker, BrokerError, ChannelKey, ControlTopic, Event, HistoryPolicy, HistoryQuery,
+    InterruptionCause, MemoryBroker, NewPublication, NodeCounts, NodeReport, PresenceEntry, Queue,
+    RedisBroker, RedisConfig,
 };
 
 const PROJECT: uuid::Uuid = uuid::Uuid::from_u128(1);
@@ -518,4 +519,105 @@ async fn concurrent_first_subscriptions_are_batched_and_all_delivered() {
         let i = &name[1..];
         assert_eq!(received(q).await, [format!("{name}:{{\"v\":\"{i}\"}}")]);
     }
+}
+
+fn report(uid: &str, projects: Vec<(uuid::Uuid, NodeCounts)>) -> NodeReport {
+    NodeReport {
+        uid: uid.into(),
+        name: "tollgate".into(),
+        version: "1.0".into(),
+        uptime: 5,
+        projects,
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_list_live_nodes_per_project_and_forget_dead_ones() {
+    if !server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let short = |urls: &[String]| {
+        let mut c = config(urls);
+        c.node_ttl = Duration::from_millis(600);
+        c
+    };
+    let urls = [redis.url()];
+    let a = RedisBroker::new(short(&urls)).unwrap();
+    let b = RedisBroker::new(short(&urls)).unwrap();
+    assert_eq!(a.heartbeat_interval(), Some(Duration::from_millis(200)));
+    let busy = NodeCounts {
+        clients: 2,
+        users: 1,
+        channels: 3,
+        subs: 4,
+    };
+    a.heartbeat(&report("node-a", vec![(PROJECT, busy)]))
+        .await
+        .unwrap();
+    b.heartbeat(&report("node-b", vec![])).await.unwrap();
+
+    // Each node sees the other, never itself; a project sees its own counts only.
+    let seen_by_b = b.other_nodes(PROJECT).await.unwrap();
+    assert_eq!(seen_by_b.len(), 1);
+    assert_eq!(seen_by_b[0].uid, "node-a");
+    assert_eq!(seen_by_b[0].counts, busy);
+    assert!(seen_by_b[0].uptime >= 5);
+    let other_project = b.other_nodes(uuid::Uuid::from_u128(2)).await.unwrap();
+    assert_eq!(other_project[0].counts, NodeCounts::default());
+    let seen_by_a = a.other_nodes(PROJECT).await.unwrap();
+    assert_eq!(seen_by_a.len(), 1);
+    assert_eq!(seen_by_a[0].uid, "node-b");
+
+    // A project a node no longer serves is withdrawn on its next beat.
+    a.heartbeat(&report("node-a", vec![])).await.unwrap();
+    assert_eq!(
+        b.other_nodes(PROJECT).await.unwrap()[0].counts,
+        NodeCounts::default()
+    );
+
+    // A silent node is gone once its heartbeat is older than the TTL.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(b.other_nodes(PROJECT).await.unwrap().is_empty());
+
+    // The in-process broker has no other node and no heartbeat.
+    let memory = MemoryBroker::new();
+    assert_eq!(memory.heartbeat_interval(), None);
+    assert!(memory.other_nodes(PROJECT).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn control_messages_carry_their_topic_to_the_other_nodes() {
+    if !server::available() {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let (a, b) = (node(&[&redis]).await, node(&[&redis]).await);
+    let mut at_b = b.control().unwrap();
+    let mut at_a = a.control().unwrap();
+    a.publish_control(ControlTopic::Cache.frame(b"forget"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), at_b.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ControlTopic::Cache.body(&got), Some(&b"forget"[..]));
+    assert_eq!(ControlTopic::Gateway.body(&got), None);
+    // Never back to the sender.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), at_a.recv())
+            .await
+            .is_err()
+    );
+
+    // Back after an outage, the control channel says (with an empty message, from no
+    // node) that messages sent meanwhile were missed.
+    redis.restart();
+    let said = tokio::time::timeout(Duration::from_secs(10), at_b.recv())
+        .await
+        .expect("announced")
+        .unwrap();
+    assert!(said.is_empty());
 }

@@ -209,6 +209,29 @@ impl ProjectScope {
         self.registry.project_stats(self.project)
     }
 
+    /// This project's share of this node, for `info`: its clients and users, and its
+    /// channels with subscribers here (an unreachable broker counts none).
+    pub async fn node_counts(&self) -> tollgate_broker::NodeCounts {
+        let (clients, users) = self.stats();
+        let (channels, subs) = self
+            .broker
+            .local_channels(*self.project.as_uuid())
+            .await
+            .unwrap_or_default();
+        tollgate_broker::NodeCounts {
+            clients,
+            users,
+            channels,
+            subs,
+        }
+    }
+
+    /// The other live nodes sharing the broker, with this project's share of each (none
+    /// with the in-process broker).
+    pub async fn other_nodes(&self) -> Result<Vec<tollgate_broker::NodeInfo>, BrokerError> {
+        self.broker.other_nodes(*self.project.as_uuid()).await
+    }
+
     /// Registers a connection of `user` in this project (and its `queue`, by id) under the
     /// per-user `limit`; where its server API commands arrive, or `None` when the user is at
     /// the limit.

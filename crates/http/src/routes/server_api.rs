@@ -220,23 +220,50 @@ async fn call(
             Err(_) => api_error(100, "internal server error"),
         },
         "info" => {
-            // This project's share of the node: another project's activity is not theirs
-            // to see.
-            let (clients, users) = scope.stats();
-            let channels = scope.channels().await.unwrap_or_default();
-            json!({"result": {"nodes": [{
-                "uid": state.node_id.as_ref(),
-                "name": "tollgate",
-                "version": env!("CARGO_PKG_VERSION"),
-                "num_clients": clients,
-                "num_users": users,
-                "num_channels": channels.len(),
-                "num_subs": channels.iter().map(|(_, n)| n).sum::<usize>(),
-                "uptime": state.gateway.uptime(),
-            }]}})
+            // This project's share of each node: another project's activity is not theirs
+            // to see. This node answers for itself now; the others as of their last
+            // heartbeat (at most a third of the broker's node TTL old).
+            let here = node_json(
+                state.node_id.as_ref(),
+                tollgate_gateway::NODE_NAME,
+                env!("CARGO_PKG_VERSION"),
+                state.gateway.uptime(),
+                scope.node_counts().await,
+            );
+            let others = match scope.other_nodes().await {
+                Ok(others) => others,
+                Err(_) => return api_error(100, "internal server error"),
+            };
+            let mut nodes = vec![here];
+            nodes.extend(
+                others
+                    .into_iter()
+                    .map(|n| node_json(&n.uid, &n.name, &n.version, n.uptime, n.counts)),
+            );
+            json!({"result": {"nodes": nodes}})
         }
         _ => api_error(104, "not found"),
     }
+}
+
+/// One node in `info`'s answer, with one project's counts.
+fn node_json(
+    uid: &str,
+    name: &str,
+    version: &str,
+    uptime: u64,
+    c: tollgate_gateway::NodeCounts,
+) -> Value {
+    json!({
+        "uid": uid,
+        "name": name,
+        "version": version,
+        "num_clients": c.clients,
+        "num_users": c.users,
+        "num_channels": c.channels,
+        "num_subs": c.subs,
+        "uptime": uptime,
+    })
 }
 
 fn options<'s>(state: &'s AppState, channel: &str) -> &'s ChannelOptions {

@@ -89,7 +89,11 @@ impl Drop for RedisServer {
 }
 
 /// A connected Centrifugo-protocol client of `node`, subscribed to `room`.
-async fn subscriber(node: &TestServer, project: &str, token: &str) -> crate::gateway::Ws {
+pub(crate) async fn subscriber(
+    node: &TestServer,
+    project: &str,
+    token: &str,
+) -> crate::gateway::Ws {
     let (_, res) = node
         .post(
             "/api/pubsub/tokens",

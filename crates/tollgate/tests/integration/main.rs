@@ -10,6 +10,7 @@ mod api;
 mod binary;
 mod centrifugo;
 mod cluster;
+mod cluster_control;
 mod cluster_faults;
 mod fabric;
 mod gateway;
