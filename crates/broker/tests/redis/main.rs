@@ -664,9 +664,14 @@ async fn a_session_put_by_one_node_is_taken_once_by_another() {
         "per key"
     );
     // It expires.
-    a.put_session(PROJECT, "k3", Bytes::from_static(b"x"), Duration::from_millis(50))
-        .await
-        .unwrap();
+    a.put_session(
+        PROJECT,
+        "k3",
+        Bytes::from_static(b"x"),
+        Duration::from_millis(50),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(b.take_session(PROJECT, "k3").await.unwrap(), None);
     // The in-process broker keeps nothing: each node keeps its own.
