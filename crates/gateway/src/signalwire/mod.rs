@@ -99,6 +99,8 @@ pub(crate) struct SwSession {
     /// (`None`: there is none), and whether its positions moved since.
     shared_at: Option<Instant>,
     shared_dirty: bool,
+    /// This session's [`shared_key`] while it is noted live on this node.
+    live: Option<String>,
 }
 
 impl SwSession {
@@ -118,6 +120,7 @@ impl SwSession {
             restarting: false,
             shared_at: None,
             shared_dirty: false,
+            live: None,
         }
     }
 
@@ -433,6 +436,11 @@ impl SwSession {
             }
         }
         if let Some(project) = self.c.project()
+            && let Some(key) = self.live.take()
+        {
+            self.c.gw.resumes.gone(project, &key);
+        }
+        if let Some(project) = self.c.project()
             && !self.said_goodbye
             && !self.restarting
             && !kept
@@ -675,7 +683,9 @@ impl SwSession {
             Some(p) => {
                 let local = self.c.gw.resumes.take(project, p, &member);
                 // Taken from the broker either way, so it is not resumed twice.
-                let shared = if self.shares() {
+                let live_here =
+                    self.shares() && self.c.gw.resumes.is_live(project, &shared_key(&member, p));
+                let shared = if self.shares() && !live_here {
                     self.take_shared(project, p, &member).await
                 } else {
                     None
@@ -699,6 +709,12 @@ impl SwSession {
             }
             None => {
                 self.protocol = format!("signalwire_{signature}_{}", uuid::Uuid::new_v4().simple());
+            }
+        }
+        if self.shares() {
+            let key = shared_key(&member, &self.protocol);
+            if self.c.gw.resumes.go_live(project, &key) {
+                self.live = Some(key);
             }
         }
         if resumed {

@@ -235,13 +235,37 @@ impl Table {
     }
 }
 
-/// Closed sessions waiting to be resumed, by project.
+/// Closed sessions waiting to be resumed, by project; and, with a broker that keeps
+/// sessions, the [`shared_key`]s of this node's live ones.
 #[derive(Debug, Default)]
 pub(crate) struct Resumes {
     projects: Mutex<HashMap<ProjectId, Table>>,
+    live: Mutex<std::collections::HashSet<(ProjectId, String)>>,
 }
 
 impl Resumes {
+    fn live(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(ProjectId, String)>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes a session live on this node under `key`; `false` if one already is (a
+    /// second connection presenting its `protocol` resumes nothing, as on one node).
+    pub(super) fn go_live(&self, project: ProjectId, key: &str) -> bool {
+        self.live().insert((project, key.to_owned()))
+    }
+
+    /// Whether a session is live on this node under `key`.
+    pub(super) fn is_live(&self, project: ProjectId, key: &str) -> bool {
+        self.live().contains(&(project, key.to_owned()))
+    }
+
+    /// The session under `key` ended on this node.
+    pub(super) fn gone(&self, project: ProjectId, key: &str) {
+        self.live().remove(&(project, key.to_owned()));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProjectId, Table>> {
         self.projects
             .lock()
