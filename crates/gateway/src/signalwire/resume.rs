@@ -355,6 +355,8 @@ mod tests {
     #[test]
     fn a_shared_session_comes_back_as_it_was_and_only_to_its_member() {
         let mut r = resume("alice", Instant::now());
+        // A subscription always asks for some event.
+        r.channels[0].1.joined = true;
         r.channels.push((
             "lobby".to_owned(),
             Events {
