@@ -99,6 +99,9 @@ pub(crate) struct SwSession {
     /// (`None`: there is none), and whether its positions moved since.
     shared_at: Option<Instant>,
     shared_dirty: bool,
+    /// After a failed write, no periodic one before this (an unreachable broker costs a
+    /// live session one bounded call per [`SHARED_REFRESH`], not one per second).
+    shared_backoff: Option<Instant>,
     /// This session's [`shared_key`] while it is noted live on this node.
     live: Option<String>,
 }
@@ -120,6 +123,7 @@ impl SwSession {
             restarting: false,
             shared_at: None,
             shared_dirty: false,
+            shared_backoff: None,
             live: None,
         }
     }
@@ -188,6 +192,7 @@ impl SwSession {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "signalwire session not kept in the broker");
+                self.shared_backoff = Some(Instant::now() + SHARED_REFRESH);
                 false
             }
         }
@@ -215,6 +220,12 @@ impl SwSession {
     /// The periodic write of a live session: changed positions at most every
     /// [`SHARED_EVERY`], and the whole at least every [`SHARED_REFRESH`].
     async fn refresh_shared(&mut self) {
+        if self
+            .shared_backoff
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return;
+        }
         let stale = self
             .shared_at
             .is_none_or(|at| at.elapsed() >= SHARED_REFRESH);
