@@ -118,5 +118,11 @@ mod tests {
         // Idempotency keys: the key's length keeps channel and key apart.
         let (a, ab) = (ChannelKey::new(p, "a"), ChannelKey::new(p, "a}b"));
         assert_ne!(n.idempotency(&a, "b}c"), n.idempotency(&ab, "c"));
+        // Sessions: the project's fixed-length id before the caller's key.
+        assert_eq!(n.session(p, "abc"), format!("tg.sw.{}.abc", p.simple()));
+        assert_ne!(
+            n.session(p, "abc"),
+            n.session(uuid::Uuid::from_u128(8), "abc")
+        );
     }
 }
