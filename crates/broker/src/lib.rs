@@ -384,6 +384,37 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Whether the broker keeps closed sessions for other nodes to resume
+    /// ([`Broker::put_session`]); `false` for the in-process broker (one node keeps its
+    /// own in memory).
+    fn keeps_sessions(&self) -> bool {
+        false
+    }
+
+    /// Keeps an opaque session `state` of `project` under `key` for `ttl`, replacing what
+    /// was there, so that any node sharing the broker can take it back
+    /// ([`Broker::take_session`]). `key` is the caller's (a digest, never a secret). The
+    /// in-process broker keeps nothing.
+    async fn put_session(
+        &self,
+        _project: uuid::Uuid,
+        _key: &str,
+        _state: Bytes,
+        _ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// Takes the session state of `project` under `key`, atomically: of any number of
+    /// nodes asking at once, one gets it. `None` when there is none (or it expired).
+    async fn take_session(
+        &self,
+        _project: uuid::Uuid,
+        _key: &str,
+    ) -> Result<Option<Bytes>, BrokerError> {
+        Ok(None)
+    }
+
     /// Where the broker announces [`Interruption`]s, for a broker that can lose deliveries
     /// (one across a network). `None`: it never does (the in-process broker).
     fn interruptions(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<Interruption>>> {

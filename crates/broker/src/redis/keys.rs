@@ -71,13 +71,19 @@ impl Names {
         )
     }
 
-    /// The hash where nodes announce `project`'s channels with local subscribers: field
-    /// `<node id><name>` (the node id is 32 hex digits), value `<expires ms>:<count>`.
+    /// Where a session of `project` waiting to be resumed is kept: the caller's `key` (a
+    /// digest of fixed length) after the project's 32 hex digits.
+    pub(super) fn session(&self, project: uuid::Uuid, key: &str) -> String {
+        format!("{}.sw.{}.{key}", self.prefix, project.simple())
+    }
+
     /// The cluster's control PUB/SUB channel (on shard 0): every node listens to it.
     pub(super) fn control(&self) -> String {
         format!("{}.control", self.prefix)
     }
 
+    /// The hash where nodes announce `project`'s channels with local subscribers: field
+    /// `<node id><name>` (the node id is 32 hex digits), value `<expires ms>:<count>`.
     pub(super) fn project_channels(&self, project: uuid::Uuid) -> String {
         format!("{}.n.{}", self.prefix, project.simple())
     }
@@ -112,5 +118,11 @@ mod tests {
         // Idempotency keys: the key's length keeps channel and key apart.
         let (a, ab) = (ChannelKey::new(p, "a"), ChannelKey::new(p, "a}b"));
         assert_ne!(n.idempotency(&a, "b}c"), n.idempotency(&ab, "c"));
+        // Sessions: the project's fixed-length id before the caller's key.
+        assert_eq!(n.session(p, "abc"), format!("tg.sw.{}.abc", p.simple()));
+        assert_ne!(
+            n.session(p, "abc"),
+            n.session(uuid::Uuid::from_u128(8), "abc")
+        );
     }
 }

@@ -216,6 +216,11 @@ impl RedisBroker {
         &self.shards[shard::shard_of(key, self.shards.len())]
     }
 
+    /// The shard keeping `project`'s session under `key` (spread like a channel).
+    fn session_shard(&self, project: uuid::Uuid, key: &str) -> &Shard {
+        self.shard(&ChannelKey::new(project, &format!("\u{0}sw.{key}")))
+    }
+
     async fn bounded<T>(
         &self,
         op: impl Future<Output = ::redis::RedisResult<T>>,
@@ -516,6 +521,45 @@ impl Broker for RedisBroker {
         )
         .await
         .map(drop)
+    }
+
+    fn keeps_sessions(&self) -> bool {
+        true
+    }
+
+    async fn put_session(
+        &self,
+        project: uuid::Uuid,
+        key: &str,
+        state: Bytes,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let name = self.names.session(project, key);
+        let mut conn = self.session_shard(project, key).conn.clone();
+        self.bounded(
+            ::redis::cmd("SET")
+                .arg(name)
+                .arg(state.as_ref())
+                .arg("PX")
+                .arg(millis(ttl).max(1))
+                .query_async::<Option<String>>(&mut conn),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn take_session(
+        &self,
+        project: uuid::Uuid,
+        key: &str,
+    ) -> Result<Option<Bytes>, BrokerError> {
+        let name = self.names.session(project, key);
+        let mut conn = self.session_shard(project, key).conn.clone();
+        // GETDEL (Redis 6.2): of several nodes taking at once, one gets it.
+        let found: Option<Vec<u8>> = self
+            .bounded(::redis::cmd("GETDEL").arg(name).query_async(&mut conn))
+            .await?;
+        Ok(found.map(Bytes::from))
     }
 
     fn interruptions(&self) -> Option<broadcast::Receiver<Arc<Interruption>>> {

@@ -621,3 +621,65 @@ async fn control_messages_carry_their_topic_to_the_other_nodes() {
         .unwrap();
     assert!(said.is_empty());
 }
+
+#[tokio::test]
+async fn a_session_put_by_one_node_is_taken_once_by_another() {
+    if !server::available() {
+        return;
+    }
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    // Two shards: every node finds a session on the shard its key picks.
+    let (a, b) = (node(&[&r1, &r2]).await, node(&[&r1, &r2]).await);
+    assert!(a.keeps_sessions());
+    let ttl = Duration::from_secs(60);
+    assert_eq!(b.take_session(PROJECT, "k1").await.unwrap(), None);
+    a.put_session(PROJECT, "k1", Bytes::from_static(b"old"), ttl)
+        .await
+        .unwrap();
+    // A later put replaces the earlier one.
+    a.put_session(PROJECT, "k1", Bytes::from_static(b"new"), ttl)
+        .await
+        .unwrap();
+    a.put_session(PROJECT, "k2", Bytes::from_static(b"two"), ttl)
+        .await
+        .unwrap();
+    let other = uuid::Uuid::from_u128(2);
+    assert_eq!(
+        b.take_session(other, "k1").await.unwrap(),
+        None,
+        "per project"
+    );
+    assert_eq!(
+        b.take_session(PROJECT, "k1").await.unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    assert_eq!(
+        a.take_session(PROJECT, "k1").await.unwrap(),
+        None,
+        "taken once"
+    );
+    assert_eq!(
+        a.take_session(PROJECT, "k2").await.unwrap().as_deref(),
+        Some(&b"two"[..]),
+        "per key"
+    );
+    // It expires.
+    a.put_session(
+        PROJECT,
+        "k3",
+        Bytes::from_static(b"x"),
+        Duration::from_millis(50),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.take_session(PROJECT, "k3").await.unwrap(), None);
+    // The in-process broker keeps nothing: each node keeps its own.
+    let memory = MemoryBroker::new();
+    assert!(!memory.keeps_sessions());
+    memory
+        .put_session(PROJECT, "k1", Bytes::from_static(b"x"), ttl)
+        .await
+        .unwrap();
+    assert_eq!(memory.take_session(PROJECT, "k1").await.unwrap(), None);
+}

@@ -43,6 +43,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tollgate_broker::{QueueState, StreamPosition};
 use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
+use tollgate_token::ProjectId;
 use tungstenite::Message;
 
 use crate::Gateway;
@@ -50,7 +51,7 @@ use crate::conn::{Socket, write};
 use crate::core::client::{Client, ConnectRefused, MAX_TTL};
 pub(crate) use chat::{paginate, read_cursor};
 pub(crate) use resume::Resumes;
-use resume::{RESUME_FOR, Resume};
+use resume::{RESUME_FOR, Resume, SHARED_EVERY, SHARED_LIVE_FOR, SHARED_REFRESH, shared_key};
 use wire::{End, Reply, Turn, close, error, now_secs_f64, request, response, rpc};
 pub(crate) use wire::{Events, channel_names, decode_message, message_parts};
 
@@ -92,6 +93,17 @@ pub(crate) struct SwSession {
     replayed: HashMap<String, u64>,
     /// `signalwire.event`s a resume replays, sent right after the connect result.
     replay: Vec<String>,
+    /// The server is shutting down: no resume on this node, but one on another.
+    restarting: bool,
+    /// With a broker that keeps sessions: when this session's copy was last written
+    /// (`None`: there is none), and whether its positions moved since.
+    shared_at: Option<Instant>,
+    shared_dirty: bool,
+    /// After a failed write, no periodic one before this (an unreachable broker costs a
+    /// live session one bounded call per [`SHARED_REFRESH`], not one per second).
+    shared_backoff: Option<Instant>,
+    /// This session's [`shared_key`] while it is noted live on this node.
+    live: Option<String>,
 }
 
 impl SwSession {
@@ -108,7 +120,147 @@ impl SwSession {
             unacked: VecDeque::new(),
             replayed: HashMap::new(),
             replay: Vec::new(),
+            restarting: false,
+            shared_at: None,
+            shared_dirty: false,
+            shared_backoff: None,
+            live: None,
         }
+    }
+
+    /// Whether this session's resumable state is also kept in the broker, for other nodes.
+    fn shares(&self) -> bool {
+        self.c.gw.broker.keeps_sessions()
+    }
+
+    /// What a resume of this session would get back now.
+    fn resume_state(&self) -> Resume {
+        Resume {
+            member: self.member_id().to_owned(),
+            channels: self
+                .c
+                .subs
+                .iter()
+                .map(|(c, s)| (c.clone(), s.ext))
+                .collect(),
+            states: self
+                .states
+                .iter()
+                .filter(|(c, _)| self.c.subs.contains_key(*c))
+                .map(|(c, v)| (c.clone(), v.clone()))
+                .collect(),
+            positions: self
+                .positions
+                .iter()
+                .filter(|(c, _)| self.c.subs.contains_key(*c))
+                .map(|(c, p)| (c.clone(), p.clone()))
+                .collect(),
+            until: Instant::now() + RESUME_FOR,
+        }
+    }
+
+    /// Writes this session's resumable state to a broker that keeps sessions, to outlive
+    /// its last write by `ttl` (or removes it: a session without channels has nothing to
+    /// resume). A broker failure leaves it for the next write. Whether it was written.
+    async fn save_shared(&mut self, ttl: std::time::Duration) -> bool {
+        let Some(project) = self.c.project() else {
+            return false;
+        };
+        if !self.shares() || self.protocol.is_empty() {
+            return false;
+        }
+        let key = shared_key(self.member_id(), &self.protocol);
+        let broker = self.c.gw.broker.clone();
+        if self.c.subs.is_empty() {
+            if self.shared_at.is_some() {
+                if let Err(e) = broker.take_session(*project.as_uuid(), &key).await {
+                    tracing::warn!(error = %e, "signalwire session not removed from the broker");
+                }
+                self.shared_at = None;
+            }
+            return false;
+        }
+        let state = self.resume_state().encode();
+        match broker
+            .put_session(*project.as_uuid(), &key, state, ttl)
+            .await
+        {
+            Ok(()) => {
+                self.shared_at = Some(Instant::now());
+                self.shared_dirty = false;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "signalwire session not kept in the broker");
+                self.shared_backoff = Some(Instant::now() + SHARED_REFRESH);
+                false
+            }
+        }
+    }
+
+    /// Removes this session's copy from the broker: the client said goodbye.
+    async fn drop_shared(&mut self) {
+        if let Some(project) = self.c.project()
+            && !self.protocol.is_empty()
+        {
+            let key = shared_key(self.member_id(), &self.protocol);
+            if let Err(e) = self
+                .c
+                .gw
+                .broker
+                .take_session(*project.as_uuid(), &key)
+                .await
+            {
+                tracing::warn!(error = %e, "signalwire session not removed from the broker");
+            }
+            self.shared_at = None;
+        }
+    }
+
+    /// The periodic write of a live session: changed positions at most every
+    /// [`SHARED_EVERY`], and the whole at least every [`SHARED_REFRESH`].
+    async fn refresh_shared(&mut self) {
+        if self
+            .shared_backoff
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return;
+        }
+        let stale = self
+            .shared_at
+            .is_none_or(|at| at.elapsed() >= SHARED_REFRESH);
+        if (self.shared_dirty || stale) && !self.c.subs.is_empty() {
+            let _ = self.save_shared(SHARED_LIVE_FOR + RESUME_FOR).await;
+        }
+    }
+
+    /// The session `member` of `project` left in the broker under `protocol`, taken (so
+    /// no other node resumes it too), if well-formed and the member's.
+    async fn take_shared(
+        &self,
+        project: ProjectId,
+        protocol: &str,
+        member: &str,
+    ) -> Option<Resume> {
+        let key = shared_key(member, protocol);
+        let found = match self
+            .c
+            .gw
+            .broker
+            .take_session(*project.as_uuid(), &key)
+            .await
+        {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(error = %e, "signalwire session not read from the broker");
+                return None;
+            }
+        };
+        let resume = Resume::decode(&found, member, self.c.gw.settings.max_channels);
+        if resume.is_none() {
+            tracing::warn!("malformed signalwire session in the broker dropped");
+        }
+        resume
     }
 
     fn member_id(&self) -> &str {
@@ -181,6 +333,9 @@ impl SwSession {
             Instant::now() + self.c.gw.settings.presence_update_interval,
             self.c.gw.settings.presence_update_interval,
         );
+        let mut sync = tokio::time::interval_at(Instant::now() + SHARED_EVERY, SHARED_EVERY);
+        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shares = self.shares();
         let queue = self.c.queue.clone();
         let mut shutdown = std::pin::pin!(crate::conn::shutdown(self.c.gw.stopping.clone()));
         let mut timer = crate::conn::Deadline::new();
@@ -227,6 +382,10 @@ impl SwSession {
                         (Vec::new(), None)
                     }
                 }
+                _ = sync.tick(), if connected && shares => {
+                    Box::pin(self.refresh_shared()).await;
+                    (Vec::new(), None)
+                }
                 _ = tick.tick(), if connected => {
                     Box::pin(self.c.refresh_presence()).await;
                     (Vec::new(), None)
@@ -262,8 +421,9 @@ impl SwSession {
             // Stopping: the process is about to end, and its sockets with it.
             linger = crate::conn::close(&mut socket, code, reason).await && code != close::RESTART;
             // The process is going away: a resume would die with it.
+            // Another node sharing the broker can still take it over.
             if code == close::RESTART {
-                self.said_goodbye = true;
+                self.restarting = true;
             }
         }
         // The connection is over for everyone else at once: only the TCP goodbye is left.
@@ -273,33 +433,31 @@ impl SwSession {
         }
     }
 
-    /// Leaves the session's channels in [`Resumes`] unless the client said goodbye, then
-    /// closes the connection in the core.
+    /// Leaves the session's channels in [`Resumes`] unless the client said goodbye (or
+    /// the node is stopping), then closes the connection in the core. With a broker that
+    /// keeps sessions they are left there instead, for whichever node the client reaches
+    /// next; only if the broker fails are they kept here.
     async fn cleanup(&mut self) {
+        let mut kept = false;
+        if self.shares() && self.c.is_connected() {
+            if self.said_goodbye {
+                self.drop_shared().await;
+            } else {
+                kept = self.save_shared(RESUME_FOR).await;
+            }
+        }
+        if let Some(project) = self.c.project()
+            && let Some(key) = self.live.take()
+        {
+            self.c.gw.resumes.gone(project, &key);
+        }
         if let Some(project) = self.c.project()
             && !self.said_goodbye
+            && !self.restarting
+            && !kept
             && !self.c.subs.is_empty()
         {
-            let resume = Resume {
-                member: self.member_id().to_owned(),
-                channels: self
-                    .c
-                    .subs
-                    .iter()
-                    .map(|(c, s)| (c.clone(), s.ext))
-                    .collect(),
-                states: self
-                    .states
-                    .iter()
-                    .filter(|(c, _)| self.c.subs.contains_key(*c))
-                    .map(|(c, v)| (c.clone(), v.clone()))
-                    .collect(),
-                positions: std::mem::take(&mut self.positions)
-                    .into_iter()
-                    .filter(|(c, _)| self.c.subs.contains_key(c))
-                    .collect(),
-                until: Instant::now() + RESUME_FOR,
-            };
+            let resume = self.resume_state();
             self.c
                 .gw
                 .resumes
@@ -385,12 +543,21 @@ impl SwSession {
                     Some(Some((close::NORMAL, "disconnect"))),
                 );
             }
-            "chat.subscribe" => self.subscribe(params).await,
-            "chat.unsubscribe" => self.unsubscribe(params).await,
+            "chat.subscribe" | "chat.unsubscribe" | "chat.member.set_state" => {
+                let reply = match method {
+                    "chat.subscribe" => self.subscribe(params).await,
+                    "chat.unsubscribe" => self.unsubscribe(params).await,
+                    _ => self.set_state(params).await,
+                };
+                // What a resume on another node gets back changed: written at once.
+                if reply.is_ok() {
+                    let _ = Box::pin(self.save_shared(SHARED_LIVE_FOR + RESUME_FOR)).await;
+                }
+                reply
+            }
             "chat.publish" => self.publish(params).await,
             "chat.members.get" => self.members(params).await,
             "chat.messages.get" => self.messages(params).await,
-            "chat.member.set_state" => self.set_state(params).await,
             "chat.member.get_state" => self.get_state(params).await,
             _ => error(rpc::METHOD_NOT_FOUND, format!("Method not found: {method}")),
         };
@@ -431,6 +598,7 @@ impl SwSession {
             && offset > position.offset
         {
             position.offset = offset;
+            self.shared_dirty = true;
         }
     }
 
@@ -522,16 +690,22 @@ impl SwSession {
         if let Err(ConnectRefused::ConnectionLimit) = self.c.connect(grant) {
             return error(rpc::FORBIDDEN, "Connection limit reached");
         }
-        let resume = params
-            .get("protocol")
-            .and_then(Value::as_str)
-            .and_then(|p| {
-                self.c
-                    .gw
-                    .resumes
-                    .take(project, p, &member)
-                    .map(|r| (p.to_owned(), r))
-            });
+        let resume = match params.get("protocol").and_then(Value::as_str) {
+            Some(p) => {
+                let local = self.c.gw.resumes.take(project, p, &member);
+                // Taken from the broker either way, so it is not resumed twice.
+                let live_here =
+                    self.shares() && self.c.gw.resumes.is_live(project, &shared_key(&member, p));
+                let shared = if self.shares() && !live_here {
+                    self.take_shared(project, p, &member).await
+                } else {
+                    None
+                };
+                local.or(shared).map(|r| (p.to_owned(), r))
+            }
+            None => None,
+        };
+        let resumed = resume.is_some();
         match resume {
             Some((protocol, mut r)) => {
                 self.protocol = protocol;
@@ -547,6 +721,15 @@ impl SwSession {
             None => {
                 self.protocol = format!("signalwire_{signature}_{}", uuid::Uuid::new_v4().simple());
             }
+        }
+        if self.shares() {
+            let key = shared_key(&member, &self.protocol);
+            if self.c.gw.resumes.go_live(project, &key) {
+                self.live = Some(key);
+            }
+        }
+        if resumed {
+            let _ = self.save_shared(SHARED_LIVE_FOR + RESUME_FOR).await;
         }
         Ok(self.connect_result())
     }
@@ -585,6 +768,7 @@ impl SwSession {
             }
         }
         self.c.refresh_presence().await;
+        let _ = self.save_shared(SHARED_LIVE_FOR + RESUME_FOR).await;
         Ok(self.connect_result())
     }
 }

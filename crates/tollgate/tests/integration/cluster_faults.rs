@@ -2,7 +2,7 @@
 //! with SIGKILL (real `tollgate` processes on one PostgreSQL database and one private
 //! `redis-server`), Redis restarted empty under Centrifugo and SignalWire clients, and a
 //! SignalWire session resumed after its socket dropped (replaying from its last
-//! acknowledged message).
+//! acknowledged message), on its node or, after a SIGKILL, on another.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpStream;
@@ -550,6 +550,163 @@ async fn a_node_killed_with_sigkill_its_client_recovers_on_another_and_its_prese
         "expired by its TTL, not removed: {:?}",
         killed.elapsed()
     );
+    drop(b);
+    db.drop_now().await;
+}
+
+/// A Chat token of `member` for `room`, minted through the node at `addr` with the
+/// project's API token.
+async fn chat_token_at(addr: &str, auth: (&str, &str), member: &str) -> String {
+    let body = json!({"ttl": 60, "member_id": member,
+                      "channels": {"room": {"read": true, "write": true}}});
+    let res: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/api/chat/tokens"))
+        .basic_auth(auth.0, Some(auth.1))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    res["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{res}"))
+        .to_owned()
+}
+
+/// `signalwire.connect` of `member` at `addr`, presenting `protocol` if given; returns
+/// the socket and the session's protocol.
+async fn sw_connect_at(
+    addr: &str,
+    auth: (&str, &str),
+    member: &str,
+    protocol: Option<&str>,
+) -> (Rpc, String) {
+    let token = chat_token_at(addr, auth, member).await;
+    let mut rpc = Rpc::open_at(addr).await;
+    let mut params = connect_params(&token);
+    if let Some(p) = protocol {
+        params["protocol"] = json!(p);
+    }
+    let r = rpc.call("signalwire.connect", params).await;
+    let got = r["result"]["protocol"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    (rpc, got)
+}
+
+/// `chat.subscribe` to `room`'s messages.
+async fn sw_subscribe(rpc: &mut Rpc) {
+    let r = rpc
+        .call(
+            "chat.subscribe",
+            json!({"channels": [{"name": "room"}], "events": ["chat.message"]}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+}
+
+async fn sw_say(rpc: &mut Rpc, text: &str) {
+    let r = rpc
+        .call("chat.publish", json!({"channel": "room", "content": text}))
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+}
+
+#[tokio::test]
+async fn a_signalwire_session_whose_node_was_killed_resumes_on_another_node() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let admin = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    if TcpStream::connect("127.0.0.1:5432").is_err() && admin.contains("127.0.0.1:5432") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI needs PostgreSQL"
+        );
+        eprintln!("note: no PostgreSQL on 127.0.0.1:5432; SIGKILL test skipped");
+        return;
+    }
+    let db = tollgate_store::testing::PgTestDatabase::create(&admin).await;
+    use base64::Engine as _;
+    let env: Vec<(String, String)> = [
+        ("TOLLGATE_DATABASE_URL", db.url.clone()),
+        (
+            "TOLLGATE_SECRET_KEY",
+            base64::engine::general_purpose::STANDARD.encode([9u8; 32]),
+        ),
+        ("TOLLGATE_BROKER_URL", redis.url()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut a = Node::start(&env);
+    let out = Command::new(BIN)
+        .args(["project", "create", "--name", "p", "--json"])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let project = created["project_id"]
+        .as_str()
+        .expect("project_id")
+        .to_owned();
+    let api_token = created["api_token"].as_str().expect("api_token").to_owned();
+    let auth = (project.as_str(), api_token.as_str());
+    let b = Node::start(&env);
+
+    // Alice is a member on A, Bob on B.
+    let (mut alice, protocol) = sw_connect_at(&a.addr, auth, "alice", None).await;
+    sw_subscribe(&mut alice).await;
+    let (mut bob, _) = sw_connect_at(&b.addr, auth, "bob", None).await;
+    sw_subscribe(&mut bob).await;
+    sw_say(&mut bob, "seen").await;
+    // Read and acknowledged, as the SDK does; A writes her position to Redis within a
+    // second or two.
+    assert_eq!(messages(&mut alice, 1).await, ["seen"]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // A dies without a word; Bob writes meanwhile.
+    a.kill();
+    sw_say(&mut bob, "missed").await;
+
+    // Mallory, another member of the project, presents Alice's protocol: nothing of
+    // Alice's session is hers, and Alice's is still there afterwards.
+    let (_mallory, theirs) = sw_connect_at(&b.addr, auth, "mallory", Some(&protocol)).await;
+    assert_ne!(theirs, protocol, "another member's session resumed");
+
+    // Alice reconnects to B with her protocol and no chat.subscribe: what she missed
+    // (not what she had acknowledged), then live messages.
+    let (mut alice, resumed) = sw_connect_at(&b.addr, auth, "alice", Some(&protocol)).await;
+    assert_eq!(resumed, protocol, "not resumed on B");
+    sw_say(&mut bob, "live").await;
+    assert_eq!(messages(&mut alice, 2).await, ["missed", "live"]);
+
+    // Taken once: another connection presenting it resumes nothing.
+    let (mut again, second) = sw_connect_at(&b.addr, auth, "alice", Some(&protocol)).await;
+    assert_ne!(second, protocol, "resumed twice");
+    sw_say(&mut bob, "after").await;
+    assert_eq!(messages(&mut alice, 1).await, ["after"]);
+    let r = again
+        .call("chat.messages.get", json!({"channel": "room"}))
+        .await;
+    assert!(r.get("result").is_some(), "{r}");
+    // The second connection has no subscription: it gets no event for "after".
+    let nothing = tokio::time::timeout(
+        Duration::from_millis(500),
+        again.event("chat.channel.message"),
+    )
+    .await;
+    assert!(nothing.is_err(), "the second connection got an event");
     drop(b);
     db.drop_now().await;
 }

@@ -21,7 +21,12 @@ pub(crate) struct Rpc {
 
 impl Rpc {
     pub(crate) async fn open(s: &TestServer) -> Self {
-        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/", s.addr))
+        Self::open_at(&s.addr.to_string()).await
+    }
+
+    /// A socket to the server listening at `addr`.
+    pub(crate) async fn open_at(addr: &str) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
             .await
             .unwrap();
         Self { socket, next: 0 }
