@@ -167,12 +167,24 @@ async fn call(
             // broadcast to 100 channels cost 100 round trips end to end (BENCHMARKS.md
             // §5). Bounded, so one call cannot open a thousand requests at once; answers
             // keep the order of `channels`.
+            // One idempotency key covers each channel once: a channel listed twice must
+            // see its first publish remembered before the second checks, so such a
+            // broadcast goes one channel at a time (over Redis the check and the publish
+            // are separate round trips, and two overlapping ones would both publish).
+            let keyed = params.get("idempotency_key").is_some_and(|k| !k.is_null());
+            let mut seen = std::collections::HashSet::with_capacity(channels.len());
+            let repeats = channels.iter().any(|c| !seen.insert(c.as_str()));
+            let in_flight = if keyed && repeats {
+                1
+            } else {
+                BROADCAST_CONCURRENCY
+            };
             let publishes: Vec<_> = channels
                 .iter()
                 .map(|channel| publish_one(state, scope, params, Some(channel)))
                 .collect();
             let responses: Vec<Value> = futures_util::stream::iter(publishes)
-                .buffered(BROADCAST_CONCURRENCY)
+                .buffered(in_flight)
                 .map(|published| match published {
                     Ok(result) => json!({ "result": result }),
                     Err(e) => e,

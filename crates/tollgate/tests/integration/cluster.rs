@@ -449,3 +449,36 @@ async fn a_client_recovers_on_another_node_and_presence_spans_both() {
         .collect();
     assert_eq!(data, [&json!({"n": 1}), &json!({"n": 2})]);
 }
+
+#[tokio::test]
+async fn a_broadcast_naming_a_channel_twice_under_one_idempotency_key_publishes_it_once() {
+    // Over Redis the idempotency check and the publish are separate round trips, so
+    // overlapping publishes of one channel would both pass the check.
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let node = TestServer::start_with_config(
+        HISTORY_CONFIG,
+        &[
+            ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
+            ("TOLLGATE_BROKER_URL", url.as_str()),
+        ],
+    )
+    .await;
+    node.project().await;
+    let channels: Vec<&str> = ["chat:twice"; 8].into_iter().chain(["chat:once"]).collect();
+    let res = api(
+        &node,
+        "broadcast",
+        json!({"channels": channels, "data": {"n": 1}, "idempotency_key": "k-1"}),
+    )
+    .await;
+    let responses = res["result"]["responses"].as_array().expect("responses");
+    assert_eq!(responses.len(), 9, "{res}");
+    for r in &responses[..8] {
+        assert_eq!(r["result"]["offset"], 1, "{res}");
+    }
+    let top = api(&node, "history", json!({"channel": "chat:twice"})).await;
+    assert_eq!(top["result"]["offset"], 1, "published once: {top}");
+}
