@@ -13,7 +13,9 @@
 //! What arrives from Redis is decoded strictly: bounded in size, every field typed, no
 //! field a kind does not define; a kind this node does not know (a newer node's) is
 //! skipped with a debug line, anything else malformed with a warning. Nothing received
-//! can reach another project's connections: the project is part of every lookup.
+//! can reach another project's connections: the project is part of every lookup. The
+//! server API's own rules apply as on the node that received the call: a close reason is
+//! cut to 123 bytes, an `expire_at` of 0 or less means none.
 //!
 //! Also this node's heartbeat ([`heartbeat`]): with a shared broker, every
 //! `Broker::heartbeat_interval` it reports its id, version, uptime and each project's
@@ -235,12 +237,30 @@ fn string(v: &Value) -> Option<String> {
     v.as_str().map(str::to_owned)
 }
 
-/// `null` or absent is `None`; anything but an integer is malformed.
-fn optional_i64(m: &Map<String, Value>, key: &str) -> Result<Option<i64>, Refused> {
-    match m.get(key) {
+/// An `expire_at`: `null`, absent, 0 or negative is `None` (as the server API reads it
+/// on the node that received it); anything but an integer is malformed.
+fn expire_at(m: &Map<String, Value>) -> Result<Option<i64>, Refused> {
+    match m.get("expire_at") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or(Refused::Malformed),
+        Some(v) => v
+            .as_i64()
+            .map(|e| (e > 0).then_some(e))
+            .ok_or(Refused::Malformed),
     }
+}
+
+/// Longest close reason: a close frame's reason is at most 123 bytes (RFC 6455 §5.5).
+const MAX_REASON_BYTES: usize = 123;
+
+/// `reason` cut to [`MAX_REASON_BYTES`] on a character boundary, as the server API cuts it
+/// on the node that received it.
+fn close_reason(mut reason: String) -> String {
+    let mut end = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason
 }
 
 fn optional_json(m: &Map<String, Value>, key: &str) -> Option<Value> {
@@ -334,7 +354,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Command, Refused> {
                 .and_then(|c| u16::try_from(c).ok())
                 .filter(|c| (3000..=4999).contains(c))
                 .ok_or(Refused::Malformed)?,
-            reason: m.get("reason").and_then(string).ok_or(Refused::Malformed)?,
+            reason: close_reason(m.get("reason").and_then(string).ok_or(Refused::Malformed)?),
         },
         "u" => Control::Unsubscribe {
             channel: channel()?,
@@ -344,7 +364,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Command, Refused> {
                 .get("expired")
                 .and_then(Value::as_bool)
                 .ok_or(Refused::Malformed)?,
-            expire_at: optional_i64(&m, "expire_at")?,
+            expire_at: expire_at(&m)?,
         },
         _ => {
             let channel = channel()?;
@@ -358,7 +378,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Command, Refused> {
                     data: optional_json(&m, "data"),
                     overrides: decode_overrides(m.get("o")).ok_or(Refused::Malformed)?,
                 },
-                expire_at: optional_i64(&m, "expire_at")?,
+                expire_at: expire_at(&m)?,
                 recover_since: decode_since(m.get("since")).ok_or(Refused::Malformed)?,
             }))
         }
@@ -629,5 +649,40 @@ mod tests {
         }
         let huge = ControlTopic::Gateway.frame(&vec![b' '; MAX_MESSAGE_BYTES + 1]);
         assert_eq!(decode(&huge), Err(Refused::Malformed));
+    }
+
+    /// What the server API would not hand a local connection is not handed one from
+    /// another node either: a reason longer than a close frame allows is cut (on a
+    /// character boundary), and an `expire_at` of 0 or less means none.
+    #[test]
+    fn decoding_applies_the_local_rules() {
+        let project = ProjectId::new_random();
+        let p = project.as_uuid().to_string();
+        let gw = |v: Value| ControlTopic::Gateway.frame(v.to_string().as_bytes());
+        let long = format!("{}é{}", "a".repeat(122), "b".repeat(500));
+        let m =
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "d", "code": 3500, "reason": long});
+        let Control::Disconnect { reason, .. } = decode(&gw(m)).unwrap().control else {
+            panic!("not a disconnect");
+        };
+        assert_eq!(reason, "a".repeat(122));
+        let short =
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "d", "code": 3500, "reason": "bye"});
+        let Control::Disconnect { reason, .. } = decode(&gw(short)).unwrap().control else {
+            panic!("not a disconnect");
+        };
+        assert_eq!(reason, "bye");
+        for e in [0, -5] {
+            let r = json!({"p": p, "u": "u", "c": null, "x": [], "k": "r", "expired": false, "expire_at": e});
+            let Control::Refresh { expire_at, .. } = decode(&gw(r)).unwrap().control else {
+                panic!("not a refresh");
+            };
+            assert_eq!(expire_at, None);
+            let s = json!({"p": p, "u": "u", "c": null, "x": [], "k": "s", "channel": "a", "expire_at": e});
+            let Control::Subscribe(s) = decode(&gw(s)).unwrap().control else {
+                panic!("not a subscribe");
+            };
+            assert_eq!(s.expire_at, None);
+        }
     }
 }
