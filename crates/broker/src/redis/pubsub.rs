@@ -301,9 +301,11 @@ impl Dispatcher {
             && control.name == channel
         {
             // Sender id first; a node's own commands were already applied where the call
-            // arrived.
+            // arrived. An empty body is this broker's own "reconnected" marker (caches
+            // forget everything on it): no other node may send one.
             if let Some((origin, body)) = payload.split_at_checked(16)
                 && origin != control.node.as_bytes()
+                && !body.is_empty()
             {
                 let _ = control.sender.send(bytes::Bytes::copy_from_slice(body));
             }

@@ -612,6 +612,39 @@ async fn control_messages_carry_their_topic_to_the_other_nodes() {
             .is_err()
     );
 
+    // An empty body from another node (or anyone on Redis) would read as "reconnected"
+    // and make every cache forget everything: dropped.
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("*control")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(&channels[0])
+        .arg(&[7u8; 16][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    b.publish_control(ControlTopic::Cache.frame(b"after"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), at_a.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ControlTopic::Cache.body(&got),
+        Some(&b"after"[..]),
+        "{got:?}"
+    );
+
     // Back after an outage, the control channel says (with an empty message, from no
     // node) that messages sent meanwhile were missed.
     redis.restart();
