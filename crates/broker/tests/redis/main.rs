@@ -820,7 +820,7 @@ async fn heartbeats_of_newer_nodes_survive_older_readers() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(left, [newer.clone()]);
+    assert_eq!(left, [newer]);
 }
 
 /// A reader deletes a stale heartbeat only if it still holds what the reader saw: a node

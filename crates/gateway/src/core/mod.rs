@@ -187,11 +187,10 @@ impl ProjectScope {
         except: &[&str],
         control: &Control,
     ) -> usize {
-        if let Some(outbox) = &self.outbox {
-            if let Some(wire) = crate::cluster::encode(self.project, user, client, except, control)
-            {
-                outbox.send(wire);
-            }
+        if let Some(outbox) = &self.outbox
+            && let Some(wire) = crate::cluster::encode(self.project, user, client, except, control)
+        {
+            outbox.send(wire);
         }
         self.registry
             .send(self.project, user, client, except, control)
