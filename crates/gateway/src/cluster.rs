@@ -13,16 +13,19 @@
 //! What arrives from Redis is decoded strictly: bounded in size, every field typed, no
 //! field a kind does not define; a kind this node does not know (a newer node's) is
 //! skipped with a debug line, anything else malformed with a warning. Nothing received
-//! can reach another project's connections: the project is part of every lookup.
+//! can reach another project's connections: the project is part of every lookup. The
+//! server API's own rules apply as on the node that received the call: a close reason is
+//! cut to 123 bytes, an `expire_at` of 0 or less means none.
 //!
 //! Also this node's heartbeat ([`heartbeat`]): with a shared broker, every
 //! `Broker::heartbeat_interval` it reports its id, version, uptime and each project's
 //! clients, users, channels and subscriptions here, which the other nodes' `info` lists.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use serde_json::{Map, Value, json};
-use tollgate_broker::{ControlTopic, StreamPosition};
+use tollgate_broker::{Broker, ControlTopic, StreamPosition};
 use tollgate_service::gateway::{Overrides, ServerSub};
 use tollgate_token::ProjectId;
 
@@ -98,6 +101,114 @@ pub(crate) fn encode(
         .map(|body| ControlTopic::Gateway.frame(&body))
 }
 
+/// How many control messages may wait for the broker, per node.
+const OUTBOX_MESSAGES: usize = 1024;
+/// How many bytes they may hold together (a `subscribe` may carry up to ~1 MiB).
+const OUTBOX_BYTES: usize = 16 * 1024 * 1024;
+
+/// A node's queue to the broker's control channel (the gateway has one for its server API
+/// commands, the service one for its cache invalidations): a single task sends them in
+/// the order they were queued, so a `subscribe` followed by an `unsubscribe` reaches the other
+/// nodes in that order. Bounded in messages and bytes: while the broker is slow or down,
+/// what does not fit is dropped with a warning and counted ([`ControlOutbox::dropped`]);
+/// the channel is at most once anyway.
+#[derive(Debug, Clone)]
+pub struct ControlOutbox {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    state: Arc<OutboxState>,
+}
+
+#[derive(Debug)]
+struct OutboxState {
+    /// Bytes queued and not yet sent, and how many may be.
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    dropped: AtomicU64,
+    /// Whether the last message offered was dropped (one warning per run of drops).
+    dropping: AtomicBool,
+}
+
+impl ControlOutbox {
+    /// Starts the sender task. It holds `broker` weakly: it stops once the broker is gone
+    /// or every handle to this outbox is.
+    #[must_use]
+    pub fn new(broker: Weak<dyn Broker>) -> Self {
+        let publish = move |payload| {
+            let broker = broker.upgrade()?;
+            Some(async move { broker.publish_control(payload).await })
+        };
+        Self::with_limits(publish, OUTBOX_MESSAGES, OUTBOX_BYTES)
+    }
+
+    /// An outbox whose task hands each message to `publish` (`None`: the broker is gone,
+    /// stop), at most `messages` and `max_bytes` waiting.
+    pub(crate) fn with_limits<F, Fut>(mut publish: F, messages: usize, max_bytes: usize) -> Self
+    where
+        F: FnMut(bytes::Bytes) -> Option<Fut> + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), tollgate_broker::BrokerError>> + Send,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(messages.max(1));
+        let state = Arc::new(OutboxState {
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes,
+            dropped: AtomicU64::new(0),
+            dropping: AtomicBool::new(false),
+        });
+        let sender = state.clone();
+        tokio::spawn(async move {
+            while let Some(payload) = rx.recv().await {
+                let len = payload.len();
+                let Some(sent) = publish(payload) else {
+                    return;
+                };
+                if let Err(e) = sent.await {
+                    tracing::warn!(error = %e, "control message not sent to other nodes");
+                }
+                sender.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            }
+        });
+        Self { tx, state }
+    }
+
+    /// Queues `payload` (framed with its topic) for the other nodes; `false` if it was
+    /// dropped because the queue is full (or the broker is gone).
+    pub fn send(&self, payload: bytes::Bytes) -> bool {
+        let len = payload.len();
+        let s = &self.state;
+        let fits = s
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q == 0 || q + len <= s.max_bytes).then_some(q + len)
+            })
+            .is_ok();
+        let sent = fits
+            && match self.tx.try_send(payload) {
+                Ok(()) => true,
+                Err(_) => {
+                    s.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                    false
+                }
+            };
+        if sent {
+            s.dropping.store(false, Ordering::Relaxed);
+        } else {
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+            if !s.dropping.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "control queue to other nodes full (broker slow or down): messages dropped"
+                );
+            }
+        }
+        sent
+    }
+
+    /// How many messages were dropped because the queue was full.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.state.dropped.load(Ordering::Relaxed)
+    }
+}
+
 /// One command decoded from another node.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Command {
@@ -126,12 +237,30 @@ fn string(v: &Value) -> Option<String> {
     v.as_str().map(str::to_owned)
 }
 
-/// `null` or absent is `None`; anything but an integer is malformed.
-fn optional_i64(m: &Map<String, Value>, key: &str) -> Result<Option<i64>, Refused> {
-    match m.get(key) {
+/// An `expire_at`: `null`, absent, 0 or negative is `None` (as the server API reads it
+/// on the node that received it); anything but an integer is malformed.
+fn expire_at(m: &Map<String, Value>) -> Result<Option<i64>, Refused> {
+    match m.get("expire_at") {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or(Refused::Malformed),
+        Some(v) => v
+            .as_i64()
+            .map(|e| (e > 0).then_some(e))
+            .ok_or(Refused::Malformed),
     }
+}
+
+/// Longest close reason: a close frame's reason is at most 123 bytes (RFC 6455 §5.5).
+const MAX_REASON_BYTES: usize = 123;
+
+/// `reason` cut to [`MAX_REASON_BYTES`] on a character boundary, as the server API cuts it
+/// on the node that received it.
+fn close_reason(mut reason: String) -> String {
+    let mut end = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason
 }
 
 fn optional_json(m: &Map<String, Value>, key: &str) -> Option<Value> {
@@ -225,7 +354,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Command, Refused> {
                 .and_then(|c| u16::try_from(c).ok())
                 .filter(|c| (3000..=4999).contains(c))
                 .ok_or(Refused::Malformed)?,
-            reason: m.get("reason").and_then(string).ok_or(Refused::Malformed)?,
+            reason: close_reason(m.get("reason").and_then(string).ok_or(Refused::Malformed)?),
         },
         "u" => Control::Unsubscribe {
             channel: channel()?,
@@ -235,7 +364,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Command, Refused> {
                 .get("expired")
                 .and_then(Value::as_bool)
                 .ok_or(Refused::Malformed)?,
-            expire_at: optional_i64(&m, "expire_at")?,
+            expire_at: expire_at(&m)?,
         },
         _ => {
             let channel = channel()?;
@@ -249,7 +378,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Command, Refused> {
                     data: optional_json(&m, "data"),
                     overrides: decode_overrides(m.get("o")).ok_or(Refused::Malformed)?,
                 },
-                expire_at: optional_i64(&m, "expire_at")?,
+                expire_at: expire_at(&m)?,
                 recover_since: decode_since(m.get("since")).ok_or(Refused::Malformed)?,
             }))
         }
@@ -423,6 +552,67 @@ mod tests {
         assert!(encode(project, "u1", None, &[], &resubscribe).is_none());
     }
 
+    /// The outbox sends in order even when the broker is slow, and drops (and counts)
+    /// what does not fit instead of piling up.
+    #[tokio::test(start_paused = true)]
+    async fn the_outbox_keeps_order_and_bounds_what_waits() {
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        // The first call is slow (as Redis at 2 s a call), the next ones fast: with one task
+        // per message, the second would overtake the first.
+        let publish = move |payload: bytes::Bytes| {
+            let seen_tx = seen_tx.clone();
+            let slow = c.fetch_add(1, Ordering::SeqCst) == 0;
+            Some(async move {
+                if slow {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                let _ = seen_tx.send(payload);
+                Ok(())
+            })
+        };
+        let outbox = ControlOutbox::with_limits(publish, 3, 12);
+        let m = |s: &'static str| bytes::Bytes::from_static(s.as_bytes());
+        assert!(outbox.send(m("sub")));
+        tokio::task::yield_now().await;
+        // One in flight (still counted); at most 3 messages and 12 bytes wait.
+        assert!(outbox.send(m("unsub")));
+        assert!(outbox.send(m("bye")));
+        assert!(!outbox.send(m("xx")), "over the byte bound");
+        assert_eq!(outbox.dropped(), 1);
+        let got: Vec<bytes::Bytes> = [
+            seen.recv().await.unwrap(),
+            seen.recv().await.unwrap(),
+            seen.recv().await.unwrap(),
+        ]
+        .into();
+        assert_eq!(got, [m("sub"), m("unsub"), m("bye")]);
+        // Drained: room again.
+        assert!(outbox.send(m("again")));
+        assert_eq!(seen.recv().await.unwrap(), m("again"));
+        assert_eq!(outbox.dropped(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_outbox_bounds_messages_too() {
+        let publish = |_payload: bytes::Bytes| {
+            Some(async {
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+        };
+        let outbox = ControlOutbox::with_limits(publish, 2, 1 << 20);
+        let m = bytes::Bytes::from_static(b"m");
+        assert!(outbox.send(m.clone()));
+        tokio::task::yield_now().await;
+        assert!(outbox.send(m.clone()));
+        assert!(outbox.send(m.clone()));
+        assert!(!outbox.send(m.clone()));
+        assert!(!outbox.send(m));
+        assert_eq!(outbox.dropped(), 2);
+    }
+
     #[test]
     fn what_is_not_a_well_formed_command_is_refused() {
         let project = ProjectId::new_random();
@@ -459,5 +649,40 @@ mod tests {
         }
         let huge = ControlTopic::Gateway.frame(&vec![b' '; MAX_MESSAGE_BYTES + 1]);
         assert_eq!(decode(&huge), Err(Refused::Malformed));
+    }
+
+    /// What the server API would not hand a local connection is not handed one from
+    /// another node either: a reason longer than a close frame allows is cut (on a
+    /// character boundary), and an `expire_at` of 0 or less means none.
+    #[test]
+    fn decoding_applies_the_local_rules() {
+        let project = ProjectId::new_random();
+        let p = project.as_uuid().to_string();
+        let gw = |v: Value| ControlTopic::Gateway.frame(v.to_string().as_bytes());
+        let long = format!("{}é{}", "a".repeat(122), "b".repeat(500));
+        let m =
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "d", "code": 3500, "reason": long});
+        let Control::Disconnect { reason, .. } = decode(&gw(m)).unwrap().control else {
+            panic!("not a disconnect");
+        };
+        assert_eq!(reason, "a".repeat(122));
+        let short =
+            json!({"p": p, "u": "u", "c": null, "x": [], "k": "d", "code": 3500, "reason": "bye"});
+        let Control::Disconnect { reason, .. } = decode(&gw(short)).unwrap().control else {
+            panic!("not a disconnect");
+        };
+        assert_eq!(reason, "bye");
+        for e in [0, -5] {
+            let r = json!({"p": p, "u": "u", "c": null, "x": [], "k": "r", "expired": false, "expire_at": e});
+            let Control::Refresh { expire_at, .. } = decode(&gw(r)).unwrap().control else {
+                panic!("not a refresh");
+            };
+            assert_eq!(expire_at, None);
+            let s = json!({"p": p, "u": "u", "c": null, "x": [], "k": "s", "channel": "a", "expire_at": e});
+            let Control::Subscribe(s) = decode(&gw(s)).unwrap().control else {
+                panic!("not a subscribe");
+            };
+            assert_eq!(s.expire_at, None);
+        }
     }
 }

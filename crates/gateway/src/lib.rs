@@ -25,6 +25,7 @@ mod upgrade;
 pub use centrifugo::channels::{
     HistoryParams, history_policy, presence_map, publication_json, stream_position,
 };
+pub use cluster::ControlOutbox;
 pub use core::ProjectScope;
 pub use metrics::GatewayMetrics;
 pub use registry::{Control, SubscribeCommand};
@@ -156,8 +157,9 @@ pub struct Shared {
     started: std::time::Instant,
     /// This node's id, as the server API's `info` reports it (to every node's callers).
     node_id: Arc<str>,
-    /// Whether other nodes share the broker (server API commands are then sent to them).
-    clustered: bool,
+    /// This node's queue to the other nodes sharing the broker, if any: server API
+    /// commands leave through it in order.
+    outbox: Option<cluster::ControlOutbox>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -206,7 +208,9 @@ impl Gateway {
             tokio::spawn(relay_interruptions(interruptions, registry.clone()));
         }
         let control = broker.control();
-        let clustered = control.is_some();
+        let outbox = control
+            .is_some()
+            .then(|| cluster::ControlOutbox::new(Arc::downgrade(&broker)));
         if let Some(control) = control {
             tokio::spawn(cluster::relay(control, registry.clone()));
         }
@@ -224,7 +228,7 @@ impl Gateway {
             origin_log: upgrade::RefusalLog::default(),
             started: std::time::Instant::now(),
             node_id: Arc::from(uuid::Uuid::new_v4().to_string()),
-            clustered,
+            outbox,
         }));
         // Other nodes' `info` lists this one while it beats.
         if let Some(interval) = gateway.broker.heartbeat_interval() {
@@ -249,8 +253,17 @@ impl Gateway {
             self.broker.clone(),
             self.registry.clone(),
             presence_ttl,
-            self.clustered,
+            self.outbox.clone(),
         )
+    }
+
+    /// How many server API commands for other nodes were dropped because this node's
+    /// queue to the broker was full (the broker slow or down).
+    #[must_use]
+    pub fn control_dropped(&self) -> u64 {
+        self.outbox
+            .as_ref()
+            .map_or(0, cluster::ControlOutbox::dropped)
     }
 
     /// Connected clients and distinct users on this node.

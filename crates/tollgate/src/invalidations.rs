@@ -9,31 +9,26 @@
 //! is forgotten. A message lost without either sign (Redis dropping it) leaves the
 //! receiver on its caches' time bound (5 s, 30 s for keys), which is why those bounds stay.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 use tollgate_broker::{Broker, ControlTopic};
+use tollgate_gateway::ControlOutbox;
 use tollgate_service::{Invalidation, InvalidationError, Invalidations, Tollgate};
 
-/// Publishes invalidations on the broker's control channel. Holds the broker weakly: the
-/// service outlives the server that owns the broker (tests, the CLI), and must not keep
-/// its Redis connections alive.
+/// Publishes invalidations on the broker's control channel, in order, through one
+/// bounded queue ([`ControlOutbox`]: what does not fit while the broker is slow is dropped
+/// with a warning). The queue holds the broker weakly: the service outlives the server
+/// that owns the broker (tests, the CLI), and must not keep its Redis connections alive.
 #[derive(Debug)]
-pub(crate) struct BrokerInvalidations(pub(crate) Weak<dyn Broker>);
+pub(crate) struct BrokerInvalidations(pub(crate) ControlOutbox);
 
 impl Invalidations for BrokerInvalidations {
     fn publish(&self, invalidation: Invalidation) {
-        let Some(broker) = self.0.upgrade() else {
-            return;
-        };
-        let payload = ControlTopic::Cache.frame(&invalidation.encode());
-        // Fire and forget: the change is committed and this node already forgot; the
+        // Not waited for: the change is committed and this node already forgot; the
         // others fall back on their caches' time bound if this is lost.
-        tokio::spawn(async move {
-            if let Err(e) = broker.publish_control(payload).await {
-                tracing::warn!(error = %e, "cache invalidation not sent to other nodes");
-            }
-        });
+        self.0
+            .send(ControlTopic::Cache.frame(&invalidation.encode()));
     }
 }
 
@@ -78,6 +73,8 @@ pub(crate) fn connect(
     broker: &Arc<dyn Broker>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let messages = broker.control()?;
-    tollgate.set_invalidations(Arc::new(BrokerInvalidations(Arc::downgrade(broker))));
+    tollgate.set_invalidations(Arc::new(BrokerInvalidations(ControlOutbox::new(
+        Arc::downgrade(broker),
+    ))));
     Some(tokio::spawn(relay(messages, tollgate.clone())))
 }

@@ -122,7 +122,7 @@ pub struct RedisBroker {
     /// Control messages from other nodes (see [`Broker::control`]).
     control: broadcast::Sender<Bytes>,
     /// Projects this node's last heartbeat carried (the next one withdraws those gone).
-    beating: std::sync::Mutex<Vec<uuid::Uuid>>,
+    beating: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -590,7 +590,8 @@ impl Broker for RedisBroker {
     }
 
     async fn heartbeat(&self, report: &crate::NodeReport) -> Result<(), BrokerError> {
-        let now: Vec<uuid::Uuid> = report.projects.iter().map(|(p, _)| *p).collect();
+        let now: std::collections::HashSet<uuid::Uuid> =
+            report.projects.iter().map(|(p, _)| *p).collect();
         let gone: Vec<uuid::Uuid> = {
             let mut beating = self
                 .beating
@@ -598,7 +599,7 @@ impl Broker for RedisBroker {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let gone = beating
                 .iter()
-                .filter(|p| !now.contains(p))
+                .filter(|p| !now.contains(*p))
                 .copied()
                 .collect();
             *beating = now;
@@ -644,8 +645,7 @@ impl Broker for RedisBroker {
         Ok(self
             .shards
             .iter()
-            .flat_map(|s| s.pubsub.local_channels())
-            .filter(|(key, _)| key.project() == project)
-            .fold((0, 0), |(n, subs), (_, c)| (n + 1, subs + c)))
+            .map(|s| s.pubsub.local_counts(project))
+            .fold((0, 0), |(n, subs), (c, q)| (n + c, subs + q)))
     }
 }

@@ -295,15 +295,28 @@ impl Dispatcher {
             .collect()
     }
 
+    /// `project`'s channels on this shard with live local subscribers, and how many
+    /// subscribers: counted under the lock, nothing cloned.
+    pub(super) fn local_counts(&self, project: uuid::Uuid) -> (usize, usize) {
+        self.lock()
+            .values_mut()
+            .filter(|l| l.key.project() == project)
+            .map(|l| l.live_queues())
+            .filter(|n| *n > 0)
+            .fold((0, 0), |(channels, subs), n| (channels + 1, subs + n))
+    }
+
     /// Hands one PUB/SUB message to the channel's local subscribers.
     fn dispatch(&self, channel: &str, payload: &[u8]) {
         if let Some(control) = &self.control
             && control.name == channel
         {
             // Sender id first; a node's own commands were already applied where the call
-            // arrived.
+            // arrived. An empty body is this broker's own "reconnected" marker (caches
+            // forget everything on it): no other node may send one.
             if let Some((origin, body)) = payload.split_at_checked(16)
                 && origin != control.node.as_bytes()
+                && !body.is_empty()
             {
                 let _ = control.sender.send(bytes::Bytes::copy_from_slice(body));
             }

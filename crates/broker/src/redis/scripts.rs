@@ -21,3 +21,9 @@ pub(super) static PRESENCE_GET: LazyLock<Script> =
 /// Removes one presence entry.
 pub(super) static PRESENCE_REMOVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/presence_remove.lua")));
+/// Writes one node's heartbeat, stamped with Redis's clock.
+pub(super) static HEARTBEAT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
+/// Deletes stale heartbeat entries that still hold the value read.
+pub(super) static HEARTBEAT_FORGET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/heartbeat_forget.lua")));

@@ -612,6 +612,39 @@ async fn control_messages_carry_their_topic_to_the_other_nodes() {
             .is_err()
     );
 
+    // An empty body from another node (or anyone on Redis) would read as "reconnected"
+    // and make every cache forget everything: dropped.
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .arg("*control")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(channels.len(), 1, "{channels:?}");
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(&channels[0])
+        .arg(&[7u8; 16][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    b.publish_control(ControlTopic::Cache.frame(b"after"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), at_a.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ControlTopic::Cache.body(&got),
+        Some(&b"after"[..]),
+        "{got:?}"
+    );
+
     // Back after an outage, the control channel says (with an empty message, from no
     // node) that messages sent meanwhile were missed.
     redis.restart();
@@ -682,4 +715,152 @@ async fn a_session_put_by_one_node_is_taken_once_by_another() {
         .await
         .unwrap();
     assert_eq!(memory.take_session(PROJECT, "k1").await.unwrap(), None);
+}
+
+/// During a rolling upgrade, a node reads heartbeats written by newer nodes: what it does
+/// not know is skipped, never deleted; only entries whose time reads and is older than the
+/// TTL (by Redis's clock, which also stamps them) are deleted.
+#[tokio::test]
+async fn heartbeats_of_newer_nodes_survive_older_readers() {
+    if !server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let a = node(&[&redis]).await;
+    a.heartbeat(&report("node-a", vec![])).await.unwrap();
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*.nodes")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let nodes_key = keys[0].clone();
+    let project_key = format!("{nodes_key}.{}", PROJECT.simple());
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let now = secs * 1000 + micros / 1000;
+    // Stamped with Redis's clock.
+    let written: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&nodes_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let at =
+        serde_json::from_str::<serde_json::Value>(written.values().next().unwrap()).unwrap()["at"]
+            .as_i64()
+            .unwrap();
+    assert!((now - at).abs() < 5_000, "at {at}, redis now {now}");
+
+    let newer = "f".repeat(32);
+    let unreadable = "e".repeat(32);
+    let stale = "d".repeat(32);
+    let entries = [
+        (
+            &newer,
+            format!(
+                r#"{{"uid":"node-new","name":"t","version":"9","uptime":1,"at":{now},"zone":"x"}}"#
+            ),
+        ),
+        (&unreadable, "not json".to_owned()),
+        (
+            &stale,
+            r#"{"uid":"node-old","name":"t","version":"1","uptime":1,"at":1}"#.to_owned(),
+        ),
+    ];
+    for (field, value) in &entries {
+        let _: i64 = redis::cmd("HSET")
+            .arg(&nodes_key)
+            .arg(field.as_str())
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    for (field, value) in [
+        (&newer, format!("{now}:1:2:3:4:5")),
+        (&stale, "1:1:1:1:1".into()),
+    ] {
+        let _: i64 = redis::cmd("HSET")
+            .arg(&project_key)
+            .arg(field.as_str())
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let b = node(&[&redis]).await;
+    let seen = b.other_nodes(PROJECT).await.unwrap();
+    let uids: Vec<&str> = seen.iter().map(|n| n.uid.as_str()).collect();
+    assert_eq!(uids, ["node-a", "node-new"]);
+    assert_eq!(
+        seen[1].counts,
+        NodeCounts {
+            clients: 1,
+            users: 2,
+            channels: 3,
+            subs: 4
+        }
+    );
+    let left: Vec<String> = redis::cmd("HKEYS")
+        .arg(&nodes_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        left.contains(&newer) && left.contains(&unreadable),
+        "{left:?}"
+    );
+    assert!(!left.contains(&stale), "{left:?}");
+    let left: Vec<String> = redis::cmd("HKEYS")
+        .arg(&project_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, [newer]);
+}
+
+/// A reader deletes a stale heartbeat only if it still holds what the reader saw: a node
+/// that beat again in between keeps its fresh entry.
+#[tokio::test]
+async fn a_stale_heartbeat_is_deleted_only_if_unchanged() {
+    if !server::available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let forget = redis::Script::new(include_str!("../../src/redis/lua/heartbeat_forget.lua"));
+    for (field, value) in [("a", "1:0:0:0:0"), ("b", "9:0:0:0:0")] {
+        let _: i64 = redis::cmd("HSET")
+            .arg("h")
+            .arg(field)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // Both were seen stale ("1:…"); "b" has beaten since.
+    let removed: i64 = forget
+        .key("h")
+        .arg("a")
+        .arg("1:0:0:0:0")
+        .arg("b")
+        .arg("1:0:0:0:0")
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let left: Vec<String> = redis::cmd("HKEYS")
+        .arg("h")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, ["b"]);
 }

@@ -35,8 +35,8 @@ pub struct ProjectScope {
     registry: Arc<Registry>,
     /// How long a presence entry lives unless refreshed (two presence ticks and a margin).
     presence_ttl: Duration,
-    /// Whether server API commands also go to other nodes.
-    clustered: bool,
+    /// Where server API commands go to other nodes, if any share the broker.
+    outbox: Option<crate::cluster::ControlOutbox>,
 }
 
 impl ProjectScope {
@@ -45,14 +45,14 @@ impl ProjectScope {
         broker: Arc<dyn Broker>,
         registry: Arc<Registry>,
         presence_ttl: Duration,
-        clustered: bool,
+        outbox: Option<crate::cluster::ControlOutbox>,
     ) -> Self {
         Self {
             project,
             broker,
             registry,
             presence_ttl,
-            clustered,
+            outbox,
         }
     }
 
@@ -179,7 +179,7 @@ impl ProjectScope {
     /// Sends a server-side command to this project's connections of `user` (only
     /// `client`'s, if given; never those in `except`). Returns how many it reached on this
     /// node; with a shared broker, the command also goes to every other node (at most
-    /// once, not waited for: see `cluster`).
+    /// once, in order, not waited for: see `cluster`).
     pub fn control(
         &self,
         user: &str,
@@ -187,17 +187,10 @@ impl ProjectScope {
         except: &[&str],
         control: &Control,
     ) -> usize {
-        if let Some(wire) = self
-            .clustered
-            .then(|| crate::cluster::encode(self.project, user, client, except, control))
-            .flatten()
+        if let Some(outbox) = &self.outbox
+            && let Some(wire) = crate::cluster::encode(self.project, user, client, except, control)
         {
-            let broker = self.broker.clone();
-            tokio::spawn(async move {
-                if let Err(e) = broker.publish_control(wire).await {
-                    tracing::warn!(error = %e, "control message not sent to other nodes");
-                }
-            });
+            outbox.send(wire);
         }
         self.registry
             .send(self.project, user, client, except, control)

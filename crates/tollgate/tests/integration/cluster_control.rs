@@ -71,6 +71,45 @@ async fn server_api_subscribe_on_one_node_subscribes_a_connection_on_the_other()
     assert_eq!(push["push"]["pub"]["data"], json!({"n": 1}));
 }
 
+/// A `subscribe` quickly followed by an `unsubscribe` reaches the other node in that order
+/// (one queue per node, not one task per message): the connection ends unsubscribed, with
+/// the two pushes in order. A large `subscribe` ahead of a small `unsubscribe` is where a
+/// task per message let the second overtake the first.
+#[tokio::test]
+async fn commands_reach_the_other_node_in_the_order_they_were_made() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b, project, token) = two_nodes(&redis).await;
+    let mut on_a = subscriber(&a, &project, &token).await;
+    let big = "x".repeat(300_000);
+    for i in 0..5 {
+        let channel = format!("order{i}");
+        let subscribed = api(
+            &b,
+            "subscribe",
+            json!({"user": "carol", "channel": channel, "data": {"big": big}}),
+        )
+        .await;
+        // Right after the answer: the subscribe may still be on its way to Redis.
+        let unsubscribed = api(
+            &b,
+            "unsubscribe",
+            json!({"user": "carol", "channel": channel}),
+        )
+        .await;
+        assert_eq!(subscribed, json!({"result": {}}));
+        assert_eq!(unsubscribed, json!({"result": {}}));
+        let first = expect(&mut on_a, |v| v["push"]["channel"] == channel.as_str()).await;
+        assert!(first["push"]["subscribe"].is_object(), "{channel}: {first}");
+        let second = expect(&mut on_a, |v| v["push"]["channel"] == channel.as_str()).await;
+        assert!(
+            second["push"]["unsubscribe"].is_object(),
+            "{channel}: {second}"
+        );
+    }
+}
+
 /// `info`'s nodes, by uid.
 async fn nodes(node: &TestServer) -> Vec<Value> {
     let info = api(node, "info", json!({})).await;
