@@ -37,6 +37,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         &gw.metrics()
             .render(gw.open_connections(), clients, users, channels),
     );
+    // Lost on the way to other nodes before reaching the broker (its queue was full):
+    // the one sign an operator has that a server API command did not cross the cluster.
+    text.push_str(&format!(
+        "# HELP tollgate_cluster_control_dropped_total Server API commands for other nodes dropped because the queue to the broker was full.\n\
+         # TYPE tollgate_cluster_control_dropped_total counter\n\
+         tollgate_cluster_control_dropped_total {}\n",
+        gw.control_dropped()
+    ));
     (
         [(
             header::CONTENT_TYPE,

@@ -540,6 +540,8 @@ async fn limits_origins_and_metrics() {
 
     let metrics = s.get_text("/metrics").await;
     assert!(metrics.contains("tollgate_gateway_commands_total{method=\"presence_stats\"} 6"));
+    // One node on the in-process broker never queues anything for other nodes.
+    assert!(metrics.contains("\ntollgate_cluster_control_dropped_total 0\n"));
 }
 
 #[tokio::test]
