@@ -68,6 +68,15 @@ const BATCH: usize = 256;
 /// acknowledged (the bound on a client that stops acknowledging).
 const MAX_UNACKED: usize = 1024;
 
+/// Most bytes of `signalwire.event`s one resume replays, all channels together. Without
+/// it a session could hold `history_max_publication_limit` publications of up to
+/// `max_publication_bytes` for each of `max_channels` channels (GiBs), and every
+/// SignalWire socket of a node resumes at once after a broker interruption. 4 MiB is
+/// about 60 of the largest messages, or thousands of ordinary chat lines: what a client
+/// away for a reconnect's few seconds missed. A channel whose replay does not fit in what
+/// is left is resumed live, without its missed messages (as when history lost them).
+const MAX_REPLAY_BYTES: usize = 4 * 1024 * 1024;
+
 pub(crate) struct SwSession {
     /// The connection; each subscription's own part is the events it asked for.
     c: Client<Events>,
@@ -93,6 +102,8 @@ pub(crate) struct SwSession {
     replayed: HashMap<String, u64>,
     /// `signalwire.event`s a resume replays, sent right after the connect result.
     replay: Vec<String>,
+    /// The bytes in `replay`, within [`MAX_REPLAY_BYTES`].
+    replay_bytes: usize,
     /// The server is shutting down: no resume on this node, but one on another.
     restarting: bool,
     /// With a broker that keeps sessions: when this session's copy was last written
@@ -120,6 +131,7 @@ impl SwSession {
             unacked: VecDeque::new(),
             replayed: HashMap::new(),
             replay: Vec::new(),
+            replay_bytes: 0,
             restarting: false,
             shared_at: None,
             shared_dirty: false,
@@ -530,6 +542,7 @@ impl SwSession {
                     self.c.gw.metrics.delivered(self.replay.len());
                 }
                 frames.append(&mut self.replay);
+                self.replay_bytes = 0;
                 return (frames, None);
             }
             "signalwire.reauthenticate" => self.reauthenticate(params).await,

@@ -266,6 +266,105 @@ async fn a_resumed_signalwire_session_gets_what_was_published_while_it_was_away(
     );
 }
 
+/// Waits until `node` no longer lists `gone` among `room`'s members (its dropped session
+/// ended there). The watcher used for it leaves before anything is published.
+async fn left_the_room(node: &TestServer, auth: (&str, &str), gone: &str) {
+    let (mut watcher, _) = chat_member(node, auth, "watcher").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = watcher
+            .call("chat.members.get", json!({"channel": "room"}))
+            .await;
+        let listed = r["result"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["id"] == gone);
+        if !listed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped session never ended: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watcher.call("signalwire.disconnect", json!({})).await;
+}
+
+#[tokio::test]
+async fn a_replay_the_client_never_acknowledged_is_replayed_again() {
+    let s = TestServer::start_with(&[("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY)]).await;
+    let (project, token) = s.project().await;
+    let auth = (project.as_str(), token.as_str());
+    let (mut alice, protocol) = chat_member(&s, auth, "alice").await;
+    let (mut bob, _) = chat_member(&s, auth, "bob").await;
+    let mut say = async |text: &str| {
+        let r = bob
+            .call("chat.publish", json!({"channel": "room", "content": text}))
+            .await;
+        assert_eq!(r["result"]["code"], "200", "{r}");
+    };
+    say("seen").await;
+    assert_eq!(messages(&mut alice, 1).await, ["seen"]);
+    drop(alice);
+    left_the_room(&s, auth, "alice").await;
+    say("missed 1").await;
+    say("missed 2").await;
+    // Resumed, the replay reaches her socket, but it dies again before she acknowledges.
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    let got = alice.unanswered().await;
+    assert_eq!(got["params"]["params"]["message"]["content"], "missed 1");
+    drop(alice);
+    left_the_room(&s, auth, "alice").await;
+    // The next resume replays them again: nothing acknowledged was skipped.
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    say("live").await;
+    assert_eq!(
+        messages(&mut alice, 3).await,
+        ["missed 1", "missed 2", "live"]
+    );
+    // Acknowledged now: a third resume replays nothing of it.
+    drop(alice);
+    left_the_room(&s, auth, "alice").await;
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    say("after").await;
+    assert_eq!(messages(&mut alice, 1).await, ["after"]);
+}
+
+#[tokio::test]
+async fn a_replay_over_the_sessions_budget_resumes_the_channel_live() {
+    let s = TestServer::start_with(&[("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY)]).await;
+    let (project, token) = s.project().await;
+    let auth = (project.as_str(), token.as_str());
+    let (alice, protocol) = chat_member(&s, auth, "alice").await;
+    let (mut bob, _) = chat_member(&s, auth, "bob").await;
+    drop(alice);
+    left_the_room(&s, auth, "alice").await;
+    // 80 messages of 60 KB (under the 64 KiB publication limit, within the chat history
+    // of 100): about 4.8 MB missed, over the 4 MiB a resume replays.
+    let big = "x".repeat(60_000);
+    for n in 0..80 {
+        let r = bob
+            .call(
+                "chat.publish",
+                json!({"channel": "room", "content": format!("{n} {big}")}),
+            )
+            .await;
+        assert_eq!(r["result"]["code"], "200", "{r}");
+    }
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    let r = bob
+        .call(
+            "chat.publish",
+            json!({"channel": "room", "content": "live"}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+    // None of the oversized replay, and the channel carries on live.
+    assert_eq!(messages(&mut alice, 1).await, ["live"]);
+}
+
 #[tokio::test]
 async fn signalwire_members_reconnect_and_resume_across_a_redis_restart() {
     let Some(mut redis) = RedisServer::start() else {
