@@ -397,7 +397,9 @@ impl SwSession {
                     message: true,
                     ..Events::default()
                 };
-                let _ = self.join(&sub.channel, events).await;
+                if self.join(&sub.channel, events).await.is_ok() {
+                    self.shared_dirty = true;
+                }
                 (Vec::new(), None)
             }
             Control::Unsubscribe { channel } => {
@@ -409,6 +411,7 @@ impl SwSession {
                 for channel in channels {
                     self.c.leave(&channel).await;
                 }
+                self.shared_dirty = true;
                 (Vec::new(), None)
             }
             // The broker may have lost deliveries (its connection to Redis broke, or an

@@ -190,6 +190,7 @@ impl SwSession {
                 }
                 self.shared_at = None;
             }
+            self.shared_dirty = false;
             return false;
         }
         let state = self.resume_state().encode();
@@ -229,8 +230,8 @@ impl SwSession {
         }
     }
 
-    /// The periodic write of a live session: changed positions at most every
-    /// [`SHARED_EVERY`], and the whole at least every [`SHARED_REFRESH`].
+    /// The periodic write of a live session: changes (positions, channels, states) at most
+    /// every [`SHARED_EVERY`], and the whole at least every [`SHARED_REFRESH`].
     async fn refresh_shared(&mut self) {
         if self
             .shared_backoff
@@ -241,7 +242,8 @@ impl SwSession {
         let stale = self
             .shared_at
             .is_none_or(|at| at.elapsed() >= SHARED_REFRESH);
-        if (self.shared_dirty || stale) && !self.c.subs.is_empty() {
+        // A session that left its last channel removes its copy (`save_shared` does).
+        if self.shared_dirty || (stale && !self.c.subs.is_empty()) {
             let _ = self.save_shared(SHARED_LIVE_FOR + RESUME_FOR).await;
         }
     }
@@ -562,9 +564,13 @@ impl SwSession {
                     "chat.unsubscribe" => self.unsubscribe(params).await,
                     _ => self.set_state(params).await,
                 };
-                // What a resume on another node gets back changed: written at once.
+                // What a resume on another node gets back changed: written by the next
+                // periodic write (within [`SHARED_EVERY`]), never inline. A session's copy
+                // is up to ~550 KB and a write may take the broker's whole timeout; a
+                // typing indicator's `set_state` several times a second would otherwise
+                // stall the socket on each.
                 if reply.is_ok() {
-                    let _ = Box::pin(self.save_shared(SHARED_LIVE_FOR + RESUME_FOR)).await;
+                    self.shared_dirty = true;
                 }
                 reply
             }

@@ -365,6 +365,74 @@ async fn a_replay_over_the_sessions_budget_resumes_the_channel_live() {
     assert_eq!(messages(&mut alice, 1).await, ["live"]);
 }
 
+/// How many `SET` commands `redis` has run (`INFO commandstats`, over raw RESP).
+fn redis_sets(redis: &RedisServer) -> u64 {
+    use std::io::{Read as _, Write as _};
+    let addr = redis.url().trim_start_matches("redis://").to_owned();
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    // The bulk reply ends with an empty line after the last section.
+    while !text.ends_with("\r\n\r\n") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "redis closed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_set:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn signalwire_state_changes_reach_redis_by_the_periodic_write_not_each_request() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let s = TestServer::start_with(&[
+        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
+        ("TOLLGATE_BROKER_URL", url.as_str()),
+    ])
+    .await;
+    let (project, token) = s.project().await;
+    let auth = (project.as_str(), token.as_str());
+    let (mut alice, protocol) = chat_member(&s, auth, "alice").await;
+    // The subscription's own write, within the periodic one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A typing indicator: twenty state changes as fast as the socket answers them.
+    let before = redis_sets(&redis);
+    for n in 0..20 {
+        let r = alice
+            .call(
+                "chat.member.set_state",
+                json!({"channels": [{"name": "room"}], "state": {"typing": n}}),
+            )
+            .await;
+        assert_eq!(r["result"]["code"], "200", "{r}");
+    }
+    let writes = redis_sets(&redis) - before;
+    assert!(writes <= 3, "{writes} session writes for 20 state changes");
+    // The last state is what a resume gets back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(alice);
+    left_the_room(&s, auth, "alice").await;
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    let r = alice
+        .call(
+            "chat.member.get_state",
+            json!({"channels": [{"name": "room"}]}),
+        )
+        .await;
+    assert_eq!(
+        r["result"]["channels"]["room"]["state"],
+        json!({"typing": 19})
+    );
+}
+
 #[tokio::test]
 async fn signalwire_members_reconnect_and_resume_across_a_redis_restart() {
     let Some(mut redis) = RedisServer::start() else {
