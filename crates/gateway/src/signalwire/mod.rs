@@ -115,6 +115,11 @@ pub(crate) struct SwSession {
     shared_backoff: Option<Instant>,
     /// This session's [`shared_key`] while it is noted live on this node.
     live: Option<String>,
+    /// This session's own id as the owner of its copy in a shared broker.
+    owner: String,
+    /// Another session took this one's copy over (the client resumed elsewhere while this
+    /// socket looked alive): it is written no more, and not kept for a resume here.
+    taken_over: bool,
 }
 
 impl SwSession {
@@ -137,6 +142,8 @@ impl SwSession {
             shared_dirty: false,
             shared_backoff: None,
             live: None,
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            taken_over: false,
         }
     }
 
@@ -178,14 +185,22 @@ impl SwSession {
         let Some(project) = self.c.project() else {
             return false;
         };
-        if !self.shares() || self.protocol.is_empty() {
+        if !self.shares() || self.protocol.is_empty() || self.taken_over {
             return false;
         }
         let key = shared_key(self.member_id(), &self.protocol);
         let broker = self.c.gw.broker.clone();
         if self.c.subs.is_empty() {
             if self.shared_at.is_some() {
-                if let Err(e) = broker.take_session(*project.as_uuid(), &key).await {
+                let taken = broker
+                    .take_session(
+                        *project.as_uuid(),
+                        &key,
+                        &self.owner,
+                        SHARED_LIVE_FOR + RESUME_FOR,
+                    )
+                    .await;
+                if let Err(e) = taken {
                     tracing::warn!(error = %e, "signalwire session not removed from the broker");
                 }
                 self.shared_at = None;
@@ -195,10 +210,15 @@ impl SwSession {
         }
         let state = self.resume_state().encode();
         match broker
-            .put_session(*project.as_uuid(), &key, state, ttl)
+            .put_session(*project.as_uuid(), &key, &self.owner, state, ttl)
             .await
         {
-            Ok(()) => {
+            Ok(false) => {
+                tracing::debug!("signalwire session taken over by another connection");
+                self.taken_over = true;
+                false
+            }
+            Ok(true) => {
                 self.shared_at = Some(Instant::now());
                 self.shared_dirty = false;
                 true
@@ -215,13 +235,19 @@ impl SwSession {
     async fn drop_shared(&mut self) {
         if let Some(project) = self.c.project()
             && !self.protocol.is_empty()
+            && !self.taken_over
         {
             let key = shared_key(self.member_id(), &self.protocol);
             if let Err(e) = self
                 .c
                 .gw
                 .broker
-                .take_session(*project.as_uuid(), &key)
+                .take_session(
+                    *project.as_uuid(),
+                    &key,
+                    &self.owner,
+                    SHARED_LIVE_FOR + RESUME_FOR,
+                )
                 .await
             {
                 tracing::warn!(error = %e, "signalwire session not removed from the broker");
@@ -261,7 +287,12 @@ impl SwSession {
             .c
             .gw
             .broker
-            .take_session(*project.as_uuid(), &key)
+            .take_session(
+                *project.as_uuid(),
+                &key,
+                &self.owner,
+                SHARED_LIVE_FOR + RESUME_FOR,
+            )
             .await
         {
             Ok(found) => found?,
@@ -468,6 +499,7 @@ impl SwSession {
         if let Some(project) = self.c.project()
             && !self.said_goodbye
             && !self.restarting
+            && !self.taken_over
             && !kept
             && !self.c.subs.is_empty()
         {

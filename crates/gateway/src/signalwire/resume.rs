@@ -17,7 +17,9 @@
 //! [`SHARED_EVERY`] (never inline in a request), and kept for [`SHARED_LIVE_FOR`] +
 //! [`RESUME_FOR`] after the last write. It is named by a SHA-256 of the member and the
 //! `protocol` ([`shared_key`]), never the `protocol` itself, and taken atomically, so it
-//! is resumed once.
+//! is resumed once. Each write names the writing session (its owner id) and a take leaves
+//! the taker's mark: a previous owner still live behind a half-open socket has its writes
+//! refused, and stops writing and keeping the session.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -434,6 +434,53 @@ async fn signalwire_state_changes_reach_redis_by_the_periodic_write_not_each_req
 }
 
 #[tokio::test]
+async fn a_stale_owner_cannot_overwrite_a_session_another_node_took_over() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, "").await;
+    let (project, token) = a.project().await;
+    let auth = (project.as_str(), token.as_str());
+    let set_state = async |rpc: &mut Rpc, state: Value| {
+        let r = rpc
+            .call(
+                "chat.member.set_state",
+                json!({"channels": [{"name": "room"}], "state": state}),
+            )
+            .await;
+        assert_eq!(r["result"]["code"], "200", "{r}");
+    };
+    let (mut stale, protocol) = chat_member(&a, auth, "alice").await;
+    // Written to Redis by A's periodic write.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The client gave up on A's socket, which A still thinks live (half-open), and
+    // resumed on B, which took the session.
+    let mut taker = resume(&b, auth, "alice", &protocol).await;
+    set_state(&mut taker, json!({"on": "b"})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    taker
+        .call("chat.members.get", json!({"channel": "room"}))
+        .await;
+    // (A's stale session keeps Alice among the room's members: B's end is waited for.)
+    drop(taker);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A's stale session changes and ends: neither its periodic write nor its last one
+    // may replace what B left.
+    set_state(&mut stale, json!({"on": "a"})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(stale);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut back = resume(&b, auth, "alice", &protocol).await;
+    let r = back
+        .call(
+            "chat.member.get_state",
+            json!({"channels": [{"name": "room"}]}),
+        )
+        .await;
+    assert_eq!(r["result"]["channels"]["room"]["state"], json!({"on": "b"}));
+}
+
+#[tokio::test]
 async fn signalwire_members_reconnect_and_resume_across_a_redis_restart() {
     let Some(mut redis) = RedisServer::start() else {
         return;
