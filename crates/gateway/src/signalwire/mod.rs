@@ -192,18 +192,7 @@ impl SwSession {
         let broker = self.c.gw.broker.clone();
         if self.c.subs.is_empty() {
             if self.shared_at.is_some() {
-                let taken = broker
-                    .take_session(
-                        *project.as_uuid(),
-                        &key,
-                        &self.owner,
-                        SHARED_LIVE_FOR + RESUME_FOR,
-                    )
-                    .await;
-                if let Err(e) = taken {
-                    tracing::warn!(error = %e, "signalwire session not removed from the broker");
-                }
-                self.shared_at = None;
+                self.remove_shared(project).await;
             }
             self.shared_dirty = false;
             return false;
@@ -235,25 +224,38 @@ impl SwSession {
     async fn drop_shared(&mut self) {
         if let Some(project) = self.c.project()
             && !self.protocol.is_empty()
-            && !self.taken_over
         {
-            let key = shared_key(self.member_id(), &self.protocol);
-            if let Err(e) = self
-                .c
-                .gw
-                .broker
-                .take_session(
-                    *project.as_uuid(),
-                    &key,
-                    &self.owner,
-                    SHARED_LIVE_FOR + RESUME_FOR,
-                )
-                .await
-            {
+            self.remove_shared(project).await;
+        }
+    }
+
+    /// Replaces this session's copy by its owner's mark alone (nothing to resume), unless
+    /// another session took it over: never a take, which would destroy the taker's copy.
+    async fn remove_shared(&mut self, project: ProjectId) {
+        if self.taken_over {
+            return;
+        }
+        let key = shared_key(self.member_id(), &self.protocol);
+        let removed = self
+            .c
+            .gw
+            .broker
+            .put_session(
+                *project.as_uuid(),
+                &key,
+                &self.owner,
+                Bytes::new(),
+                SHARED_LIVE_FOR + RESUME_FOR,
+            )
+            .await;
+        match removed {
+            Ok(true) => {}
+            Ok(false) => self.taken_over = true,
+            Err(e) => {
                 tracing::warn!(error = %e, "signalwire session not removed from the broker");
             }
-            self.shared_at = None;
         }
+        self.shared_at = None;
     }
 
     /// The periodic write of a live session: changes (positions, channels, states) at most
