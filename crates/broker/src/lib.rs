@@ -391,26 +391,34 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
-    /// Keeps an opaque session `state` of `project` under `key` for `ttl`, replacing what
-    /// was there, so that any node sharing the broker can take it back
-    /// ([`Broker::take_session`]). `key` is the caller's (a digest, never a secret). The
-    /// in-process broker keeps nothing.
+    /// Keeps an opaque session `state` of `project` under `key` for `ttl`, written by
+    /// `owner` (the writing session's own id, without a newline), replacing what was there,
+    /// so that any node sharing the broker can take it back ([`Broker::take_session`]).
+    /// `key` is the caller's (a digest, never a secret). `Ok(false)`, and nothing written,
+    /// when another owner has taken the session since (a stale owner, e.g. behind a
+    /// half-open socket, cannot bring back what a newer one took). The in-process broker
+    /// keeps nothing.
     async fn put_session(
         &self,
         _project: uuid::Uuid,
         _key: &str,
+        _owner: &str,
         _state: Bytes,
         _ttl: Duration,
-    ) -> Result<(), BrokerError> {
-        Ok(())
+    ) -> Result<bool, BrokerError> {
+        Ok(true)
     }
 
-    /// Takes the session state of `project` under `key`, atomically: of any number of
-    /// nodes asking at once, one gets it. `None` when there is none (or it expired).
+    /// Takes the session state of `project` under `key` for `taker` (its new owner),
+    /// atomically: of any number of nodes asking at once, one gets it. `None` when there
+    /// is none (or it expired). A session found is replaced by `taker`'s mark for `ttl`,
+    /// so only `taker` puts it again meanwhile.
     async fn take_session(
         &self,
         _project: uuid::Uuid,
         _key: &str,
+        _taker: &str,
+        _ttl: Duration,
     ) -> Result<Option<Bytes>, BrokerError> {
         Ok(None)
     }

@@ -531,35 +531,67 @@ impl Broker for RedisBroker {
         &self,
         project: uuid::Uuid,
         key: &str,
+        owner: &str,
         state: Bytes,
         ttl: Duration,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<bool, BrokerError> {
+        // The value is `owner \n state`. Written unless another owner's mark is there (a
+        // value without a newline is from before owners: replaced).
+        static PUT: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+            ::redis::Script::new(
+                r"local cur = redis.call('GET', KEYS[1])
+if cur then
+  local nl = string.find(cur, '\n', 1, true)
+  if nl and string.sub(cur, 1, nl - 1) ~= ARGV[1] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
+return 1",
+            )
+        });
         let name = self.names.session(project, key);
         let mut conn = self.session_shard(project, key).conn.clone();
-        self.bounded(
-            ::redis::cmd("SET")
-                .arg(name)
-                .arg(state.as_ref())
-                .arg("PX")
-                .arg(millis(ttl).max(1))
-                .query_async::<Option<String>>(&mut conn),
-        )
-        .await
-        .map(drop)
+        let written: i64 = self
+            .bounded(
+                PUT.key(name)
+                    .arg(owner)
+                    .arg(state.as_ref())
+                    .arg(millis(ttl).max(1))
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok(written == 1)
     }
 
     async fn take_session(
         &self,
         project: uuid::Uuid,
         key: &str,
+        taker: &str,
+        ttl: Duration,
     ) -> Result<Option<Bytes>, BrokerError> {
+        // One script: of several nodes taking at once, one gets the state; a take that
+        // finds one leaves the taker's mark (an empty state) in its place.
+        static TAKE: std::sync::LazyLock<::redis::Script> = std::sync::LazyLock::new(|| {
+            ::redis::Script::new(
+                r"local cur = redis.call('GET', KEYS[1])
+if not cur then return false end
+redis.call('SET', KEYS[1], ARGV[1] .. '\n', 'PX', ARGV[2])
+local nl = string.find(cur, '\n', 1, true)
+if nl then cur = string.sub(cur, nl + 1) end
+return cur",
+            )
+        });
         let name = self.names.session(project, key);
         let mut conn = self.session_shard(project, key).conn.clone();
-        // GETDEL (Redis 6.2): of several nodes taking at once, one gets it.
         let found: Option<Vec<u8>> = self
-            .bounded(::redis::cmd("GETDEL").arg(name).query_async(&mut conn))
+            .bounded(
+                TAKE.key(name)
+                    .arg(taker)
+                    .arg(millis(ttl).max(1))
+                    .invoke_async(&mut conn),
+            )
             .await?;
-        Ok(found.map(Bytes::from))
+        Ok(found.filter(|s| !s.is_empty()).map(Bytes::from))
     }
 
     fn interruptions(&self) -> Option<broadcast::Receiver<Arc<Interruption>>> {

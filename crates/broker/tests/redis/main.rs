@@ -665,34 +665,43 @@ async fn a_session_put_by_one_node_is_taken_once_by_another() {
     let (a, b) = (node(&[&r1, &r2]).await, node(&[&r1, &r2]).await);
     assert!(a.keeps_sessions());
     let ttl = Duration::from_secs(60);
-    assert_eq!(b.take_session(PROJECT, "k1").await.unwrap(), None);
-    a.put_session(PROJECT, "k1", Bytes::from_static(b"old"), ttl)
+    assert_eq!(
+        b.take_session(PROJECT, "k1", "taker", ttl).await.unwrap(),
+        None
+    );
+    a.put_session(PROJECT, "k1", "a", Bytes::from_static(b"old"), ttl)
         .await
         .unwrap();
     // A later put replaces the earlier one.
-    a.put_session(PROJECT, "k1", Bytes::from_static(b"new"), ttl)
+    a.put_session(PROJECT, "k1", "a", Bytes::from_static(b"new"), ttl)
         .await
         .unwrap();
-    a.put_session(PROJECT, "k2", Bytes::from_static(b"two"), ttl)
+    a.put_session(PROJECT, "k2", "a", Bytes::from_static(b"two"), ttl)
         .await
         .unwrap();
     let other = uuid::Uuid::from_u128(2);
     assert_eq!(
-        b.take_session(other, "k1").await.unwrap(),
+        b.take_session(other, "k1", "taker", ttl).await.unwrap(),
         None,
         "per project"
     );
     assert_eq!(
-        b.take_session(PROJECT, "k1").await.unwrap().as_deref(),
+        b.take_session(PROJECT, "k1", "taker", ttl)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"new"[..])
     );
     assert_eq!(
-        a.take_session(PROJECT, "k1").await.unwrap(),
+        a.take_session(PROJECT, "k1", "taker", ttl).await.unwrap(),
         None,
         "taken once"
     );
     assert_eq!(
-        a.take_session(PROJECT, "k2").await.unwrap().as_deref(),
+        a.take_session(PROJECT, "k2", "taker", ttl)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"two"[..]),
         "per key"
     );
@@ -700,21 +709,69 @@ async fn a_session_put_by_one_node_is_taken_once_by_another() {
     a.put_session(
         PROJECT,
         "k3",
+        "a",
         Bytes::from_static(b"x"),
         Duration::from_millis(50),
     )
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(b.take_session(PROJECT, "k3").await.unwrap(), None);
+    assert_eq!(
+        b.take_session(PROJECT, "k3", "taker", ttl).await.unwrap(),
+        None
+    );
+    // A stale owner cannot bring back a session another took over: the taker's mark
+    // refuses its puts, the taker's own go through.
+    assert!(
+        a.put_session(PROJECT, "k4", "a", Bytes::from_static(b"mine"), ttl)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        b.take_session(PROJECT, "k4", "b", ttl)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"mine"[..])
+    );
+    assert!(
+        !a.put_session(PROJECT, "k4", "a", Bytes::from_static(b"stale"), ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.put_session(PROJECT, "k4", "b", Bytes::from_static(b"newer"), ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.put_session(PROJECT, "k4", "a", Bytes::from_static(b"stale"), ttl)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        a.take_session(PROJECT, "k4", "c", ttl)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"newer"[..])
+    );
+    // A mark alone holds no state.
+    assert_eq!(b.take_session(PROJECT, "k4", "d", ttl).await.unwrap(), None);
     // The in-process broker keeps nothing: each node keeps its own.
     let memory = MemoryBroker::new();
     assert!(!memory.keeps_sessions());
     memory
-        .put_session(PROJECT, "k1", Bytes::from_static(b"x"), ttl)
+        .put_session(PROJECT, "k1", "a", Bytes::from_static(b"x"), ttl)
         .await
         .unwrap();
-    assert_eq!(memory.take_session(PROJECT, "k1").await.unwrap(), None);
+    assert_eq!(
+        memory
+            .take_session(PROJECT, "k1", "taker", ttl)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// During a rolling upgrade, a node reads heartbeats written by newer nodes: what it does

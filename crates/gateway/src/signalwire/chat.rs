@@ -13,7 +13,7 @@ use super::wire::{
     Events, Reply, Turn, channel_names, close, error, member, message, now_secs_f64, ok,
     parse_bytes, request, rpc,
 };
-use super::{MAX_STATE_BYTES, PAGE, SwSession};
+use super::{MAX_REPLAY_BYTES, MAX_STATE_BYTES, PAGE, SwSession};
 use crate::core::client::{Sub, unix_to_instant};
 
 impl SwSession {
@@ -43,18 +43,28 @@ impl SwSession {
         self.replayed.remove(channel);
         if self.c.gw.publish_history(channel).is_some() {
             match self.read_position(channel, since.as_ref()).await {
-                Ok((position, missed)) => {
-                    if let Some(missed) = missed.filter(|_| events.message) {
-                        for p in &missed {
-                            let params =
-                                json!({"channel": channel, "message": message(p, channel)});
-                            let (_, frame) = event_frame("chat.channel.message", channel, &params);
-                            self.replay.push(frame);
-                        }
-                        self.replayed.insert(channel.to_owned(), position.offset);
+                Ok((top, missed)) => {
+                    let written = top.offset;
+                    let mut position = top;
+                    let missed = missed
+                        .filter(|_| events.message)
+                        .and_then(|m| self.replay_frames(channel, &m));
+                    // The resume position stays before the replay: each replayed frame
+                    // moves it as a live one does, once acknowledged, so a socket that
+                    // dies again before then replays them again.
+                    if let Some((first, _, _)) = missed.as_ref().and_then(|m| m.first()) {
+                        position.offset = first.saturating_sub(1);
                     }
-                    self.written.insert(channel.to_owned(), position.offset);
+                    self.written.insert(channel.to_owned(), written);
                     self.positions.insert(channel.to_owned(), position);
+                    if let Some(missed) = missed {
+                        for (offset, id, frame) in missed {
+                            self.replay_bytes += frame.len();
+                            self.replay.push(frame);
+                            self.sent(id, channel, offset);
+                        }
+                        self.replayed.insert(channel.to_owned(), written);
+                    }
                 }
                 // No position: this session's messages carry on live, and a resume of it
                 // replays nothing.
@@ -72,6 +82,33 @@ impl SwSession {
         };
         self.c.add(channel, sub).await;
         Ok(())
+    }
+
+    /// The replay of `missed` in `channel`: (offset, event id, frame) each, if it fits in
+    /// what is left of the session's [`MAX_REPLAY_BYTES`]. A channel whose replay does not
+    /// fit is replayed none of it (the channel carries on live, as when history no longer
+    /// holds what was missed): never a replay with a gap in its middle.
+    fn replay_frames(
+        &self,
+        channel: &str,
+        missed: &[Arc<Publication>],
+    ) -> Option<Vec<(u64, String, String)>> {
+        let mut used = self.replay_bytes;
+        let mut frames = Vec::with_capacity(missed.len());
+        for p in missed {
+            let params = json!({"channel": channel, "message": message(p, channel)});
+            let (id, frame) = event_frame("chat.channel.message", channel, &params);
+            used += frame.len();
+            if used > MAX_REPLAY_BYTES {
+                tracing::debug!(
+                    channel,
+                    "resumed without the missed messages: replay too large"
+                );
+                return None;
+            }
+            frames.push((p.offset, id, frame));
+        }
+        Some(frames)
     }
 
     /// The stream's current position and, with `since`, what was published after it, if
@@ -360,7 +397,9 @@ impl SwSession {
                     message: true,
                     ..Events::default()
                 };
-                let _ = self.join(&sub.channel, events).await;
+                if self.join(&sub.channel, events).await.is_ok() {
+                    self.shared_dirty = true;
+                }
                 (Vec::new(), None)
             }
             Control::Unsubscribe { channel } => {
@@ -372,6 +411,7 @@ impl SwSession {
                 for channel in channels {
                     self.c.leave(&channel).await;
                 }
+                self.shared_dirty = true;
                 (Vec::new(), None)
             }
             // The broker may have lost deliveries (its connection to Redis broke, or an

@@ -68,6 +68,15 @@ const BATCH: usize = 256;
 /// acknowledged (the bound on a client that stops acknowledging).
 const MAX_UNACKED: usize = 1024;
 
+/// Most bytes of `signalwire.event`s one resume replays, all channels together. Without
+/// it a session could hold `history_max_publication_limit` publications of up to
+/// `max_publication_bytes` for each of `max_channels` channels (GiBs), and every
+/// SignalWire socket of a node resumes at once after a broker interruption. 4 MiB is
+/// about 60 of the largest messages, or thousands of ordinary chat lines: what a client
+/// away for a reconnect's few seconds missed. A channel whose replay does not fit in what
+/// is left is resumed live, without its missed messages (as when history lost them).
+const MAX_REPLAY_BYTES: usize = 4 * 1024 * 1024;
+
 pub(crate) struct SwSession {
     /// The connection; each subscription's own part is the events it asked for.
     c: Client<Events>,
@@ -93,6 +102,8 @@ pub(crate) struct SwSession {
     replayed: HashMap<String, u64>,
     /// `signalwire.event`s a resume replays, sent right after the connect result.
     replay: Vec<String>,
+    /// The bytes in `replay`, within [`MAX_REPLAY_BYTES`].
+    replay_bytes: usize,
     /// The server is shutting down: no resume on this node, but one on another.
     restarting: bool,
     /// With a broker that keeps sessions: when this session's copy was last written
@@ -104,6 +115,11 @@ pub(crate) struct SwSession {
     shared_backoff: Option<Instant>,
     /// This session's [`shared_key`] while it is noted live on this node.
     live: Option<String>,
+    /// This session's own id as the owner of its copy in a shared broker.
+    owner: String,
+    /// Another session took this one's copy over (the client resumed elsewhere while this
+    /// socket looked alive): it is written no more, and not kept for a resume here.
+    taken_over: bool,
 }
 
 impl SwSession {
@@ -120,11 +136,14 @@ impl SwSession {
             unacked: VecDeque::new(),
             replayed: HashMap::new(),
             replay: Vec::new(),
+            replay_bytes: 0,
             restarting: false,
             shared_at: None,
             shared_dirty: false,
             shared_backoff: None,
             live: None,
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            taken_over: false,
         }
     }
 
@@ -166,26 +185,29 @@ impl SwSession {
         let Some(project) = self.c.project() else {
             return false;
         };
-        if !self.shares() || self.protocol.is_empty() {
+        if !self.shares() || self.protocol.is_empty() || self.taken_over {
             return false;
         }
         let key = shared_key(self.member_id(), &self.protocol);
         let broker = self.c.gw.broker.clone();
         if self.c.subs.is_empty() {
             if self.shared_at.is_some() {
-                if let Err(e) = broker.take_session(*project.as_uuid(), &key).await {
-                    tracing::warn!(error = %e, "signalwire session not removed from the broker");
-                }
-                self.shared_at = None;
+                self.remove_shared(project).await;
             }
+            self.shared_dirty = false;
             return false;
         }
         let state = self.resume_state().encode();
         match broker
-            .put_session(*project.as_uuid(), &key, state, ttl)
+            .put_session(*project.as_uuid(), &key, &self.owner, state, ttl)
             .await
         {
-            Ok(()) => {
+            Ok(false) => {
+                tracing::debug!("signalwire session taken over by another connection");
+                self.taken_over = true;
+                false
+            }
+            Ok(true) => {
                 self.shared_at = Some(Instant::now());
                 self.shared_dirty = false;
                 true
@@ -203,22 +225,41 @@ impl SwSession {
         if let Some(project) = self.c.project()
             && !self.protocol.is_empty()
         {
-            let key = shared_key(self.member_id(), &self.protocol);
-            if let Err(e) = self
-                .c
-                .gw
-                .broker
-                .take_session(*project.as_uuid(), &key)
-                .await
-            {
-                tracing::warn!(error = %e, "signalwire session not removed from the broker");
-            }
-            self.shared_at = None;
+            self.remove_shared(project).await;
         }
     }
 
-    /// The periodic write of a live session: changed positions at most every
-    /// [`SHARED_EVERY`], and the whole at least every [`SHARED_REFRESH`].
+    /// Replaces this session's copy by its owner's mark alone (nothing to resume), unless
+    /// another session took it over: never a take, which would destroy the taker's copy.
+    async fn remove_shared(&mut self, project: ProjectId) {
+        if self.taken_over {
+            return;
+        }
+        let key = shared_key(self.member_id(), &self.protocol);
+        let removed = self
+            .c
+            .gw
+            .broker
+            .put_session(
+                *project.as_uuid(),
+                &key,
+                &self.owner,
+                Bytes::new(),
+                SHARED_LIVE_FOR + RESUME_FOR,
+            )
+            .await;
+        match removed {
+            Ok(true) => {}
+            Ok(false) => self.taken_over = true,
+            Err(e) => {
+                tracing::warn!(error = %e, "signalwire session not removed from the broker");
+            }
+        }
+        self.shared_at = None;
+    }
+
+    /// The periodic write of a live session: changes (positions, channels, states) at most
+    /// every [`SHARED_EVERY`], and the whole at least every [`SHARED_REFRESH`].
     async fn refresh_shared(&mut self) {
         if self
             .shared_backoff
@@ -229,7 +270,8 @@ impl SwSession {
         let stale = self
             .shared_at
             .is_none_or(|at| at.elapsed() >= SHARED_REFRESH);
-        if (self.shared_dirty || stale) && !self.c.subs.is_empty() {
+        // A session that left its last channel removes its copy (`save_shared` does).
+        if self.shared_dirty || (stale && !self.c.subs.is_empty()) {
             let _ = self.save_shared(SHARED_LIVE_FOR + RESUME_FOR).await;
         }
     }
@@ -247,7 +289,12 @@ impl SwSession {
             .c
             .gw
             .broker
-            .take_session(*project.as_uuid(), &key)
+            .take_session(
+                *project.as_uuid(),
+                &key,
+                &self.owner,
+                SHARED_LIVE_FOR + RESUME_FOR,
+            )
             .await
         {
             Ok(found) => found?,
@@ -454,6 +501,7 @@ impl SwSession {
         if let Some(project) = self.c.project()
             && !self.said_goodbye
             && !self.restarting
+            && !self.taken_over
             && !kept
             && !self.c.subs.is_empty()
         {
@@ -530,6 +578,7 @@ impl SwSession {
                     self.c.gw.metrics.delivered(self.replay.len());
                 }
                 frames.append(&mut self.replay);
+                self.replay_bytes = 0;
                 return (frames, None);
             }
             "signalwire.reauthenticate" => self.reauthenticate(params).await,
@@ -549,9 +598,13 @@ impl SwSession {
                     "chat.unsubscribe" => self.unsubscribe(params).await,
                     _ => self.set_state(params).await,
                 };
-                // What a resume on another node gets back changed: written at once.
+                // What a resume on another node gets back changed: written by the next
+                // periodic write (within [`SHARED_EVERY`]), never inline. A session's copy
+                // is up to ~550 KB and a write may take the broker's whole timeout; a
+                // typing indicator's `set_state` several times a second would otherwise
+                // stall the socket on each.
                 if reply.is_ok() {
-                    let _ = Box::pin(self.save_shared(SHARED_LIVE_FOR + RESUME_FOR)).await;
+                    self.shared_dirty = true;
                 }
                 reply
             }

@@ -12,11 +12,14 @@
 //!
 //! With a broker shared by several nodes ([`tollgate_broker::Broker::keeps_sessions`]),
 //! a session's resumable state is also kept in the broker ([`Shared`]), so a client whose
-//! node died can resume on another: written when its channels or states change, refreshed
-//! with the positions of what the client acknowledged at most every [`SHARED_EVERY`], and
-//! kept for [`SHARED_LIVE_FOR`] + [`RESUME_FOR`] after the last write. It is named by a
-//! SHA-256 of the member and the `protocol` ([`shared_key`]), never the `protocol`
-//! itself, and taken atomically, so it is resumed once.
+//! node died can resume on another: written when its channels, states or the positions of
+//! what the client acknowledged change, by the session loop's periodic write at most every
+//! [`SHARED_EVERY`] (never inline in a request), and kept for [`SHARED_LIVE_FOR`] +
+//! [`RESUME_FOR`] after the last write. It is named by a SHA-256 of the member and the
+//! `protocol` ([`shared_key`]), never the `protocol` itself, and taken atomically, so it
+//! is resumed once. Each write names the writing session (its owner id) and a take leaves
+//! the taker's mark: a previous owner still live behind a half-open socket has its writes
+//! refused, and stops writing and keeping the session.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -42,8 +45,9 @@ pub(super) const MAX_RESUMES_PER_PROJECT: usize = MAX_RESUMES / 2;
 /// replaces its own entries instead of filling its project's table.
 pub(super) const MAX_RESUMES_PER_MEMBER: usize = 8;
 
-/// How often a live session's changed stream positions are written to a shared broker, at
-/// most: a resume on another node may replay what was acknowledged in the last one.
+/// How often a live session's changes (channels, states, stream positions) are written to
+/// a shared broker, at most: a resume on another node may replay what was acknowledged in
+/// the last one, and miss a `chat.subscribe` or state change made in it.
 pub(super) const SHARED_EVERY: Duration = Duration::from_secs(1);
 /// How often a live session's copy in a shared broker is rewritten even if unchanged.
 pub(super) const SHARED_REFRESH: Duration = Duration::from_secs(10);

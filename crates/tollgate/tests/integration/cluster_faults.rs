@@ -266,6 +266,220 @@ async fn a_resumed_signalwire_session_gets_what_was_published_while_it_was_away(
     );
 }
 
+/// Waits until `node` no longer lists `gone` among `room`'s members (its dropped session
+/// ended there). The watcher used for it leaves before anything is published.
+async fn left_the_room(node: &TestServer, auth: (&str, &str), gone: &str) {
+    let (mut watcher, _) = chat_member(node, auth, "watcher").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = watcher
+            .call("chat.members.get", json!({"channel": "room"}))
+            .await;
+        let listed = r["result"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["id"] == gone);
+        if !listed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped session never ended: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watcher.call("signalwire.disconnect", json!({})).await;
+}
+
+#[tokio::test]
+async fn a_replay_the_client_never_acknowledged_is_replayed_again() {
+    let s = TestServer::start_with(&[("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY)]).await;
+    let (project, token) = s.project().await;
+    let auth = (project.as_str(), token.as_str());
+    let (mut alice, protocol) = chat_member(&s, auth, "alice").await;
+    let (mut bob, _) = chat_member(&s, auth, "bob").await;
+    let mut say = async |text: &str| {
+        let r = bob
+            .call("chat.publish", json!({"channel": "room", "content": text}))
+            .await;
+        assert_eq!(r["result"]["code"], "200", "{r}");
+    };
+    say("seen").await;
+    assert_eq!(messages(&mut alice, 1).await, ["seen"]);
+    drop(alice);
+    left_the_room(&s, auth, "alice").await;
+    say("missed 1").await;
+    say("missed 2").await;
+    // Resumed, the replay reaches her socket, but it dies again before she acknowledges.
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    let got = alice.unanswered().await;
+    assert_eq!(got["params"]["params"]["message"]["content"], "missed 1");
+    drop(alice);
+    left_the_room(&s, auth, "alice").await;
+    // The next resume replays them again: nothing acknowledged was skipped.
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    say("live").await;
+    assert_eq!(
+        messages(&mut alice, 3).await,
+        ["missed 1", "missed 2", "live"]
+    );
+    // Acknowledged now: a third resume replays nothing of it.
+    drop(alice);
+    left_the_room(&s, auth, "alice").await;
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    say("after").await;
+    assert_eq!(messages(&mut alice, 1).await, ["after"]);
+}
+
+#[tokio::test]
+async fn a_replay_over_the_sessions_budget_resumes_the_channel_live() {
+    let s = TestServer::start_with(&[("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY)]).await;
+    let (project, token) = s.project().await;
+    let auth = (project.as_str(), token.as_str());
+    let (alice, protocol) = chat_member(&s, auth, "alice").await;
+    let (mut bob, _) = chat_member(&s, auth, "bob").await;
+    drop(alice);
+    left_the_room(&s, auth, "alice").await;
+    // 80 messages of 60 KB (under the 64 KiB publication limit, within the chat history
+    // of 100): about 4.8 MB missed, over the 4 MiB a resume replays.
+    let big = "x".repeat(60_000);
+    for n in 0..80 {
+        let r = bob
+            .call(
+                "chat.publish",
+                json!({"channel": "room", "content": format!("{n} {big}")}),
+            )
+            .await;
+        assert_eq!(r["result"]["code"], "200", "{r}");
+    }
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    let r = bob
+        .call(
+            "chat.publish",
+            json!({"channel": "room", "content": "live"}),
+        )
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+    // None of the oversized replay, and the channel carries on live.
+    assert_eq!(messages(&mut alice, 1).await, ["live"]);
+}
+
+/// How many `SET` commands `redis` has run (`INFO commandstats`, over raw RESP).
+fn redis_sets(redis: &RedisServer) -> u64 {
+    use std::io::{Read as _, Write as _};
+    let addr = redis.url().trim_start_matches("redis://").to_owned();
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    // The bulk reply ends with an empty line after the last section.
+    while !text.ends_with("\r\n\r\n") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "redis closed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_set:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn signalwire_state_changes_reach_redis_by_the_periodic_write_not_each_request() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let s = TestServer::start_with(&[
+        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
+        ("TOLLGATE_BROKER_URL", url.as_str()),
+    ])
+    .await;
+    let (project, token) = s.project().await;
+    let auth = (project.as_str(), token.as_str());
+    let (mut alice, protocol) = chat_member(&s, auth, "alice").await;
+    // The subscription's own write, within the periodic one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A typing indicator: twenty state changes as fast as the socket answers them.
+    let before = redis_sets(&redis);
+    for n in 0..20 {
+        let r = alice
+            .call(
+                "chat.member.set_state",
+                json!({"channels": [{"name": "room"}], "state": {"typing": n}}),
+            )
+            .await;
+        assert_eq!(r["result"]["code"], "200", "{r}");
+    }
+    let writes = redis_sets(&redis) - before;
+    assert!(writes <= 3, "{writes} session writes for 20 state changes");
+    // The last state is what a resume gets back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(alice);
+    left_the_room(&s, auth, "alice").await;
+    let mut alice = resume(&s, auth, "alice", &protocol).await;
+    let r = alice
+        .call(
+            "chat.member.get_state",
+            json!({"channels": [{"name": "room"}]}),
+        )
+        .await;
+    assert_eq!(
+        r["result"]["channels"]["room"]["state"],
+        json!({"typing": 19})
+    );
+}
+
+#[tokio::test]
+async fn a_stale_owner_cannot_overwrite_a_session_another_node_took_over() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis, "").await;
+    let (project, token) = a.project().await;
+    let auth = (project.as_str(), token.as_str());
+    let set_state = async |rpc: &mut Rpc, state: Value| {
+        let r = rpc
+            .call(
+                "chat.member.set_state",
+                json!({"channels": [{"name": "room"}], "state": state}),
+            )
+            .await;
+        assert_eq!(r["result"]["code"], "200", "{r}");
+    };
+    let (mut stale, protocol) = chat_member(&a, auth, "alice").await;
+    // Written to Redis by A's periodic write.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The client gave up on A's socket, which A still thinks live (half-open), and
+    // resumed on B, which took the session.
+    let mut taker = resume(&b, auth, "alice", &protocol).await;
+    set_state(&mut taker, json!({"on": "b"})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    taker
+        .call("chat.members.get", json!({"channel": "room"}))
+        .await;
+    // (A's stale session keeps Alice among the room's members: B's end is waited for.)
+    drop(taker);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A's stale session changes and ends: neither its periodic write nor its last one
+    // may replace what B left.
+    set_state(&mut stale, json!({"on": "a"})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(stale);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut back = resume(&b, auth, "alice", &protocol).await;
+    let r = back
+        .call(
+            "chat.member.get_state",
+            json!({"channels": [{"name": "room"}]}),
+        )
+        .await;
+    assert_eq!(r["result"]["channels"]["room"]["state"], json!({"on": "b"}));
+}
+
 #[tokio::test]
 async fn signalwire_members_reconnect_and_resume_across_a_redis_restart() {
     let Some(mut redis) = RedisServer::start() else {
