@@ -12,6 +12,7 @@ mod centrifugo;
 mod cluster;
 mod cluster_control;
 mod cluster_faults;
+mod cluster_kill;
 mod fabric;
 mod gateway;
 mod gateway_channels;
