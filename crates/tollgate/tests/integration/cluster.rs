@@ -88,6 +88,41 @@ impl Drop for RedisServer {
     }
 }
 
+/// Subscribes `ws` (command id 2) to `channel` with recovery on, as a fresh subscriber
+/// at the top of the stream; the stream's epoch.
+pub(crate) async fn positioned(ws: &mut crate::gateway::Ws, channel: &str) -> String {
+    let sub = call(
+        ws,
+        2,
+        "subscribe",
+        json!({"channel": channel, "recoverable": true}),
+    )
+    .await;
+    assert!(sub["subscribe"]["offset"].is_u64(), "{sub}");
+    sub["subscribe"]["epoch"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no epoch: {sub}"))
+        .to_owned()
+}
+
+/// Two nodes of one installation on `redis`, and a project (all scopes) with its API
+/// token; the deployment-wide server API key acts for that project.
+pub(crate) async fn two_nodes(redis: &RedisServer) -> (TestServer, TestServer, String, String) {
+    let url = redis.url();
+    let common = [
+        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
+        ("TOLLGATE_BROKER_URL", url.as_str()),
+    ];
+    let a = TestServer::start_with(&common).await;
+    let all: Scopes = Scope::ALL.into_iter().collect();
+    let (project, token) = a.project_with(all).await;
+    let shared = a.shared_settings();
+    let mut env: Vec<(&str, &str)> = common.to_vec();
+    env.extend(shared.iter().map(|(k, v)| (*k, v.as_str())));
+    let b = TestServer::start_with(&env).await;
+    (a, b, project, token)
+}
+
 /// A connected Centrifugo-protocol client of `node`, subscribed to `room`.
 pub(crate) async fn subscriber(
     node: &TestServer,
@@ -122,18 +157,7 @@ async fn a_publication_on_one_node_reaches_subscribers_on_the_other() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let url = redis.url();
-    let common = [
-        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
-        ("TOLLGATE_BROKER_URL", url.as_str()),
-    ];
-    let a = TestServer::start_with(&common).await;
-    let all: Scopes = Scope::ALL.into_iter().collect();
-    let (project, token) = a.project_with(all).await;
-    let shared = a.shared_settings();
-    let mut env: Vec<(&str, &str)> = common.to_vec();
-    env.extend(shared.iter().map(|(k, v)| (*k, v.as_str())));
-    let b = TestServer::start_with(&env).await;
+    let (a, b, project, token) = two_nodes(&redis).await;
 
     let mut on_a = subscriber(&a, &project, &token).await;
     let mut on_b = subscriber(&b, &project, &token).await;
@@ -182,18 +206,7 @@ async fn server_api_commands_on_one_node_reach_connections_on_the_other() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let url = redis.url();
-    let common = [
-        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
-        ("TOLLGATE_BROKER_URL", url.as_str()),
-    ];
-    let a = TestServer::start_with(&common).await;
-    let all: Scopes = Scope::ALL.into_iter().collect();
-    let (project, token) = a.project_with(all).await;
-    let shared = a.shared_settings();
-    let mut env: Vec<(&str, &str)> = common.to_vec();
-    env.extend(shared.iter().map(|(k, v)| (*k, v.as_str())));
-    let b = TestServer::start_with(&env).await;
+    let (a, b, project, token) = two_nodes(&redis).await;
     let mut on_a = subscriber(&a, &project, &token).await;
 
     // `unsubscribe` and `disconnect` through B reach carol's connection on A.
@@ -400,18 +413,7 @@ async fn a_client_recovers_on_another_node_and_presence_spans_both() {
 
     // Alice on B takes a position; Bob on A is present too.
     let mut alice = connect_as(&b, "alice").await;
-    let sub = call(
-        &mut alice,
-        2,
-        "subscribe",
-        json!({"channel": "chat:1", "recoverable": true}),
-    )
-    .await;
-    let epoch = sub["subscribe"]["epoch"]
-        .as_str()
-        .expect("positioned")
-        .to_owned();
-    assert_eq!(sub["subscribe"]["offset"], 0, "{sub}");
+    let epoch = positioned(&mut alice, "chat:1").await;
     let mut bob = connect_as(&a, "bob").await;
     call(&mut bob, 2, "subscribe", json!({"channel": "chat:1"})).await;
     let stats = api(&b, "presence_stats", json!({"channel": "chat:1"})).await;

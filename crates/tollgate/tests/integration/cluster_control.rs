@@ -9,27 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tollgate_token::{Scope, Scopes};
 
-use crate::cluster::{RedisServer, subscriber};
-use crate::gateway::{API_KEY, api, expect};
+use crate::cluster::{RedisServer, subscriber, two_nodes};
+use crate::gateway::{api, expect};
 use crate::support::TestServer;
-
-/// Two nodes of one installation on `redis`, and a project (all scopes) with its API
-/// token; the deployment-wide server API key acts for that project.
-async fn two_nodes(redis: &RedisServer) -> (TestServer, TestServer, String, String) {
-    let url = redis.url();
-    let common = [
-        ("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY),
-        ("TOLLGATE_BROKER_URL", url.as_str()),
-    ];
-    let a = TestServer::start_with(&common).await;
-    let all: Scopes = Scope::ALL.into_iter().collect();
-    let (project, token) = a.project_with(all).await;
-    let shared = a.shared_settings();
-    let mut env: Vec<(&str, &str)> = common.to_vec();
-    env.extend(shared.iter().map(|(k, v)| (*k, v.as_str())));
-    let b = TestServer::start_with(&env).await;
-    (a, b, project, token)
-}
 
 /// Calls `check` every 20 ms until it returns `Some`, failing after `within`.
 async fn within<T>(within: Duration, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {

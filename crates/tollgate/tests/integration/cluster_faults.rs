@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster::{HISTORY_CONFIG, RedisServer, call, connect_as};
+use crate::cluster::{HISTORY_CONFIG, RedisServer, call, connect_as, positioned};
 use crate::gateway::{API_KEY, api, expect};
 use crate::gateway_channels::SECRET;
 use crate::signalwire_ws::{Rpc, connect_params, mint};
@@ -69,17 +69,7 @@ async fn redis_restarted_empty_gives_a_recovering_client_a_new_epoch_never_a_gap
 
     // Alice on A holds a position in chat:1 after one publication through B.
     let mut alice = connect_as(&a, "alice").await;
-    let sub = call(
-        &mut alice,
-        2,
-        "subscribe",
-        json!({"channel": "chat:1", "recoverable": true}),
-    )
-    .await;
-    let epoch = sub["subscribe"]["epoch"]
-        .as_str()
-        .expect("epoch")
-        .to_owned();
+    let epoch = positioned(&mut alice, "chat:1").await;
     let res = api(
         &b,
         "publish",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster::{HISTORY_CONFIG, RedisServer, call};
+use crate::cluster::{HISTORY_CONFIG, RedisServer, call, positioned};
 use crate::cluster_faults::{messages, within};
 use crate::gateway::{API_KEY, Ws, expect, open_at};
 use crate::gateway_channels::{SECRET, hs256};
@@ -201,17 +201,7 @@ async fn a_node_killed_with_sigkill_its_client_recovers_on_another_and_its_prese
 
     // Alice on A takes a position; Bob on B is present too.
     let (mut alice, alice_on_a) = client_of(&a.addr, "alice").await;
-    let sub = call(
-        &mut alice,
-        2,
-        "subscribe",
-        json!({"channel": "chat:1", "recoverable": true}),
-    )
-    .await;
-    let epoch = sub["subscribe"]["epoch"]
-        .as_str()
-        .expect("epoch")
-        .to_owned();
+    let epoch = positioned(&mut alice, "chat:1").await;
     let (mut bob, bob_on_b) = client_of(&b.addr, "bob").await;
     call(&mut bob, 2, "subscribe", json!({"channel": "chat:1"})).await;
     let res = b
