@@ -88,6 +88,22 @@ impl Drop for RedisServer {
     }
 }
 
+/// Calls `check` every 20 ms until it returns `Some`, failing after `within`.
+pub(crate) async fn within<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(done) = check().await {
+            return done;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Subscribes `ws` (command id 2) to `channel` with recovery on, as a fresh subscriber
 /// at the top of the stream; the stream's epoch.
 pub(crate) async fn positioned(ws: &mut crate::gateway::Ws, channel: &str) -> String {

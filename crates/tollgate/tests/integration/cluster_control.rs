@@ -9,21 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tollgate_token::{Scope, Scopes};
 
-use crate::cluster::{RedisServer, subscriber, two_nodes};
+use crate::cluster::{RedisServer, subscriber, two_nodes, within};
 use crate::gateway::{api, expect};
 use crate::support::TestServer;
-
-/// Calls `check` every 20 ms until it returns `Some`, failing after `within`.
-async fn within<T>(within: Duration, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(done) = check().await {
-            return done;
-        }
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn server_api_subscribe_on_one_node_subscribes_a_connection_on_the_other() {

@@ -9,36 +9,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster::{HISTORY_CONFIG, RedisServer, call, connect_as, positioned};
+use crate::cluster::{HISTORY_CONFIG, RedisServer, call, connect_as, positioned, within};
 use crate::gateway::{API_KEY, api, expect};
 use crate::gateway_channels::SECRET;
 use crate::signalwire_ws::{Rpc, connect_params, mint};
 use crate::support::TestServer;
 
-/// Retries `f` until it returns `Some`, for at most `secs` seconds.
-pub(crate) async fn within<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Server API `publish` through `node`, retried until the node's broker answers (after a
 /// Redis restart, until the node has reconnected).
 async fn publish_when_up(node: &TestServer, channel: &str, data: Value) -> Value {
     let params = json!({"channel": channel, "data": data});
-    within(10, "a publish to succeed", || async {
-        let res = api(node, "publish", params.clone()).await;
-        res.get("result").is_some().then_some(res)
-    })
+    within(
+        Duration::from_secs(10),
+        "a publish to succeed",
+        async || {
+            let res = api(node, "publish", params.clone()).await;
+            res.get("result").is_some().then_some(res)
+        },
+    )
     .await
 }
 
@@ -194,6 +182,14 @@ pub(crate) async fn messages(rpc: &mut Rpc, n: usize) -> Vec<Value> {
     got
 }
 
+/// `chat.publish` of `text` into `room`, answered 200.
+pub(crate) async fn sw_say(rpc: &mut Rpc, text: &str) {
+    let r = rpc
+        .call("chat.publish", json!({"channel": "room", "content": text}))
+        .await;
+    assert_eq!(r["result"]["code"], "200", "{r}");
+}
+
 #[tokio::test]
 async fn a_resumed_signalwire_session_gets_what_was_published_while_it_was_away() {
     let s = TestServer::start_with(&[("TOLLGATE_CENTRIFUGO__API_KEY", API_KEY)]).await;
@@ -201,16 +197,10 @@ async fn a_resumed_signalwire_session_gets_what_was_published_while_it_was_away(
     let auth = (project.as_str(), token.as_str());
     let (mut alice, protocol) = chat_member(&s, auth, "alice").await;
     let (mut bob, _) = chat_member(&s, auth, "bob").await;
-    let mut say = async |text: &str| {
-        let r = bob
-            .call("chat.publish", json!({"channel": "room", "content": text}))
-            .await;
-        assert_eq!(r["result"]["code"], "200", "{r}");
-    };
-    say("seen").await;
+    sw_say(&mut bob, "seen").await;
     assert_eq!(messages(&mut alice, 1).await, ["seen"]);
     // One more reaches her socket, but she dies before acknowledging it.
-    say("unacknowledged").await;
+    sw_say(&mut bob, "unacknowledged").await;
     let got = alice.unanswered().await;
     assert_eq!(
         got["params"]["params"]["message"]["content"],
@@ -242,10 +232,10 @@ async fn a_resumed_signalwire_session_gets_what_was_published_while_it_was_away(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    say("missed 1").await;
-    say("missed 2").await;
+    sw_say(&mut bob, "missed 1").await;
+    sw_say(&mut bob, "missed 2").await;
     let mut alice = resume(&s, auth, "alice", &protocol).await;
-    say("live").await;
+    sw_say(&mut bob, "live").await;
     // What she did not acknowledge and what she missed, once, in order, then the live
     // one: no gap, no repeat.
     assert_eq!(
@@ -287,18 +277,12 @@ async fn a_replay_the_client_never_acknowledged_is_replayed_again() {
     let auth = (project.as_str(), token.as_str());
     let (mut alice, protocol) = chat_member(&s, auth, "alice").await;
     let (mut bob, _) = chat_member(&s, auth, "bob").await;
-    let mut say = async |text: &str| {
-        let r = bob
-            .call("chat.publish", json!({"channel": "room", "content": text}))
-            .await;
-        assert_eq!(r["result"]["code"], "200", "{r}");
-    };
-    say("seen").await;
+    sw_say(&mut bob, "seen").await;
     assert_eq!(messages(&mut alice, 1).await, ["seen"]);
     drop(alice);
     left_the_room(&s, auth, "alice").await;
-    say("missed 1").await;
-    say("missed 2").await;
+    sw_say(&mut bob, "missed 1").await;
+    sw_say(&mut bob, "missed 2").await;
     // Resumed, the replay reaches her socket, but it dies again before she acknowledges.
     let mut alice = resume(&s, auth, "alice", &protocol).await;
     let got = alice.unanswered().await;
@@ -307,7 +291,7 @@ async fn a_replay_the_client_never_acknowledged_is_replayed_again() {
     left_the_room(&s, auth, "alice").await;
     // The next resume replays them again: nothing acknowledged was skipped.
     let mut alice = resume(&s, auth, "alice", &protocol).await;
-    say("live").await;
+    sw_say(&mut bob, "live").await;
     assert_eq!(
         messages(&mut alice, 3).await,
         ["missed 1", "missed 2", "live"]
@@ -316,7 +300,7 @@ async fn a_replay_the_client_never_acknowledged_is_replayed_again() {
     drop(alice);
     left_the_room(&s, auth, "alice").await;
     let mut alice = resume(&s, auth, "alice", &protocol).await;
-    say("after").await;
+    sw_say(&mut bob, "after").await;
     assert_eq!(messages(&mut alice, 1).await, ["after"]);
 }
 
@@ -519,22 +503,27 @@ async fn signalwire_members_reconnect_and_resume_across_a_redis_restart() {
     // Bob's resumed subscription works too (his call above read past "while away").
     assert_eq!(messages(&mut bob, 1).await, ["after"]);
     // And she is a member again, seen from the other node.
-    let members = within(5, "alice among the members", || async {
-        let mut rpc = Rpc::open(&b).await;
-        let body = json!({"ttl": 60, "member_id": "dave", "channels": {"room": {"read": true}}});
-        let t = mint(&b, auth, "chat", body).await;
-        rpc.call("signalwire.connect", connect_params(&t)).await;
-        let r = rpc
-            .call("chat.members.get", json!({"channel": "room"}))
-            .await;
-        let ids: Vec<String> = r["result"]["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["id"].as_str().map(str::to_owned))
-            .collect();
-        ids.contains(&"alice".to_owned()).then_some(ids)
-    })
+    let members = within(
+        Duration::from_secs(5),
+        "alice among the members",
+        async || {
+            let mut rpc = Rpc::open(&b).await;
+            let body =
+                json!({"ttl": 60, "member_id": "dave", "channels": {"room": {"read": true}}});
+            let t = mint(&b, auth, "chat", body).await;
+            rpc.call("signalwire.connect", connect_params(&t)).await;
+            let r = rpc
+                .call("chat.members.get", json!({"channel": "room"}))
+                .await;
+            let ids: Vec<String> = r["result"]["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                .collect();
+            ids.contains(&"alice".to_owned()).then_some(ids)
+        },
+    )
     .await;
     assert!(members.contains(&"alice".to_owned()));
 }

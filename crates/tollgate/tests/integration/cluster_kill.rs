@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster::{HISTORY_CONFIG, RedisServer, call, positioned};
-use crate::cluster_faults::{messages, within};
+use crate::cluster::{HISTORY_CONFIG, RedisServer, call, positioned, within};
+use crate::cluster_faults::{messages, sw_say};
 use crate::gateway::{API_KEY, Ws, expect, open_at};
 use crate::gateway_channels::{SECRET, hs256};
 use crate::signalwire_ws::{Rpc, connect_params};
@@ -247,10 +247,14 @@ async fn a_node_killed_with_sigkill_its_client_recovers_on_another_and_its_prese
     // A's entry for Alice stays until the presence TTL, then only B's clients are left.
     let mut left = vec![alice_on_b, bob_on_b];
     left.sort();
-    within(10, "A's presence entry to expire", || async {
-        let now = present(&b, "chat:1").await;
-        (now == left).then_some(())
-    })
+    within(
+        Duration::from_secs(10),
+        "A's presence entry to expire",
+        async || {
+            let now = present(&b, "chat:1").await;
+            (now == left).then_some(())
+        },
+    )
     .await;
     assert!(
         killed.elapsed() >= Duration::from_secs(4),
@@ -311,13 +315,6 @@ async fn sw_subscribe(rpc: &mut Rpc) {
             "chat.subscribe",
             json!({"channels": [{"name": "room"}], "events": ["chat.message"]}),
         )
-        .await;
-    assert_eq!(r["result"]["code"], "200", "{r}");
-}
-
-async fn sw_say(rpc: &mut Rpc, text: &str) {
-    let r = rpc
-        .call("chat.publish", json!({"channel": "room", "content": text}))
         .await;
     assert_eq!(r["result"]["code"], "200", "{r}");
 }
