@@ -24,14 +24,17 @@
 //! channel grants: `read` to subscribe, list members and read messages, `write` to publish.
 //!
 //! A thin adapter on the gateway core ([`crate::core::client::Client`]): this module is
-//! the session loop and the connection-level methods (`signalwire.connect`,
-//! `reauthenticate`, ping, disconnect); [`chat`] holds the `chat.*` methods, server API
+//! the session loop (ping, disconnect, acknowledgements); [`connect`] holds
+//! `signalwire.connect` and `reauthenticate`, [`shared`] the session's copy in a shared
+//! broker for a resume on another node; [`chat`] holds the `chat.*` methods, server API
 //! commands and event encoding, [`wire`] the JSON-RPC vocabulary and [`resume`] the
 //! table of closed sessions waiting to be resumed — the client never re-sends
 //! `chat.subscribe` after a reconnect; it presents the `protocol` it was given instead.
 
 mod chat;
+mod connect;
 mod resume;
+mod shared;
 mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -42,17 +45,15 @@ use futures_util::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tollgate_broker::{QueueState, StreamPosition};
-use tollgate_service::gateway::{ConnectionGrant, GatewayTokenError};
-use tollgate_token::ProjectId;
 use tungstenite::Message;
 
 use crate::Gateway;
 use crate::conn::{Socket, write};
-use crate::core::client::{Client, ConnectRefused, MAX_TTL};
+use crate::core::client::Client;
 pub(crate) use chat::{paginate, read_cursor};
 pub(crate) use resume::Resumes;
-use resume::{RESUME_FOR, Resume, SHARED_EVERY, SHARED_LIVE_FOR, SHARED_REFRESH, shared_key};
-use wire::{End, Reply, Turn, close, error, now_secs_f64, request, response, rpc};
+use resume::{RESUME_FOR, SHARED_EVERY};
+use wire::{End, Turn, close, error, now_secs_f64, request, response, rpc};
 pub(crate) use wire::{Events, channel_names, decode_message, message_parts};
 
 /// SignalWire's client drops the socket when a server ping is not followed by another
@@ -145,169 +146,6 @@ impl SwSession {
             owner: uuid::Uuid::new_v4().simple().to_string(),
             taken_over: false,
         }
-    }
-
-    /// Whether this session's resumable state is also kept in the broker, for other nodes.
-    fn shares(&self) -> bool {
-        self.c.gw.broker.keeps_sessions()
-    }
-
-    /// What a resume of this session would get back now.
-    fn resume_state(&self) -> Resume {
-        Resume {
-            member: self.member_id().to_owned(),
-            channels: self
-                .c
-                .subs
-                .iter()
-                .map(|(c, s)| (c.clone(), s.ext))
-                .collect(),
-            states: self
-                .states
-                .iter()
-                .filter(|(c, _)| self.c.subs.contains_key(*c))
-                .map(|(c, v)| (c.clone(), v.clone()))
-                .collect(),
-            positions: self
-                .positions
-                .iter()
-                .filter(|(c, _)| self.c.subs.contains_key(*c))
-                .map(|(c, p)| (c.clone(), p.clone()))
-                .collect(),
-            until: Instant::now() + RESUME_FOR,
-        }
-    }
-
-    /// Writes this session's resumable state to a broker that keeps sessions, to outlive
-    /// its last write by `ttl` (or removes it: a session without channels has nothing to
-    /// resume). A broker failure leaves it for the next write. Whether it was written.
-    async fn save_shared(&mut self, ttl: std::time::Duration) -> bool {
-        let Some(project) = self.c.project() else {
-            return false;
-        };
-        if !self.shares() || self.protocol.is_empty() || self.taken_over {
-            return false;
-        }
-        let key = shared_key(self.member_id(), &self.protocol);
-        let broker = self.c.gw.broker.clone();
-        if self.c.subs.is_empty() {
-            if self.shared_at.is_some() {
-                self.remove_shared(project).await;
-            }
-            self.shared_dirty = false;
-            return false;
-        }
-        let state = self.resume_state().encode();
-        match broker
-            .put_session(*project.as_uuid(), &key, &self.owner, state, ttl)
-            .await
-        {
-            Ok(false) => {
-                tracing::debug!("signalwire session taken over by another connection");
-                self.taken_over = true;
-                false
-            }
-            Ok(true) => {
-                self.shared_at = Some(Instant::now());
-                self.shared_dirty = false;
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "signalwire session not kept in the broker");
-                self.shared_backoff = Some(Instant::now() + SHARED_REFRESH);
-                false
-            }
-        }
-    }
-
-    /// Removes this session's copy from the broker: the client said goodbye.
-    async fn drop_shared(&mut self) {
-        if let Some(project) = self.c.project()
-            && !self.protocol.is_empty()
-        {
-            self.remove_shared(project).await;
-        }
-    }
-
-    /// Replaces this session's copy by its owner's mark alone (nothing to resume), unless
-    /// another session took it over: never a take, which would destroy the taker's copy.
-    async fn remove_shared(&mut self, project: ProjectId) {
-        if self.taken_over {
-            return;
-        }
-        let key = shared_key(self.member_id(), &self.protocol);
-        let removed = self
-            .c
-            .gw
-            .broker
-            .put_session(
-                *project.as_uuid(),
-                &key,
-                &self.owner,
-                Bytes::new(),
-                SHARED_LIVE_FOR + RESUME_FOR,
-            )
-            .await;
-        match removed {
-            Ok(true) => {}
-            Ok(false) => self.taken_over = true,
-            Err(e) => {
-                tracing::warn!(error = %e, "signalwire session not removed from the broker");
-            }
-        }
-        self.shared_at = None;
-    }
-
-    /// The periodic write of a live session: changes (positions, channels, states) at most
-    /// every [`SHARED_EVERY`], and the whole at least every [`SHARED_REFRESH`].
-    async fn refresh_shared(&mut self) {
-        if self
-            .shared_backoff
-            .is_some_and(|until| Instant::now() < until)
-        {
-            return;
-        }
-        let stale = self
-            .shared_at
-            .is_none_or(|at| at.elapsed() >= SHARED_REFRESH);
-        // A session that left its last channel removes its copy (`save_shared` does).
-        if self.shared_dirty || (stale && !self.c.subs.is_empty()) {
-            let _ = self.save_shared(SHARED_LIVE_FOR + RESUME_FOR).await;
-        }
-    }
-
-    /// The session `member` of `project` left in the broker under `protocol`, taken (so
-    /// no other node resumes it too), if well-formed and the member's.
-    async fn take_shared(
-        &self,
-        project: ProjectId,
-        protocol: &str,
-        member: &str,
-    ) -> Option<Resume> {
-        let key = shared_key(member, protocol);
-        let found = match self
-            .c
-            .gw
-            .broker
-            .take_session(
-                *project.as_uuid(),
-                &key,
-                &self.owner,
-                SHARED_LIVE_FOR + RESUME_FOR,
-            )
-            .await
-        {
-            Ok(found) => found?,
-            Err(e) => {
-                tracing::warn!(error = %e, "signalwire session not read from the broker");
-                return None;
-            }
-        };
-        let resume = Resume::decode(&found, member, self.c.gw.settings.max_channels);
-        if resume.is_none() {
-            tracing::warn!("malformed signalwire session in the broker dropped");
-        }
-        resume
     }
 
     fn member_id(&self) -> &str {
@@ -653,175 +491,5 @@ impl SwSession {
             position.offset = offset;
             self.shared_dirty = true;
         }
-    }
-
-    /// The `authorization` and connect result for the current grant.
-    fn connect_result(&self) -> Value {
-        let Some(g) = self.c.grant() else {
-            return json!({});
-        };
-        let channels: Map<String, Value> = g
-            .caps
-            .iter()
-            .flat_map(|c| {
-                let read = c.allow.iter().any(|a| a == "sub");
-                let write = c.allow.iter().any(|a| a == "pub");
-                c.channels
-                    .iter()
-                    .map(move |ch| (ch.clone(), json!({"read": read, "write": write})))
-            })
-            .collect();
-        let project = g.project.to_string();
-        let signature = self
-            .protocol
-            .split('_')
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        let ttl_minutes = g
-            .expires_at
-            .map(|e| e.saturating_sub(self.c.now_unix()).clamp(0, MAX_TTL) / 60);
-        json!({
-            "identity": g.user,
-            "protocol": self.protocol,
-            "authorization": {
-                "type": if self.is_chat() { "chat" } else { "pubsub" },
-                "project": project,
-                "project_id": project,
-                "member_id": g.user,
-                "resource": g.user,
-                "channels": channels,
-                "expires_at": g.expires_at,
-                "ttl": ttl_minutes,
-                "signature": signature,
-                "scope_id": Value::Null,
-                "scopes": [],
-            },
-        })
-    }
-
-    async fn verify(&self, params: &Map<String, Value>) -> Result<ConnectionGrant, (i64, String)> {
-        let token = params
-            .get("authentication")
-            .and_then(|a| a.get("jwt_token"))
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or((rpc::AUTH, "Authentication failed".to_owned()))?;
-        let grant = match self.c.gw.tollgate.verify_connection_token(token).await {
-            Ok(g) => g,
-            Err(GatewayTokenError::Unavailable(e)) => {
-                tracing::warn!(error = %e, "token check unavailable");
-                return Err((rpc::INTERNAL, "Internal error".to_owned()));
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "signalwire token refused");
-                return Err((rpc::AUTH, "Authentication failed".to_owned()));
-            }
-        };
-        // Only SignalWire realtime tokens carry channel grants for this protocol.
-        if !matches!(grant.typ.as_deref(), Some("PRT" | "CRT")) {
-            return Err((rpc::AUTH, "Authentication failed".to_owned()));
-        }
-        Ok(grant)
-    }
-
-    async fn connect(&mut self, params: &Map<String, Value>) -> Reply {
-        if self.c.is_connected() {
-            return error(rpc::INVALID_REQUEST, "Already connected");
-        }
-        let grant = self.verify(params).await?;
-        self.acks = params.get("event_acks").and_then(Value::as_bool) == Some(true);
-        let (project, member) = (grant.project, grant.user.clone());
-        let signature = grant
-            .jti
-            .as_deref()
-            .map(|j| j.replace(['-', '_'], ""))
-            .filter(|j| !j.is_empty())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        // Registered before the resume is taken: a reconnect refused by the connection
-        // limit leaves the resume for the next attempt.
-        if let Err(ConnectRefused::ConnectionLimit) = self.c.connect(grant) {
-            return error(rpc::FORBIDDEN, "Connection limit reached");
-        }
-        let resume = match params.get("protocol").and_then(Value::as_str) {
-            Some(p) => {
-                let local = self.c.gw.resumes.take(project, p, &member);
-                // Taken from the broker either way, so it is not resumed twice.
-                let live_here =
-                    self.shares() && self.c.gw.resumes.is_live(project, &shared_key(&member, p));
-                let shared = if self.shares() && !live_here {
-                    self.take_shared(project, p, &member).await
-                } else {
-                    None
-                };
-                local.or(shared).map(|r| (p.to_owned(), r))
-            }
-            None => None,
-        };
-        let resumed = resume.is_some();
-        match resume {
-            Some((protocol, mut r)) => {
-                self.protocol = protocol;
-                self.states = r.states;
-                for (channel, events) in r.channels {
-                    // The new token decides again.
-                    if self.grant_for(&channel).0 {
-                        let since = r.positions.remove(&channel);
-                        let _ = self.join_from(&channel, events, since).await;
-                    }
-                }
-            }
-            None => {
-                self.protocol = format!("signalwire_{signature}_{}", uuid::Uuid::new_v4().simple());
-            }
-        }
-        if self.shares() {
-            let key = shared_key(&member, &self.protocol);
-            if self.c.gw.resumes.go_live(project, &key) {
-                self.live = Some(key);
-            }
-        }
-        if resumed {
-            let _ = self.save_shared(SHARED_LIVE_FOR + RESUME_FOR).await;
-        }
-        Ok(self.connect_result())
-    }
-
-    async fn reauthenticate(&mut self, params: &Map<String, Value>) -> Reply {
-        let grant = self.verify(params).await?;
-        let same = self.c.grant().is_some_and(|g| {
-            g.user == grant.user && g.project == grant.project && g.typ == grant.typ
-        });
-        if !same {
-            return error(
-                rpc::AUTH,
-                "Authentication failed: another member, project or token type",
-            );
-        }
-        if !self.c.regrant(grant) {
-            return error(rpc::AUTH, "Authentication failed");
-        }
-        // Channels the new token no longer grants are left.
-        let lost: Vec<String> = self
-            .c
-            .subs
-            .keys()
-            .filter(|c| !self.grant_for(c).0)
-            .cloned()
-            .collect();
-        for channel in lost {
-            self.c.leave(&channel).await;
-        }
-        // The new token's state is the member's state where none was set since.
-        let channels: Vec<String> = self.c.subs.keys().cloned().collect();
-        for channel in channels {
-            let info = self.client_info(&channel);
-            if let Some(sub) = self.c.subs.get_mut(&channel) {
-                sub.info = info;
-            }
-        }
-        self.c.refresh_presence().await;
-        let _ = self.save_shared(SHARED_LIVE_FOR + RESUME_FOR).await;
-        Ok(self.connect_result())
     }
 }
