@@ -452,6 +452,9 @@ impl Tollgate {
                 "Invalid token type. You must use a Refresh token.",
             ));
         }
+        if self.payload_revoked(&old) {
+            return Err(token_invalid());
+        }
         if old.exp <= now.seconds()
             || now.seconds() - old.auth_time > self.inner.settings.max_family_lifetime
         {
@@ -538,6 +541,20 @@ impl Tollgate {
         }
     }
 
+    /// Whether a SAT or refresh token was revoked: by its `jti`, or by its subscriber.
+    fn payload_revoked(&self, payload: &SatPayload) -> bool {
+        let jti = payload.jti.to_string();
+        let subject = payload.sub.map(|s| s.to_string()).unwrap_or_default();
+        self.is_revoked(
+            payload.prj,
+            tollgate_token::revocation::Presented {
+                jti: Some(&jti),
+                subject: &subject,
+                issued_at: Some(payload.iat),
+            },
+        )
+    }
+
     /// Validates a SAT presented as a bearer credential: ours, unexpired, its family and
     /// subscriber still alive. Everything else is `Unauthorized`.
     pub async fn authenticate_sat(&self, token: &str) -> Result<SatInfo, ServiceError> {
@@ -546,6 +563,9 @@ impl Tollgate {
             .await?
             .ok_or(ServiceError::Unauthorized)?;
         if typ != TYP_SAT || payload.exp <= self.inner.clock.now().seconds() {
+            return Err(ServiceError::Unauthorized);
+        }
+        if self.payload_revoked(&payload) {
             return Err(ServiceError::Unauthorized);
         }
         // The token is authentic and unexpired; what remains is whether its family was

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tollgate_token::jose::{self, Algorithm, VerifyingKey};
 use tollgate_token::pubsub::Capability;
+use tollgate_token::revocation::Presented;
 use tollgate_token::{KeyId, ProjectId, UnixTime};
 
 use crate::{ServiceError, Tollgate};
@@ -78,6 +79,20 @@ pub struct ConnectionGrant {
     pub typ: Option<String>,
     /// The token's id (`jti`).
     pub jti: Option<String>,
+    /// When the token was issued (`iat`), for subject revocations.
+    pub issued_at: Option<i64>,
+}
+
+impl ConnectionGrant {
+    /// What this grant shows a revocation check.
+    #[must_use]
+    pub fn presented(&self) -> Presented<'_> {
+        Presented {
+            jti: self.jti.as_deref(),
+            subject: &self.user,
+            issued_at: self.issued_at,
+        }
+    }
 }
 
 /// A verified subscription token.
@@ -214,6 +229,15 @@ impl Tollgate {
         let subs = server_subs(&claims)?;
         let expires_at = self.check_times(&claims)?;
         let jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
+        let issued_at = claims.get("iat").and_then(numeric_date);
+        let shown = Presented {
+            jti: jti.as_deref(),
+            subject: &user,
+            issued_at,
+        };
+        if self.is_revoked(project, shown) {
+            return Err(GatewayTokenError::Invalid("revoked"));
+        }
         Ok(ConnectionGrant {
             project,
             user,
@@ -223,6 +247,7 @@ impl Tollgate {
             subs,
             typ,
             jti,
+            issued_at,
         })
     }
 
@@ -255,6 +280,14 @@ impl Tollgate {
         let data = info_claim(&claims, "data", "b64data")?;
         let overrides = overrides(claims.get("override"))?;
         let expires_at = self.check_times(&claims)?;
+        let shown = Presented {
+            jti: claim("jti"),
+            subject: user,
+            issued_at: claims.get("iat").and_then(numeric_date),
+        };
+        if self.is_revoked(project, shown) {
+            return Err(GatewayTokenError::Invalid("revoked"));
+        }
         Ok(SubscriptionGrant {
             expires_at,
             info,

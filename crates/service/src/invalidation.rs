@@ -28,6 +28,9 @@ pub enum Invalidation {
     /// This project was created: the one project the deployment-wide credentials act for
     /// (without `centrifugo.project`) may have changed.
     ProjectCreated(ProjectId),
+    /// The project's revocations changed: reload them from the database now (the one
+    /// kind that reloads rather than forgets — a reload is all a forged message can cost).
+    Revocations(ProjectId),
 }
 
 /// Where this node announces its invalidations (fire and forget: implementations must
@@ -55,6 +58,7 @@ impl Invalidation {
             Self::Keys(_) => "keys",
             Self::Sats(_) => "sats",
             Self::ProjectCreated(_) => "project",
+            Self::Revocations(_) => "revocations",
         }
     }
 
@@ -62,7 +66,11 @@ impl Invalidation {
     #[must_use]
     pub fn project(self) -> ProjectId {
         match self {
-            Self::Namespaces(p) | Self::Keys(p) | Self::Sats(p) | Self::ProjectCreated(p) => p,
+            Self::Namespaces(p)
+            | Self::Keys(p)
+            | Self::Sats(p)
+            | Self::ProjectCreated(p)
+            | Self::Revocations(p) => p,
         }
     }
 
@@ -94,6 +102,7 @@ impl Invalidation {
             "keys" => Self::Keys(project),
             "sats" => Self::Sats(project),
             "project" => Self::ProjectCreated(project),
+            "revocations" => Self::Revocations(project),
             _ => return Err(InvalidationError::UnknownKind),
         })
     }
@@ -111,6 +120,7 @@ mod tests {
             Invalidation::Keys(p),
             Invalidation::Sats(p),
             Invalidation::ProjectCreated(p),
+            Invalidation::Revocations(p),
         ] {
             assert_eq!(Invalidation::decode(&i.encode()), Ok(i));
         }

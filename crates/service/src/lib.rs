@@ -14,6 +14,7 @@ pub mod invalidation;
 mod jwks;
 mod keys;
 mod password;
+pub mod revocation;
 pub mod secrets;
 pub mod server_keys;
 mod shared;
@@ -31,6 +32,7 @@ use tollgate_token::{ProjectId, Scope, Scopes};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use invalidation::{Invalidation, InvalidationError, Invalidations};
 use keys::KeyCache;
+pub use revocation::RevocationStats;
 pub use secrets::{ApiTokenSecret, MasterKey, Secrets};
 pub use server_keys::{ServerKey, ServerKeySecret};
 pub use shared::{PROJECT_SETTING, ServerApiCaller, SharedCredentials};
@@ -179,6 +181,8 @@ struct Inner {
     /// Where this node announces what other nodes' caches should forget (unset: a single
     /// process, or the CLI).
     invalidations: std::sync::OnceLock<Arc<dyn Invalidations>>,
+    /// Every project's live revocations (see `revocation`).
+    revocations: revocation::RevocationCache,
 }
 
 impl Tollgate {
@@ -202,7 +206,7 @@ impl Tollgate {
             ));
         }
         let jwks = jwks::JwksCache::new(settings.jwks_allow_private_hosts);
-        Ok(Self {
+        let tollgate = Self {
             inner: Arc::new(Inner {
                 store,
                 secrets,
@@ -214,8 +218,12 @@ impl Tollgate {
                 ns_cache: cache::TtlCache::default(),
                 only_project: cache::TtlCache::default(),
                 invalidations: std::sync::OnceLock::new(),
+                revocations: revocation::RevocationCache::default(),
             }),
-        })
+        };
+        // Every revocation is held before the first token is checked: a restart loses none.
+        tollgate.reload_all_revocations().await?;
+        Ok(tollgate)
     }
 
     /// Announces this node's cache invalidations to the others from now on (once per
@@ -242,6 +250,7 @@ impl Tollgate {
                 self.inner.sat_cache.forget(|(p, _, _)| *p == project);
             }
             Invalidation::ProjectCreated(_) => self.inner.only_project.clear(),
+            Invalidation::Revocations(project) => self.revocations_stale(project),
         }
     }
 

@@ -5,23 +5,29 @@
 //! same versioned migrations. Records are plain data: deciding what they mean (hashing
 //! secrets, sealing keys, checking scopes) is the service layer's job.
 
+mod audit;
 mod channels;
 mod records;
+mod revocations;
 mod server_keys;
 mod sql;
+mod sql_audit;
 mod sql_channels;
+mod sql_revocations;
 mod sql_server_keys;
 mod sql_subscribers;
 mod subscribers;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use audit::{AuditQuery, AuditRecord, AuditStore};
 pub use channels::{ChannelStore, NamespaceRecord, UserAuthKeyRecord};
 pub use records::{
     AddressRecord, ApiTokenRecord, EmbedKeyRecord, EncryptionKeyRecord, FamilyRecord, KeyState,
     Login, NewApiToken, NewRefreshToken, ProjectRecord, Rotation, SigningKeyRecord,
     SubscriberProfile, SubscriberRecord,
 };
+pub use revocations::{RevocationRecord, RevocationStore};
 pub use server_keys::{ServerKeyRecord, ServerKeyStore};
 pub use sql::{SqlOptions, SqlStore, SqliteSynchronous};
 pub use subscribers::SubscriberStore;
@@ -50,12 +56,21 @@ pub enum StoreError {
 /// Tollgate's persistent state.
 ///
 /// The supertraits hold the rest of it: [`SubscriberStore`] (Fabric), [`ChannelStore`]
-/// (channel rules, key rotation) and [`ServerKeyStore`] (server API keys).
+/// (channel rules, key rotation), [`ServerKeyStore`] (server API keys),
+/// [`RevocationStore`] (revoked tokens) and [`AuditStore`] (the audit log).
 ///
 /// Every method is atomic: it either happens completely or not at all.
 #[async_trait]
 pub trait Store:
-    SubscriberStore + ChannelStore + ServerKeyStore + Send + Sync + std::fmt::Debug + 'static
+    SubscriberStore
+    + ChannelStore
+    + ServerKeyStore
+    + RevocationStore
+    + AuditStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -12,6 +12,7 @@
 //! - [`fabric`]: the Fabric subscriber, guest and invite token and Subscribers grammar.
 //! - [`validation`]: `FieldError`, the 422 vocabulary shared by every API family.
 //! - [`jose`]: compact JWS signing and strict verification with algorithm-pinned keys.
+//! - [`revocation`]: one project's revoked tokens and subjects, and the check.
 //! - [`json`]: a duplicate-rejecting JSON reader used on untrusted token parts.
 
 pub mod centrifugo;
@@ -20,6 +21,7 @@ pub mod ids;
 pub mod jose;
 pub mod json;
 pub mod pubsub;
+pub mod revocation;
 pub mod scope;
 pub mod time;
 pub mod validation;

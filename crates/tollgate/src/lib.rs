@@ -108,6 +108,8 @@ impl App {
         let (broker, sweeper) = open_broker(&self.config.broker).await?;
         // Other nodes on the same broker forget what this one changes, and the other way round.
         let invalidations = invalidations::connect(&self.tollgate, &broker);
+        // Revocations made elsewhere (another node, the CLI) reach this node's sets.
+        let revocation_sync = tokio::spawn(self.tollgate.clone().run_revocation_sync());
         let gateway = tollgate_gateway::Gateway::new(
             self.tollgate.clone(),
             broker,
@@ -139,6 +141,7 @@ impl App {
         if let Some(sweeper) = sweeper {
             sweeper.abort();
         }
+        revocation_sync.abort();
         if let Some(relay) = invalidations {
             relay.abort();
         }

@@ -41,6 +41,7 @@ fn grant(project: ProjectId, user: &str) -> ConnectionGrant {
         subs: Vec::new(),
         typ: None,
         jti: None,
+        issued_at: None,
     }
 }
 
