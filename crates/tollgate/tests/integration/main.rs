@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod audit;
 mod binary;
 mod centrifugo;
 mod cluster;
@@ -21,6 +22,8 @@ mod gateway_limits;
 mod gateway_tokens;
 mod http_edge;
 mod jwks;
+mod revocation_api;
+mod revocation_gateway;
 mod server_keys;
 mod shared_credentials;
 mod signalwire_ws;

@@ -1,0 +1,1 @@
+//! Revocation's interfaces: server API, admin REST, CLI; every target; restarts.
